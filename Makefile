@@ -1,0 +1,57 @@
+# The two commands: `make run` and `make test`. Everything else is a building block.
+SHELL := bash
+.SHELLFLAGS := -euo pipefail -c
+.DEFAULT_GOAL := help
+
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STATE := .local
+COVERAGE_FLOOR := 80
+PYTEST_ARGS ?=
+export PYTHONPATH := $(CURDIR)/hack
+
+.PHONY: help venv deps control-plane lint unit test cluster-up cluster-down run
+
+help: ## list targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[dev]'
+	touch $@
+
+venv: $(VENV)/.installed ## create .venv and install the package with dev extras
+
+deps: venv ## install missing Debian packages (postgresql, redis-server)
+	$(PY) -m bandsy_dev.packages
+
+control-plane: ## build (or reuse) etcd, kube-apiserver, kube-controller-manager, kubectl
+	hack/control-plane/build.sh
+
+lint: venv ## ruff check, ruff format --check, mypy --strict
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy --strict operator/
+	$(VENV)/bin/mypy --strict hack/bandsy_dev
+
+unit: venv ## the fast unit tests only
+	$(PY) -m pytest tests/unit $(PYTEST_ARGS)
+
+test: lint deps control-plane ## THE test command: lint, then every test against real servers
+	$(PY) -m pytest --cov --cov-report=term --cov-fail-under=$(COVERAGE_FLOOR) $(PYTEST_ARGS)
+
+cluster-up: deps control-plane ## start the local servers in the background; writes .local/cluster.env
+	$(PY) -m bandsy_dev up --state $(STATE)
+
+cluster-down: ## stop the local servers
+	$(PY) -m bandsy_dev down --state $(STATE)
+
+run: venv ## run the operator in the foreground (starts a local cluster unless KUBECONFIG is set)
+	@if [[ -z "$${KUBECONFIG:-}" ]]; then \
+	  $(MAKE) --no-print-directory cluster-up; \
+	  set -a; source $(STATE)/cluster.env; set +a; \
+	fi; \
+	$(PY) -m bandsy_dev.install; \
+	exec $(PY) -m bandsy_operator

@@ -1,0 +1,142 @@
+"""``python -m bandsy_dev up|down|status`` — the local servers in the background (make cluster-up).
+
+``up`` starts a detached supervisor that owns the servers and tears them down on SIGTERM, and
+returns once ``cluster.env`` is written. ``down`` stops the supervisor and, should it have died,
+every server process it recorded.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+from .local_env import LocalEnvironment
+from .procs import signal_group, tail
+
+DEFAULT_STATE = Path(__file__).resolve().parents[2] / ".local"
+UP_TIMEOUT = 60 * 60  # the first run builds the control plane
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _read_pids(path: Path) -> list[int]:
+    if not path.exists():
+        return []
+    return [int(p) for p in path.read_text().split() if p.strip().isdigit()]
+
+
+def supervise(state: Path) -> int:
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    servers = state / "servers"
+    shutil.rmtree(servers, ignore_errors=True)
+    env = LocalEnvironment(servers)
+    try:
+        env.start()
+        (state / "pids").write_text("\n".join(map(str, env.pids())) + "\n")
+        env.publish(state)
+        print("local cluster ready", flush=True)
+        stop.wait()
+    finally:
+        env.stop()
+        for name in ("cluster.env", "pids"):
+            (state / name).unlink(missing_ok=True)
+        print("local cluster stopped", flush=True)
+    return 0
+
+
+def up(state: Path) -> int:
+    state.mkdir(parents=True, exist_ok=True)
+    pid_file = state / "supervisor.pid"
+    if any(_pid_alive(pid) for pid in _read_pids(pid_file)) and (state / "cluster.env").exists():
+        print(f"already running; source {state / 'cluster.env'}")
+        return 0
+    down(state, quiet=True)
+    log = state / "supervisor.log"
+    with log.open("wb") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "bandsy_dev", "supervise", "--state", str(state)],
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])},
+        )
+    pid_file.write_text(f"{proc.pid}\n")
+    deadline = time.monotonic() + UP_TIMEOUT
+    while not (state / "cluster.env").exists():
+        if proc.poll() is not None:
+            print(f"local cluster failed to start; {log}:\n{tail(log, 60)}", file=sys.stderr)
+            return 1
+        if time.monotonic() > deadline:
+            down(state)
+            print("local cluster did not start in time", file=sys.stderr)
+            return 1
+        time.sleep(0.5)
+    print(f"local cluster ready: source {state / 'cluster.env'}")
+    print(f"  kubectl --kubeconfig {state / 'kubeconfig'} get ns")
+    return 0
+
+
+def down(state: Path, quiet: bool = False) -> int:
+    pid_file = state / "supervisor.pid"
+    for pid in _read_pids(pid_file):
+        signal_group(pid, signal.SIGTERM)
+        deadline = time.monotonic() + 60
+        while _pid_alive(pid) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        signal_group(pid, signal.SIGKILL)
+    # Servers outlive a supervisor that was killed hard; they were recorded for this.
+    for pid in _read_pids(state / "pids"):
+        signal_group(pid, signal.SIGTERM)
+        with contextlib.suppress(Exception):
+            for _ in range(50):
+                if not _pid_alive(pid):
+                    break
+                time.sleep(0.2)
+        signal_group(pid, signal.SIGKILL)
+    for name in ("supervisor.pid", "pids", "cluster.env", "kubeconfig"):
+        (state / name).unlink(missing_ok=True)
+    if not quiet:
+        print("local cluster stopped")
+    return 0
+
+
+def status(state: Path) -> int:
+    alive = [pid for pid in _read_pids(state / "pids") if _pid_alive(pid)]
+    if (state / "cluster.env").exists() and alive:
+        print(f"running ({len(alive)} server processes); env: {state / 'cluster.env'}")
+        return 0
+    print("not running")
+    return 1
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bandsy_dev", description=__doc__)
+    parser.add_argument("command", choices=["up", "down", "status", "supervise"])
+    parser.add_argument("--state", type=Path, default=DEFAULT_STATE, help="state directory")
+    args = parser.parse_args(argv)
+    state: Path = args.state.resolve()
+    commands = {"up": up, "down": down, "status": status, "supervise": supervise}
+    return int(commands[args.command](state))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

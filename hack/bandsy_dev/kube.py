@@ -1,0 +1,227 @@
+"""A real Kubernetes control plane on loopback: etcd, kube-apiserver, kube-controller-manager.
+
+The binaries are built from the Kubernetes Go modules by ``hack/control-plane/build.sh`` and
+cached; there is no kubelet and no scheduler, so pods never run.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+import ssl
+import subprocess
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+from .procs import ManagedProcess, free_port
+from .tls import CertificateAuthority, new_key, write_key, write_public_key
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+BUILD_SCRIPT = REPO_ROOT / "hack" / "control-plane" / "build.sh"
+ADMIN_USER = "bandsy-admin"
+# Controllers the operator depends on; the deployment controller is left out on purpose so tests
+# can play kubelet + deployment controller by patching Deployment status themselves.
+CONTROLLERS = (
+    "namespace-controller",
+    "garbage-collector-controller",
+    "serviceaccount-controller",
+    "serviceaccount-token-controller",
+)
+APISERVER_READY_TIMEOUT = 90.0
+
+
+def build_binaries() -> Path:
+    """Build or reuse the cached control-plane binaries; returns their directory."""
+    out = subprocess.run([str(BUILD_SCRIPT)], check=True, stdout=subprocess.PIPE, text=True)
+    return Path(out.stdout.strip().splitlines()[-1])
+
+
+@dataclass
+class ControlPlane:
+    workdir: Path
+    bin_dir: Path
+    token: str = field(default_factory=lambda: secrets.token_urlsafe(32))
+    etcd_port: int = field(default_factory=free_port)
+    etcd_peer_port: int = field(default_factory=free_port)
+    apiserver_port: int = field(default_factory=free_port)
+    controller_manager_port: int = field(default_factory=free_port)
+    processes: dict[str, ManagedProcess] = field(default_factory=dict)
+
+    @property
+    def server(self) -> str:
+        return f"https://127.0.0.1:{self.apiserver_port}"
+
+    @property
+    def kubeconfig(self) -> Path:
+        return self.workdir / "kubeconfig"
+
+    @property
+    def ca_file(self) -> Path:
+        return self.workdir / "pki" / "ca.crt"
+
+    def start(self) -> None:
+        self._write_pki()
+        self._write_kubeconfig()
+        self.start_etcd()
+        self.start_apiserver()
+        self.start_controller_manager()
+
+    def stop(self) -> None:
+        for name in ("kube-controller-manager", "kube-apiserver", "etcd"):
+            if name in self.processes:
+                self.processes[name].stop()
+
+    # -- individual components (separate so fault tests can restart one) --
+
+    def start_etcd(self) -> None:
+        peer = f"http://127.0.0.1:{self.etcd_peer_port}"
+        client = f"http://127.0.0.1:{self.etcd_port}"
+        proc = self._process(
+            "etcd",
+            [
+                "--name=bandsy",
+                f"--data-dir={self.workdir / 'etcd'}",
+                f"--listen-client-urls={client}",
+                f"--advertise-client-urls={client}",
+                f"--listen-peer-urls={peer}",
+                f"--initial-advertise-peer-urls={peer}",
+                f"--initial-cluster=bandsy={peer}",
+                "--unsafe-no-fsync",
+                "--log-level=warn",
+            ],
+        )
+        proc.wait_until(lambda: _http_ok(f"{client}/health"), timeout=30)
+
+    def start_apiserver(self) -> None:
+        pki = self.workdir / "pki"
+        proc = self._process(
+            "kube-apiserver",
+            [
+                f"--etcd-servers=http://127.0.0.1:{self.etcd_port}",
+                "--bind-address=127.0.0.1",
+                "--advertise-address=127.0.0.1",
+                f"--secure-port={self.apiserver_port}",
+                "--endpoint-reconciler-type=none",
+                "--authorization-mode=RBAC",
+                f"--tls-cert-file={pki / 'apiserver.crt'}",
+                f"--tls-private-key-file={pki / 'apiserver.key'}",
+                f"--token-auth-file={pki / 'tokens.csv'}",
+                "--service-account-issuer=https://kubernetes.default.svc.cluster.local",
+                f"--service-account-key-file={pki / 'sa.pub'}",
+                f"--service-account-signing-key-file={pki / 'sa.key'}",
+                "--service-cluster-ip-range=10.96.0.0/16",
+                "--allow-privileged=true",
+                "--profiling=false",
+                "--v=1",
+            ],
+        )
+        proc.wait_until(self.ready, timeout=APISERVER_READY_TIMEOUT, what="ready (/readyz)")
+
+    def start_controller_manager(self) -> None:
+        pki = self.workdir / "pki"
+        proc = self._process(
+            "kube-controller-manager",
+            [
+                f"--kubeconfig={self.kubeconfig}",
+                f"--authentication-kubeconfig={self.kubeconfig}",
+                f"--authorization-kubeconfig={self.kubeconfig}",
+                "--leader-elect=false",
+                "--bind-address=127.0.0.1",
+                f"--secure-port={self.controller_manager_port}",
+                f"--controllers={','.join(CONTROLLERS)}",
+                f"--service-account-private-key-file={pki / 'sa.key'}",
+                f"--root-ca-file={self.ca_file}",
+                "--use-service-account-credentials=false",
+                "--profiling=false",
+                "--v=1",
+            ],
+        )
+        proc.wait_until(
+            lambda: _http_ok(f"https://127.0.0.1:{self.controller_manager_port}/healthz"),
+            timeout=60,
+            what="healthy",
+        )
+
+    def ready(self) -> bool:
+        return _http_ok(f"{self.server}/readyz", token=self.token, ca_file=self.ca_file)
+
+    def get_json(self, path: str) -> object:
+        return _http_json(f"{self.server}{path}", token=self.token, ca_file=self.ca_file)
+
+    def _process(self, name: str, args: list[str]) -> ManagedProcess:
+        proc = ManagedProcess(
+            name, [str(self.bin_dir / name), *args], self.workdir / "logs" / f"{name}.log"
+        )
+        proc.start()
+        self.processes[name] = proc
+        return proc
+
+    def _write_pki(self) -> None:
+        pki = self.workdir / "pki"
+        pki.mkdir(parents=True, exist_ok=True)
+        ca = CertificateAuthority.create("bandsy-kubernetes-ca")
+        ca.write_cert(pki / "ca.crt")
+        ca.issue_server_cert(pki / "apiserver.crt", pki / "apiserver.key", "kube-apiserver")
+        sa_key = new_key()
+        write_key(sa_key, pki / "sa.key")
+        write_public_key(sa_key, pki / "sa.pub")
+        (pki / "tokens.csv").write_text(
+            f'{self.token},{ADMIN_USER},{ADMIN_USER},"system:masters"\n'
+        )
+        (pki / "tokens.csv").chmod(0o600)
+
+    def _write_kubeconfig(self) -> None:
+        config = {
+            "apiVersion": "v1",
+            "kind": "Config",
+            "clusters": [
+                {
+                    "name": "bandsy-local",
+                    "cluster": {"server": self.server, "certificate-authority": str(self.ca_file)},
+                }
+            ],
+            "users": [{"name": ADMIN_USER, "user": {"token": self.token}}],
+            "contexts": [
+                {"name": "bandsy-local", "context": {"cluster": "bandsy-local", "user": ADMIN_USER}}
+            ],
+            "current-context": "bandsy-local",
+        }
+        self.kubeconfig.write_text(yaml.safe_dump(config, sort_keys=False))
+        self.kubeconfig.chmod(0o600)
+
+
+def _ssl_context(ca_file: Path | None) -> ssl.SSLContext:
+    if ca_file is not None:
+        return ssl.create_default_context(cafile=str(ca_file))
+    # Only for component health endpoints that serve a self-signed certificate on loopback.
+    ctx = ssl.create_default_context()
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    return ctx
+
+
+def _request(url: str, token: str | None) -> urllib.request.Request:
+    req = urllib.request.Request(url)  # noqa: S310 - loopback URLs built here
+    if token:
+        req.add_header("Authorization", f"Bearer {token}")
+    return req
+
+
+def _http_ok(url: str, token: str | None = None, ca_file: Path | None = None) -> bool:
+    ctx = _ssl_context(ca_file) if url.startswith("https") else None
+    with urllib.request.urlopen(_request(url, token), timeout=5, context=ctx) as resp:  # noqa: S310
+        return bool(resp.status == 200)
+
+
+def _http_json(url: str, token: str | None = None, ca_file: Path | None = None) -> object:
+    ctx = _ssl_context(ca_file) if url.startswith("https") else None
+    with urllib.request.urlopen(_request(url, token), timeout=10, context=ctx) as resp:  # noqa: S310
+        return json.loads(resp.read())
+
+
+def kubectl_path() -> Path:
+    """The kubectl built with the control plane (same version as the API server)."""
+    return build_binaries() / "kubectl"

@@ -1,0 +1,96 @@
+"""All local servers together, and the ``cluster.env`` file that describes them (SPEC §8)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from . import postgres, redis_server
+from .kube import ControlPlane, build_binaries
+from .packages import ensure_packages
+from .postgres import PostgresServer
+from .redis_server import RedisServer
+
+CLUSTER_ENV_KEYS = (
+    "KUBECONFIG",
+    "BANDSY_PG_HOST",
+    "BANDSY_PG_PORT",
+    "BANDSY_PG_ADMIN_USER",
+    "BANDSY_PG_ADMIN_PASSWORD",
+    "BANDSY_PG_CA_FILE",
+    "BANDSY_PG_LOG_FILE",
+    "BANDSY_REDIS_HOST",
+    "BANDSY_REDIS_PORT",
+    "BANDSY_REDIS_ADMIN_USER",
+    "BANDSY_REDIS_ADMIN_PASSWORD",
+)
+
+
+@dataclass
+class LocalEnvironment:
+    workdir: Path
+    kube: ControlPlane = field(init=False)
+    postgres: PostgresServer = field(init=False)
+    redis: RedisServer = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.workdir = self.workdir.resolve()
+
+    def start(self) -> None:
+        ensure_packages()
+        bin_dir = build_binaries()
+        self.kube = ControlPlane(self.workdir / "kube", bin_dir)
+        self.postgres = PostgresServer(self.workdir / "postgres")
+        self.redis = RedisServer(self.workdir / "redis")
+        try:
+            self.postgres.start()
+            self.redis.start()
+            self.kube.start()
+        except BaseException:
+            self.stop()
+            raise
+
+    def stop(self) -> None:
+        for server in ("kube", "redis", "postgres"):
+            if server in self.__dict__:
+                getattr(self, server).stop()
+
+    def pids(self) -> list[int]:
+        procs = [*self.kube.processes.values(), self.postgres.process, self.redis.process]
+        return [p.pid for p in procs if p is not None and p.running()]
+
+    def variables(self) -> dict[str, str]:
+        return {
+            "KUBECONFIG": str(self.kube.kubeconfig),
+            "BANDSY_PG_HOST": "127.0.0.1",
+            "BANDSY_PG_PORT": str(self.postgres.port),
+            "BANDSY_PG_ADMIN_USER": postgres.ADMIN_USER,
+            "BANDSY_PG_ADMIN_PASSWORD": self.postgres.admin_password,
+            "BANDSY_PG_CA_FILE": str(self.postgres.ca_file),
+            "BANDSY_PG_LOG_FILE": str(self.postgres.log_file),
+            "BANDSY_REDIS_HOST": "127.0.0.1",
+            "BANDSY_REDIS_PORT": str(self.redis.port),
+            "BANDSY_REDIS_ADMIN_USER": redis_server.ADMIN_USER,
+            "BANDSY_REDIS_ADMIN_PASSWORD": self.redis.admin_password,
+        }
+
+    def publish(self, state_dir: Path) -> Path:
+        """Write ``kubeconfig`` and ``cluster.env`` into ``state_dir``; returns the env file."""
+        kubeconfig = state_dir / "kubeconfig"
+        kubeconfig.write_text(self.kube.kubeconfig.read_text())
+        kubeconfig.chmod(0o600)
+        values = {**self.variables(), "KUBECONFIG": str(kubeconfig.resolve())}
+        assert tuple(values) == CLUSTER_ENV_KEYS
+        env_file = state_dir / "cluster.env"
+        env_file.write_text("".join(f"{key}={value}\n" for key, value in values.items()))
+        env_file.chmod(0o600)
+        return env_file
+
+
+def read_cluster_env(path: Path) -> dict[str, str]:
+    values: dict[str, str] = {}
+    for line in path.read_text().splitlines():
+        if line and not line.startswith("#") and "=" in line:
+            key, _, value = line.partition("=")
+            values[key] = value
+    return values

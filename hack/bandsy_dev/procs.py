@@ -1,0 +1,107 @@
+"""Child processes that log to files and stop cleanly, plus small waiting helpers."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+
+class StartupError(RuntimeError):
+    """A server did not become ready; the message points at its log file."""
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def tail(path: Path, lines: int = 30) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except FileNotFoundError:
+        return "(no log)"
+
+
+@dataclass
+class ManagedProcess:
+    """One server process in its own session, stdout and stderr appended to ``log_file``."""
+
+    name: str
+    argv: Sequence[str]
+    log_file: Path
+    env: dict[str, str] | None = None
+    user: str | None = None
+    popen: subprocess.Popen[bytes] | None = field(default=None, init=False)
+
+    def start(self) -> None:
+        self.log_file.parent.mkdir(parents=True, exist_ok=True)
+        with self.log_file.open("ab") as log:
+            self.popen = subprocess.Popen(
+                list(self.argv),
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env=self.env,
+                user=self.user,
+                start_new_session=True,
+            )
+
+    @property
+    def pid(self) -> int:
+        assert self.popen is not None, f"{self.name} was never started"
+        return self.popen.pid
+
+    def running(self) -> bool:
+        return self.popen is not None and self.popen.poll() is None
+
+    def wait_until(self, ready: Callable[[], bool], timeout: float, what: str = "ready") -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if not self.running():
+                raise StartupError(
+                    f"{self.name} exited before it was {what}; log {self.log_file}:\n"
+                    f"{tail(self.log_file)}"
+                )
+            with contextlib.suppress(Exception):
+                if ready():
+                    return
+            time.sleep(0.2)
+        raise StartupError(
+            f"{self.name} not {what} after {timeout:.0f} s; log {self.log_file}:\n"
+            f"{tail(self.log_file)}"
+        )
+
+    def stop(self, grace: float = 15.0) -> None:
+        if self.popen is None or self.popen.poll() is not None:
+            return
+        signal_group(self.popen.pid, signal.SIGTERM)
+        try:
+            self.popen.wait(grace)
+        except subprocess.TimeoutExpired:
+            signal_group(self.popen.pid, signal.SIGKILL)
+            self.popen.wait(grace)
+
+    def kill(self) -> None:
+        """SIGKILL, for fault-injection tests."""
+        if self.popen is not None and self.popen.poll() is None:
+            signal_group(self.popen.pid, signal.SIGKILL)
+            self.popen.wait()
+
+
+def signal_group(pid: int, sig: signal.Signals) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pid, sig)
+
+
+def port_open(port: int, host: str = "127.0.0.1") -> bool:
+    with contextlib.suppress(OSError), socket.create_connection((host, port), timeout=0.5):
+        return True
+    return False

@@ -1,0 +1,51 @@
+"""Process entry point: logging, then kopf cluster-wide with a liveness endpoint."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+
+import kopf
+
+from .settings import OperatorSettings
+
+
+class JsonFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        entry = {
+            "time": self.formatTime(record),
+            "level": record.levelname,
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        if record.exc_info:
+            entry["exception"] = self.formatException(record.exc_info)
+        return json.dumps(entry)
+
+
+def configure_logging(json_logs: bool, verbose: bool) -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    if json_logs:
+        handler.setFormatter(JsonFormatter())
+    else:
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, handlers=[handler])
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m bandsy_operator")
+    parser.add_argument("--json-logs", action="store_true", help="log one JSON object per line")
+    parser.add_argument("--verbose", action="store_true")
+    args = parser.parse_args(argv)
+    settings = OperatorSettings.from_env()
+    configure_logging(args.json_logs or settings.json_logs, args.verbose)
+
+    from . import handlers  # noqa: F401  registers the kopf handlers
+
+    kopf.run(
+        clusterwide=True,
+        standalone=True,
+        liveness_endpoint=f"http://0.0.0.0:{settings.liveness_port}/healthz",
+    )

@@ -1,0 +1,28 @@
+"""Operator configuration, read once from the environment (documented in the README)."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class OperatorSettings:
+    # Namespace of the central credential store and the operator itself.
+    operator_namespace: str = "bandsy-system"
+    # Periodic drift check of every object, in seconds.
+    resync_interval: float = 300.0
+    liveness_port: int = 8080
+    metrics_port: int = 9090
+    json_logs: bool = False
+
+    @classmethod
+    def from_env(cls, env: dict[str, str] | None = None) -> OperatorSettings:
+        env = dict(os.environ if env is None else env)
+        return cls(
+            operator_namespace=env.get("BANDSY_OPERATOR_NAMESPACE", cls.operator_namespace),
+            resync_interval=float(env.get("BANDSY_RESYNC_INTERVAL", cls.resync_interval)),
+            liveness_port=int(env.get("BANDSY_LIVENESS_PORT", cls.liveness_port)),
+            metrics_port=int(env.get("BANDSY_METRICS_PORT", cls.metrics_port)),
+            json_logs=env.get("BANDSY_LOG_FORMAT", "text").lower() == "json",
+        )
