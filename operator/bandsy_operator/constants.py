@@ -7,6 +7,31 @@ from typing import Final
 GROUP: Final = "bandsy.app"
 VERSION: Final = "v1alpha1"
 API_VERSION: Final = f"{GROUP}/{VERSION}"
+ENVIRONMENT_KIND: Final = "BandsyEnvironment"
+SERVICE_KIND: Final = "BandsyService"
+ENVIRONMENT_PLURAL: Final = "bandsyenvironments"
+SERVICE_PLURAL: Final = "bandsyservices"
+
 FIELD_MANAGER: Final = "bandsy-operator"
 FINALIZER: Final = f"{GROUP}/finalizer"
 STORAGE_PREFIX: Final = GROUP
+
+# Labels on everything the operator creates (SPEC §4).
+MANAGED_BY_LABEL: Final = "app.kubernetes.io/managed-by"
+NAME_LABEL: Final = "app.kubernetes.io/name"
+ENVIRONMENT_LABEL: Final = f"{GROUP}/environment"
+SERVICE_LABEL: Final = f"{GROUP}/service"
+EXTERNAL_LABEL: Final = f"{GROUP}/external"
+PSA_ENFORCE_LABEL: Final = "pod-security.kubernetes.io/enforce"
+NAMESPACE_NAME_LABEL: Final = "kubernetes.io/metadata.name"
+
+# Annotations.
+CONFIG_HASH_ANNOTATION: Final = f"{GROUP}/config-hash"
+APPLIED_HASH_ANNOTATION: Final = f"{GROUP}/applied-hash"
+CHANGE_CAUSE_ANNOTATION: Final = f"{GROUP}/change-cause"
+ROTATE_CREDENTIALS_ANNOTATION: Final = f"{GROUP}/rotate-credentials"
+SKIP_GATES_ANNOTATION: Final = f"{GROUP}/skip-gates"
+CLUSTER_ISSUER_ANNOTATION: Final = "cert-manager.io/cluster-issuer"
+
+PRODUCTION: Final = "production"
+DEVELOP: Final = "develop"

@@ -1,0 +1,74 @@
+"""Metadata every managed object carries: labels, ownerReference, the applied-content hash."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Any
+
+from ..constants import (
+    API_VERSION,
+    APPLIED_HASH_ANNOTATION,
+    ENVIRONMENT_LABEL,
+    FIELD_MANAGER,
+    MANAGED_BY_LABEL,
+    NAME_LABEL,
+    SERVICE_LABEL,
+)
+from ..models import ObjectIdentity
+
+Manifest = dict[str, Any]
+
+
+def environment_labels(environment: str) -> dict[str, str]:
+    return {MANAGED_BY_LABEL: FIELD_MANAGER, ENVIRONMENT_LABEL: environment}
+
+
+def service_labels(service: str, environment: str) -> dict[str, str]:
+    return {**environment_labels(environment), NAME_LABEL: service, SERVICE_LABEL: service}
+
+
+def selector_labels(service: str, environment: str) -> dict[str, str]:
+    """Pod selector of a service; never changes, as Deployment selectors are immutable."""
+    return {NAME_LABEL: service, ENVIRONMENT_LABEL: environment}
+
+
+def owner_reference(kind: str, owner: ObjectIdentity) -> dict[str, Any]:
+    # Cluster-scoped owners are valid for namespaced dependents; the reference has no namespace.
+    return {
+        "apiVersion": API_VERSION,
+        "kind": kind,
+        "name": owner.name,
+        "uid": owner.uid,
+        "controller": True,
+        "blockOwnerDeletion": True,
+    }
+
+
+def object_meta(
+    name: str,
+    labels: dict[str, str],
+    owner: dict[str, Any],
+    namespace: str | None = None,
+    annotations: dict[str, str] | None = None,
+) -> dict[str, Any]:
+    meta: dict[str, Any] = {"name": name, "labels": labels, "ownerReferences": [owner]}
+    if namespace is not None:
+        meta["namespace"] = namespace
+    if annotations:
+        meta["annotations"] = annotations
+    return meta
+
+
+def content_hash(value: Any) -> str:
+    """Stable short hash of JSON-able content."""
+    encoded = json.dumps(value, sort_keys=True, separators=(",", ":")).encode()
+    return hashlib.sha256(encoded).hexdigest()[:16]
+
+
+def stamp_applied_hash(manifest: Manifest) -> Manifest:
+    """Record the hash of what we apply, so a field we stop setting is noticed as a change."""
+    digest = content_hash(manifest)
+    annotations = manifest["metadata"].setdefault("annotations", {})
+    annotations[APPLIED_HASH_ANNOTATION] = digest
+    return manifest

@@ -1,0 +1,389 @@
+"""Objects of one service in one environment (owner: the BandsyService). SPEC §4."""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from .. import naming
+from ..constants import (
+    CLUSTER_ISSUER_ANNOTATION,
+    CONFIG_HASH_ANNOTATION,
+    EXTERNAL_LABEL,
+    PRODUCTION,
+    SERVICE_KIND,
+)
+from ..models import EgressTarget, Environment, Quantity, Service
+from .environment import namespace_selector
+from .meta import (
+    Manifest,
+    content_hash,
+    object_meta,
+    owner_reference,
+    selector_labels,
+    service_labels,
+    stamp_applied_hash,
+)
+
+CONTAINER_PORT_NAME = "http"
+SecretGenerator = Callable[[int], str]
+
+
+@dataclass(frozen=True)
+class DatabasePeer:
+    """Where a database the service uses lives, for NetworkPolicy egress."""
+
+    port: int
+    egress_to: EgressTarget | None
+
+
+@dataclass(frozen=True)
+class ServiceInputs:
+    """Everything, besides the two CRs, that decides a service's objects in one environment."""
+
+    service: Service
+    env: Environment
+    tag: str
+    dependency_ports: Mapping[str, int] = field(default_factory=dict)  # dependency -> its port
+    dependents: Sequence[str] = ()  # services in this environment that depend on this one
+    existing_secrets: Mapping[str, str] = field(default_factory=dict)  # live <svc>-secrets values
+    credential_secrets: Sequence[Manifest] = ()  # <svc>-postgres/-redis/-mongo projections
+    database_peers: Sequence[DatabasePeer] = ()
+
+    @property
+    def name(self) -> str:
+        return self.service.name
+
+    @property
+    def namespace(self) -> str:
+        return self.env.namespace
+
+    @property
+    def exposed(self) -> bool:
+        return self.service.spec.external and self.name in self.env.spec.ingress.allowed_services
+
+    def meta(self, name: str, annotations: dict[str, str] | None = None) -> dict[str, Any]:
+        return object_meta(
+            name,
+            service_labels(self.name, self.env.name),
+            owner_reference(SERVICE_KIND, self.service.meta),
+            namespace=self.namespace,
+            annotations=annotations,
+        )
+
+
+def layered_config(inputs: ServiceInputs) -> dict[str, str]:
+    """env.config < svc.config < svc.environments.<env>.config, then the injected keys."""
+    spec = inputs.service.spec
+    data = {
+        **inputs.env.spec.config,
+        **spec.config,
+        **spec.environments[inputs.env.name].config,
+        "BANDSY_ENVIRONMENT": inputs.env.name,
+        "BANDSY_SERVICE": inputs.name,
+    }
+    for dependency, port in sorted(inputs.dependency_ports.items()):
+        data[naming.dependency_url_key(dependency)] = naming.internal_url(
+            dependency, inputs.namespace, port
+        )
+    if inputs.exposed:
+        data["PUBLIC_URL"] = naming.public_url(
+            inputs.env.name, inputs.name, inputs.env.spec.ingress.domain
+        )
+    return dict(sorted(data.items()))
+
+
+def build_config_map(inputs: ServiceInputs) -> Manifest:
+    return {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": inputs.meta(naming.config_map(inputs.name)),
+        "data": layered_config(inputs),
+    }
+
+
+def secret_values(inputs: ServiceInputs, generate: SecretGenerator) -> dict[str, str]:
+    """Generated keys are kept once they exist; provided keys get an empty placeholder only
+    while nobody has filled them in, so a value a person set is never part of our apply."""
+    values: dict[str, str] = {}
+    for key in inputs.service.spec.secrets:
+        existing = inputs.existing_secrets.get(key.name)
+        if key.generate is not None:
+            values[key.name] = existing or generate(key.generate.length)
+        elif not existing:
+            values[key.name] = ""
+    return values
+
+
+def encode_secret_data(values: Mapping[str, str]) -> dict[str, str]:
+    return {k: base64.b64encode(v.encode()).decode() for k, v in sorted(values.items())}
+
+
+def build_secret(inputs: ServiceInputs, values: Mapping[str, str]) -> Manifest:
+    return {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "type": "Opaque",
+        "metadata": inputs.meta(naming.secrets(inputs.name)),
+        "data": encode_secret_data(values),
+    }
+
+
+def missing_provided_secrets(inputs: ServiceInputs) -> list[str]:
+    return [
+        key.name
+        for key in inputs.service.spec.secrets
+        if key.generate is None and not inputs.existing_secrets.get(key.name)
+    ]
+
+
+def _resources(inputs: ServiceInputs) -> dict[str, dict[str, Quantity]]:
+    spec = inputs.service.spec
+    override = spec.environments[inputs.env.name].resources
+    chosen = override if override is not None else spec.resources
+    resources: dict[str, dict[str, Quantity]] = {}
+    if chosen.requests:
+        resources["requests"] = {k: str(v) for k, v in sorted(chosen.requests.items())}
+    if chosen.limits:
+        resources["limits"] = {k: str(v) for k, v in sorted(chosen.limits.items())}
+    return resources
+
+
+def _probes(inputs: ServiceInputs) -> dict[str, Any]:
+    check = inputs.service.spec.health_check
+    if check is None or inputs.service.spec.port is None:
+        return {}
+    http_get = {"path": check.path, "port": CONTAINER_PORT_NAME}
+    return {
+        "readinessProbe": {"httpGet": http_get, "periodSeconds": 10, "failureThreshold": 3},
+        "livenessProbe": {
+            "httpGet": http_get,
+            "initialDelaySeconds": 10,
+            "periodSeconds": 20,
+            "failureThreshold": 3,
+        },
+    }
+
+
+def _anti_affinity(inputs: ServiceInputs) -> dict[str, Any]:
+    if inputs.env.name != PRODUCTION:
+        return {}
+    return {
+        "affinity": {
+            "podAntiAffinity": {
+                "preferredDuringSchedulingIgnoredDuringExecution": [
+                    {
+                        "weight": 100,
+                        "podAffinityTerm": {
+                            "topologyKey": "kubernetes.io/hostname",
+                            "labelSelector": {
+                                "matchLabels": selector_labels(inputs.name, inputs.env.name)
+                            },
+                        },
+                    }
+                ]
+            }
+        }
+    }
+
+
+def build_deployment(inputs: ServiceInputs, config_hash: str) -> Manifest:
+    spec = inputs.service.spec
+    env_spec = spec.environments[inputs.env.name]
+    selector = selector_labels(inputs.name, inputs.env.name)
+    pod_labels = {**service_labels(inputs.name, inputs.env.name)}
+    if inputs.exposed:
+        pod_labels[EXTERNAL_LABEL] = "true"
+    env_from: list[dict[str, Any]] = [
+        {"configMapRef": {"name": naming.config_map(inputs.name)}},
+        {"secretRef": {"name": naming.secrets(inputs.name)}},
+    ]
+    env_from += [{"secretRef": {"name": s["metadata"]["name"]}} for s in inputs.credential_secrets]
+    container: dict[str, Any] = {
+        "name": inputs.name,
+        "image": f"{spec.image.repository}:{inputs.tag}",
+        "envFrom": env_from,
+        "securityContext": {
+            "allowPrivilegeEscalation": False,
+            "capabilities": {"drop": ["ALL"]},
+            "runAsNonRoot": True,
+            "seccompProfile": {"type": "RuntimeDefault"},
+        },
+        **_probes(inputs),
+    }
+    if spec.port is not None:
+        container["ports"] = [
+            {"name": CONTAINER_PORT_NAME, "containerPort": spec.port, "protocol": "TCP"}
+        ]
+    resources = _resources(inputs)
+    if resources:
+        container["resources"] = resources
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": inputs.meta(inputs.name),
+        "spec": {
+            "replicas": env_spec.replicas if env_spec.replicas is not None else spec.replicas,
+            "revisionHistoryLimit": 5,
+            "selector": {"matchLabels": selector},
+            "strategy": {
+                "type": "RollingUpdate",
+                "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1},
+            },
+            "template": {
+                "metadata": {
+                    "labels": pod_labels,
+                    "annotations": {CONFIG_HASH_ANNOTATION: config_hash},
+                },
+                "spec": {
+                    "automountServiceAccountToken": False,
+                    "securityContext": {
+                        "runAsNonRoot": True,
+                        "seccompProfile": {"type": "RuntimeDefault"},
+                    },
+                    "containers": [container],
+                    **_anti_affinity(inputs),
+                },
+            },
+        },
+    }
+
+
+def build_service(inputs: ServiceInputs) -> Manifest | None:
+    port = inputs.service.spec.port
+    if port is None:
+        return None
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": inputs.meta(inputs.name),
+        "spec": {
+            "type": "ClusterIP",
+            "selector": selector_labels(inputs.name, inputs.env.name),
+            "ports": [
+                {
+                    "name": CONTAINER_PORT_NAME,
+                    "port": port,
+                    "targetPort": CONTAINER_PORT_NAME,
+                    "protocol": "TCP",
+                }
+            ],
+        },
+    }
+
+
+def build_ingress(inputs: ServiceInputs) -> Manifest | None:
+    if not inputs.exposed or inputs.service.spec.port is None:
+        return None
+    ingress = inputs.env.spec.ingress
+    host = naming.external_host(inputs.env.name, inputs.name, ingress.domain)
+    annotations = (
+        {CLUSTER_ISSUER_ANNOTATION: ingress.cluster_issuer} if ingress.cluster_issuer else None
+    )
+    spec: dict[str, Any] = {
+        "tls": [{"hosts": [host], "secretName": naming.tls_secret(inputs.name)}],
+        "rules": [
+            {
+                "host": host,
+                "http": {
+                    "paths": [
+                        {
+                            "path": "/",
+                            "pathType": "Prefix",
+                            "backend": {
+                                "service": {
+                                    "name": inputs.name,
+                                    "port": {"name": CONTAINER_PORT_NAME},
+                                }
+                            },
+                        }
+                    ]
+                },
+            }
+        ],
+    }
+    if ingress.class_name:
+        spec["ingressClassName"] = ingress.class_name
+    return {
+        "apiVersion": "networking.k8s.io/v1",
+        "kind": "Ingress",
+        "metadata": inputs.meta(inputs.name, annotations),
+        "spec": spec,
+    }
+
+
+def _peer(target: EgressTarget) -> dict[str, Any]:
+    if target.cidr is not None:
+        return {"ipBlock": {"cidr": target.cidr}}
+    peer: dict[str, Any] = {"namespaceSelector": namespace_selector(target.namespace or "")}
+    if target.pod_selector:
+        peer["podSelector"] = {"matchLabels": dict(sorted(target.pod_selector.items()))}
+    return peer
+
+
+def build_network_policy(inputs: ServiceInputs) -> Manifest:
+    """Ingress from the services that depend on this one; egress to its dependencies and
+    databases. Everything else stays closed by the environment's default-deny policy."""
+    port = inputs.service.spec.port
+    ingress: list[dict[str, Any]] = []
+    if port is not None and inputs.dependents:
+        ingress.append(
+            {
+                "from": [
+                    {"podSelector": {"matchLabels": selector_labels(dependent, inputs.env.name)}}
+                    for dependent in sorted(inputs.dependents)
+                ],
+                "ports": [{"protocol": "TCP", "port": port}],
+            }
+        )
+    egress: list[dict[str, Any]] = [
+        {
+            "to": [{"podSelector": {"matchLabels": selector_labels(dep, inputs.env.name)}}],
+            "ports": [{"protocol": "TCP", "port": dep_port}],
+        }
+        for dep, dep_port in sorted(inputs.dependency_ports.items())
+    ]
+    egress += [
+        {"to": [_peer(peer.egress_to)], "ports": [{"protocol": "TCP", "port": peer.port}]}
+        for peer in inputs.database_peers
+        if peer.egress_to is not None
+    ]
+    return {
+        "apiVersion": "networking.k8s.io/v1",
+        "kind": "NetworkPolicy",
+        "metadata": inputs.meta(inputs.name),
+        "spec": {
+            "podSelector": {"matchLabels": selector_labels(inputs.name, inputs.env.name)},
+            "policyTypes": ["Ingress", "Egress"],
+            "ingress": ingress,
+            "egress": egress,
+        },
+    }
+
+
+def config_hash(
+    config_map: Manifest, secrets: Mapping[str, str], credentials: Sequence[Manifest]
+) -> str:
+    """Changes whenever any configuration or credential the pods read changes, including a
+    provided secret a person filled in (which is not part of our apply)."""
+    return content_hash(
+        [config_map["data"], dict(sorted(secrets.items())), *(c["data"] for c in credentials)]
+    )
+
+
+def build_service_objects(inputs: ServiceInputs, generate: SecretGenerator) -> list[Manifest]:
+    config_map = build_config_map(inputs)
+    values = secret_values(inputs, generate)
+    pod_secrets = {**inputs.existing_secrets, **values}
+    objects = [
+        config_map,
+        build_secret(inputs, values),
+        *inputs.credential_secrets,
+        build_deployment(inputs, config_hash(config_map, pod_secrets, inputs.credential_secrets)),
+        build_service(inputs),
+        build_ingress(inputs),
+        build_network_policy(inputs),
+    ]
+    return [stamp_applied_hash(obj) for obj in objects if obj is not None]

@@ -1,0 +1,226 @@
+"""Pydantic models of the two custom resources (SPEC §3). Field names follow the CRD (camelCase)."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+from pydantic.alias_generators import to_camel
+
+Quantity = int | str
+PodSecurityLevel = Literal["privileged", "baseline", "restricted"]
+ReclaimPolicy = Literal["Retain", "Delete"]
+SslMode = Literal["disable", "allow", "prefer", "require", "verify-ca", "verify-full"]
+
+
+class ApiModel(BaseModel):
+    """camelCase on the wire, snake_case in Python; unknown fields ignored, values immutable."""
+
+    model_config = ConfigDict(
+        alias_generator=to_camel, populate_by_name=True, extra="ignore", frozen=True
+    )
+
+
+# --- BandsyEnvironment -------------------------------------------------------------------------
+
+
+class Promotion(ApiModel):
+    from_: str | None = Field(default=None, alias="from")
+    soak_seconds: int = Field(default=0, ge=0)
+    freeze: bool = False
+
+
+class ImagePolicy(ApiModel):
+    tag_pattern: str | None = None
+
+
+class IngressSettings(ApiModel):
+    domain: str = "bandsy.app"
+    class_name: str | None = None
+    cluster_issuer: str | None = None
+    controller_namespace: str = "ingress-nginx"
+    allowed_services: tuple[str, ...] = ("web",)
+
+
+class SecretRef(ApiModel):
+    namespace: str
+    name: str
+
+
+class EgressTarget(ApiModel):
+    namespace: str | None = None
+    pod_selector: dict[str, str] = Field(default_factory=dict)
+    cidr: str | None = None
+
+
+class PostgresServer(ApiModel):
+    host: str
+    port: int = 5432
+    ssl_mode: SslMode = "require"
+    admin_secret_ref: SecretRef
+    user_template: str = "{service}-user"
+    database_template: str = "{service}-{env}"
+    egress_to: EgressTarget | None = None
+
+
+class RedisServer(ApiModel):
+    host: str
+    port: int = 6379
+    tls: bool = False
+    admin_secret_ref: SecretRef
+    user_template: str = "{service}-{env}"
+    key_prefix_template: str = "{service}:{env}:"
+    egress_to: EgressTarget | None = None
+
+
+class MongoServer(ApiModel):
+    host: str
+    port: int = 27017
+    tls: bool = False
+    admin_secret_ref: SecretRef
+    user_template: str = "{service}-user"
+    database_template: str = "{service}-{env}"
+    egress_to: EgressTarget | None = None
+
+
+class NetworkPolicySettings(ApiModel):
+    allow_from_namespaces: tuple[str, ...] = ()
+
+
+class Access(ApiModel):
+    viewers: tuple[str, ...] = ()
+    editors: tuple[str, ...] = ()
+
+
+class EnvironmentSpec(ApiModel):
+    namespace: str | None = None
+    pod_security: PodSecurityLevel = "baseline"
+    promotion: Promotion = Promotion()
+    image_policy: ImagePolicy = ImagePolicy()
+    ingress: IngressSettings = IngressSettings()
+    postgres: PostgresServer | None = None
+    redis: RedisServer | None = None
+    mongo: MongoServer | None = None
+    config: dict[str, str] = Field(default_factory=dict)
+    network_policy: NetworkPolicySettings = NetworkPolicySettings()
+    access: Access = Access()
+    quota: dict[str, Quantity] = Field(default_factory=dict)
+    deletion_policy: ReclaimPolicy = "Retain"
+
+
+class ObjectIdentity(ApiModel):
+    """What the builders need of a custom resource's metadata (ownerReferences, names)."""
+
+    name: str
+    uid: str
+    generation: int = 0
+    annotations: dict[str, str] = Field(default_factory=dict)
+
+
+class Environment(ApiModel):
+    meta: ObjectIdentity
+    spec: EnvironmentSpec
+
+    @property
+    def name(self) -> str:
+        return self.meta.name
+
+    @property
+    def namespace(self) -> str:
+        return self.spec.namespace or self.meta.name
+
+
+# --- BandsyService -----------------------------------------------------------------------------
+
+
+class ImageRepository(ApiModel):
+    repository: str
+
+
+class ImageTag(ApiModel):
+    tag: str
+
+
+class HealthCheck(ApiModel):
+    path: str
+
+
+class Resources(ApiModel):
+    requests: dict[str, Quantity] = Field(default_factory=dict)
+    limits: dict[str, Quantity] = Field(default_factory=dict)
+
+
+class GenerateSecret(ApiModel):
+    length: int = Field(default=48, ge=16, le=128)
+
+
+class SecretKey(ApiModel):
+    name: str
+    generate: GenerateSecret | None = None
+
+
+class PostgresUse(ApiModel):
+    enabled: bool = False
+    extensions: tuple[str, ...] = ()
+    reclaim_policy: ReclaimPolicy = "Retain"
+
+
+class BackendUse(ApiModel):
+    enabled: bool = False
+
+
+class ServiceEnvironment(ApiModel):
+    image: ImageTag
+    replicas: int | None = Field(default=None, ge=0, le=50)
+    resources: Resources | None = None
+    config: dict[str, str] = Field(default_factory=dict)
+
+
+class ServiceSpec(ApiModel):
+    image: ImageRepository
+    port: int | None = Field(default=None, ge=1, le=65535)
+    external: bool = False
+    health_check: HealthCheck | None = None
+    replicas: int = Field(default=1, ge=0, le=50)
+    resources: Resources = Resources()
+    config: dict[str, str] = Field(default_factory=dict)
+    secrets: tuple[SecretKey, ...] = ()
+    postgres: PostgresUse = PostgresUse()
+    redis: BackendUse = BackendUse()
+    mongo: BackendUse = BackendUse()
+    depends_on: tuple[str, ...] = ()
+    suspend: bool = False
+    environments: dict[str, ServiceEnvironment] = Field(default_factory=dict)
+
+
+class Service(ApiModel):
+    meta: ObjectIdentity
+    spec: ServiceSpec
+
+    @property
+    def name(self) -> str:
+        return self.meta.name
+
+
+def parse_identity(body: dict[str, Any]) -> ObjectIdentity:
+    metadata = body.get("metadata") or {}
+    return ObjectIdentity(
+        name=metadata["name"],
+        uid=metadata.get("uid", ""),
+        generation=metadata.get("generation", 0),
+        annotations=metadata.get("annotations") or {},
+    )
+
+
+def parse_environment(body: dict[str, Any]) -> Environment:
+    """Raises pydantic.ValidationError on a spec the CRD should have refused."""
+    return Environment(
+        meta=parse_identity(body), spec=EnvironmentSpec.model_validate(body.get("spec") or {})
+    )
+
+
+def parse_service(body: dict[str, Any]) -> Service:
+    """Raises pydantic.ValidationError on a spec the CRD should have refused."""
+    return Service(
+        meta=parse_identity(body), spec=ServiceSpec.model_validate(body.get("spec") or {})
+    )

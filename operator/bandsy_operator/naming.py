@@ -1,0 +1,74 @@
+"""Every naming convention of SPEC §2 and §4, in one place."""
+
+from __future__ import annotations
+
+import re
+
+# Per-environment objects.
+DEFAULT_DENY_POLICY = "bandsy-default-deny"
+ALLOW_DNS_POLICY = "bandsy-allow-dns"
+ALLOW_INGRESS_CONTROLLER_POLICY = "bandsy-allow-ingress-controller"
+ALLOW_FROM_NAMESPACES_POLICY = "bandsy-allow-from-namespaces"
+QUOTA = "bandsy-quota"
+VIEWERS_BINDING = "bandsy-viewers"
+EDITORS_BINDING = "bandsy-editors"
+DNS_NAMESPACE = "kube-system"
+
+
+def config_map(service: str) -> str:
+    return f"{service}-config"
+
+
+def secrets(service: str) -> str:
+    return f"{service}-secrets"
+
+
+def backend_secret(service: str, backend: str) -> str:
+    """``<svc>-postgres``, ``<svc>-redis``, ``<svc>-mongo``."""
+    return f"{service}-{backend}"
+
+
+def tls_secret(service: str) -> str:
+    return f"{service}-tls"
+
+
+def external_host(environment: str, service: str, domain: str) -> str:
+    return f"{environment}.{service}.{domain}"
+
+
+def public_url(environment: str, service: str, domain: str) -> str:
+    return f"https://{external_host(environment, service, domain)}"
+
+
+def internal_host(service: str, namespace: str) -> str:
+    """The resolvable in-cluster name (the wiki's ``<svc>.<env>.cluster.local`` needs a rewrite)."""
+    return f"{service}.{namespace}.svc.cluster.local"
+
+
+def internal_url(service: str, namespace: str, port: int) -> str:
+    return f"http://{internal_host(service, namespace)}:{port}"
+
+
+def dependency_url_key(dependency: str) -> str:
+    return f"{dependency.upper().replace('-', '_')}_URL"
+
+
+class InvalidNameError(ValueError):
+    """A template produced a name the backend cannot take safely."""
+
+
+_TEMPLATE_FIELD = re.compile(r"\{(\w+)\}")
+
+
+def render_template(template: str, service: str, environment: str) -> str:
+    """Fill ``{service}`` and ``{env}``; any other placeholder is an error."""
+
+    def fill(match: re.Match[str]) -> str:
+        key = match.group(1)
+        if key == "service":
+            return service
+        if key == "env":
+            return environment
+        raise InvalidNameError(f"unknown placeholder {{{key}}} in template {template!r}")
+
+    return _TEMPLATE_FIELD.sub(fill, template)

@@ -1,0 +1,38 @@
+"""Small factories of custom-resource bodies, shared by unit and integration tests."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from bandsy_operator.models import Environment, Service, parse_environment, parse_service
+
+
+def environment_body(name: str, **spec: Any) -> dict[str, Any]:
+    return {
+        "apiVersion": "bandsy.app/v1alpha1",
+        "kind": "BandsyEnvironment",
+        "metadata": {"name": name, "uid": f"uid-env-{name}", "generation": 1},
+        "spec": spec,
+    }
+
+
+def service_body(name: str, environments: dict[str, Any], **spec: Any) -> dict[str, Any]:
+    spec.setdefault("image", {"repository": f"ghcr.io/feinwaru/{name}"})
+    return {
+        "apiVersion": "bandsy.app/v1alpha1",
+        "kind": "BandsyService",
+        "metadata": {"name": name, "uid": f"uid-svc-{name}", "generation": 1},
+        "spec": {**spec, "environments": environments},
+    }
+
+
+def environment(name: str, **spec: Any) -> Environment:
+    return parse_environment(environment_body(name, **spec))
+
+
+def service(name: str, environments: dict[str, Any], **spec: Any) -> Service:
+    return parse_service(service_body(name, environments, **spec))
+
+
+def tags(**by_env: str) -> dict[str, Any]:
+    return {env: {"image": {"tag": tag}} for env, tag in by_env.items()}

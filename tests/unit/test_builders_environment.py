@@ -1,0 +1,55 @@
+from __future__ import annotations
+
+from bandsy_operator.builders.environment import build_environment_objects
+from factories import environment
+
+
+def test_minimal_environment() -> None:
+    objects = build_environment_objects(environment("develop"))
+    names = [(o["kind"], o["metadata"]["name"]) for o in objects]
+    assert names == [
+        ("Namespace", "develop"),
+        ("NetworkPolicy", "bandsy-default-deny"),
+        ("NetworkPolicy", "bandsy-allow-dns"),
+        ("NetworkPolicy", "bandsy-allow-ingress-controller"),
+    ]
+    namespace = objects[0]
+    assert "namespace" not in namespace["metadata"]
+    assert namespace["metadata"]["labels"]["pod-security.kubernetes.io/enforce"] == "baseline"
+    assert namespace["metadata"]["labels"]["bandsy.app/environment"] == "develop"
+    deny = objects[1]["spec"]
+    assert deny == {"podSelector": {}, "policyTypes": ["Ingress", "Egress"]}
+    controller = objects[3]["spec"]["ingress"][0]["from"][0]["namespaceSelector"]
+    assert controller == {"matchLabels": {"kubernetes.io/metadata.name": "ingress-nginx"}}
+
+
+def test_full_environment() -> None:
+    env = environment(
+        "production",
+        namespace="prod",
+        podSecurity="restricted",
+        networkPolicy={"allowFromNamespaces": ["monitoring"]},
+        access={"viewers": ["devs"], "editors": ["devops"]},
+        quota={"requests.cpu": "8", "pods": 60},
+    )
+    objects = {(o["kind"], o["metadata"]["name"]): o for o in build_environment_objects(env)}
+    assert (
+        objects[("Namespace", "prod")]["metadata"]["labels"]["pod-security.kubernetes.io/enforce"]
+        == "restricted"
+    )
+    assert objects[("ResourceQuota", "bandsy-quota")]["spec"]["hard"] == {
+        "pods": "60",
+        "requests.cpu": "8",
+    }
+    viewers = objects[("RoleBinding", "bandsy-viewers")]
+    assert viewers["roleRef"]["name"] == "view"
+    assert viewers["subjects"][0]["name"] == "devs"
+    assert objects[("RoleBinding", "bandsy-editors")]["roleRef"]["name"] == "edit"
+    allow = objects[("NetworkPolicy", "bandsy-allow-from-namespaces")]["spec"]["ingress"]
+    assert allow[0]["from"] == [
+        {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}}}
+    ]
+    for obj in objects.values():
+        if obj["kind"] != "Namespace":
+            assert obj["metadata"]["namespace"] == "prod"
+        assert obj["metadata"]["ownerReferences"][0]["kind"] == "BandsyEnvironment"

@@ -1,0 +1,239 @@
+from __future__ import annotations
+
+import base64
+from typing import Any
+
+import pytest
+
+from bandsy_operator.builders.service import (
+    DatabasePeer,
+    ServiceInputs,
+    build_service_objects,
+    missing_provided_secrets,
+)
+from bandsy_operator.constants import (
+    APPLIED_HASH_ANNOTATION,
+    CONFIG_HASH_ANNOTATION,
+    EXTERNAL_LABEL,
+    MANAGED_BY_LABEL,
+)
+from bandsy_operator.models import EgressTarget
+from factories import environment, service, tags
+
+
+def generator(length: int) -> str:
+    return "g" * length
+
+
+def by_kind(objects: list[dict[str, Any]]) -> dict[tuple[str, str], dict[str, Any]]:
+    return {(o["kind"], o["metadata"]["name"]): o for o in objects}
+
+
+def web_inputs(**overrides: Any) -> ServiceInputs:
+    web = service(
+        "web",
+        {
+            "develop": {"image": {"tag": "develop-3f2a9c1"}, "config": {"FEATURE_X": "true"}},
+            "production": {"image": {"tag": "release-1.7.2"}, "replicas": 3},
+        },
+        port=8080,
+        external=True,
+        healthCheck={"path": "/healthz"},
+        config={"FEATURE_X": "false", "LOG_LEVEL": "debug"},
+        secrets=[{"name": "SESSION_KEY", "generate": {"length": 48}}, {"name": "STRIPE_API_KEY"}],
+        dependsOn=["api"],
+    )
+    env = environment(
+        overrides.pop("env_name", "develop"),
+        config={"LOG_LEVEL": "info", "REGION": "eu"},
+        ingress={"domain": "bandsy.app", "className": "nginx", "clusterIssuer": "letsencrypt"},
+    )
+    defaults: dict[str, Any] = {
+        "service": web,
+        "env": env,
+        "tag": web.spec.environments[env.name].image.tag,
+        "dependency_ports": {"api": 9000},
+    }
+    return ServiceInputs(**{**defaults, **overrides})
+
+
+def test_config_is_layered_and_injected() -> None:
+    objects = by_kind(build_service_objects(web_inputs(), generator))
+    data = objects[("ConfigMap", "web-config")]["data"]
+    assert data == {
+        "API_URL": "http://api.develop.svc.cluster.local:9000",
+        "BANDSY_ENVIRONMENT": "develop",
+        "BANDSY_SERVICE": "web",
+        "FEATURE_X": "true",
+        "LOG_LEVEL": "debug",
+        "PUBLIC_URL": "https://develop.web.bandsy.app",
+        "REGION": "eu",
+    }
+
+
+def test_every_object_is_labelled_owned_and_hashed() -> None:
+    for obj in build_service_objects(web_inputs(), generator):
+        meta = obj["metadata"]
+        assert meta["namespace"] == "develop"
+        assert meta["labels"][MANAGED_BY_LABEL] == "bandsy-operator"
+        assert meta["labels"]["bandsy.app/service"] == "web"
+        assert meta["labels"]["bandsy.app/environment"] == "develop"
+        assert meta["ownerReferences"] == [
+            {
+                "apiVersion": "bandsy.app/v1alpha1",
+                "kind": "BandsyService",
+                "name": "web",
+                "uid": "uid-svc-web",
+                "controller": True,
+                "blockOwnerDeletion": True,
+            }
+        ]
+        assert "namespace" not in meta["ownerReferences"][0]
+        assert len(meta["annotations"][APPLIED_HASH_ANNOTATION]) == 16
+
+
+def test_generated_secrets_are_kept_and_provided_ones_never_overwritten() -> None:
+    fresh = by_kind(build_service_objects(web_inputs(), generator))
+    data = fresh[("Secret", "web-secrets")]["data"]
+    assert base64.b64decode(data["SESSION_KEY"]).decode() == "g" * 48
+    assert data["STRIPE_API_KEY"] == ""
+
+    kept = by_kind(
+        build_service_objects(
+            web_inputs(existing_secrets={"SESSION_KEY": "old", "STRIPE_API_KEY": "sk_live"}),
+            generator,
+        )
+    )
+    data = kept[("Secret", "web-secrets")]["data"]
+    assert base64.b64decode(data["SESSION_KEY"]).decode() == "old"
+    assert "STRIPE_API_KEY" not in data  # a person's value is not ours to apply
+
+
+def test_filling_in_a_provided_secret_rolls_the_deployment() -> None:
+    def template_hash(inputs: ServiceInputs) -> str:
+        objects = by_kind(build_service_objects(inputs, generator))
+        template = objects[("Deployment", "web")]["spec"]["template"]
+        return str(template["metadata"]["annotations"][CONFIG_HASH_ANNOTATION])
+
+    before = template_hash(web_inputs(existing_secrets={"SESSION_KEY": "s"}))
+    after = template_hash(web_inputs(existing_secrets={"SESSION_KEY": "s", "STRIPE_API_KEY": "x"}))
+    assert before != after
+    assert before == template_hash(web_inputs(existing_secrets={"SESSION_KEY": "s"}))
+
+
+def test_missing_provided_secrets() -> None:
+    assert missing_provided_secrets(web_inputs()) == ["STRIPE_API_KEY"]
+    filled = web_inputs(existing_secrets={"STRIPE_API_KEY": "x"})
+    assert missing_provided_secrets(filled) == []
+
+
+def test_deployment() -> None:
+    deployment = by_kind(build_service_objects(web_inputs(), generator))[("Deployment", "web")]
+    spec = deployment["spec"]
+    assert spec["replicas"] == 1
+    assert spec["strategy"]["rollingUpdate"]["maxUnavailable"] == 0
+    pod = spec["template"]["spec"]
+    assert pod["automountServiceAccountToken"] is False
+    assert "affinity" not in pod
+    (container,) = pod["containers"]
+    assert container["image"] == "ghcr.io/feinwaru/web:develop-3f2a9c1"
+    assert container["envFrom"] == [
+        {"configMapRef": {"name": "web-config"}},
+        {"secretRef": {"name": "web-secrets"}},
+    ]
+    assert container["readinessProbe"]["httpGet"] == {"path": "/healthz", "port": "http"}
+    assert container["securityContext"]["allowPrivilegeEscalation"] is False
+    assert container["securityContext"]["capabilities"] == {"drop": ["ALL"]}
+    assert spec["template"]["metadata"]["labels"][EXTERNAL_LABEL] == "true"
+
+
+def test_production_spreads_pods_and_uses_its_replicas() -> None:
+    inputs = web_inputs(env_name="production", tag="release-1.7.2")
+    deployment = by_kind(build_service_objects(inputs, generator))[("Deployment", "web")]
+    assert deployment["spec"]["replicas"] == 3
+    affinity = deployment["spec"]["template"]["spec"]["affinity"]["podAntiAffinity"]
+    (term,) = affinity["preferredDuringSchedulingIgnoredDuringExecution"]
+    assert term["podAffinityTerm"]["topologyKey"] == "kubernetes.io/hostname"
+
+
+def test_ingress_only_when_external_and_allowed() -> None:
+    objects = by_kind(build_service_objects(web_inputs(), generator))
+    ingress = objects[("Ingress", "web")]
+    assert ingress["spec"]["tls"] == [
+        {"hosts": ["develop.web.bandsy.app"], "secretName": "web-tls"}
+    ]
+    assert ingress["spec"]["ingressClassName"] == "nginx"
+    assert ingress["metadata"]["annotations"]["cert-manager.io/cluster-issuer"] == "letsencrypt"
+
+    closed = environment("develop", ingress={"allowedServices": ["api"]})
+    objects = by_kind(build_service_objects(web_inputs(env=closed), generator))
+    assert ("Ingress", "web") not in objects
+    assert "PUBLIC_URL" not in objects[("ConfigMap", "web-config")]["data"]
+
+
+def test_worker_without_port_has_no_service_and_no_probes() -> None:
+    worker = service("worker", tags(develop="develop-1"))
+    inputs = ServiceInputs(service=worker, env=environment("develop"), tag="develop-1")
+    objects = by_kind(build_service_objects(inputs, generator))
+    assert set(objects) == {
+        ("ConfigMap", "worker-config"),
+        ("Secret", "worker-secrets"),
+        ("Deployment", "worker"),
+        ("NetworkPolicy", "worker"),
+    }
+    (container,) = objects[("Deployment", "worker")]["spec"]["template"]["spec"]["containers"]
+    assert "ports" not in container
+    assert "readinessProbe" not in container
+
+
+def test_network_policy_follows_dependencies_and_databases() -> None:
+    inputs = web_inputs(
+        dependents=["admin"],
+        database_peers=[
+            DatabasePeer(5432, EgressTarget(namespace="default", pod_selector={"app": "spilo"})),
+            DatabasePeer(6379, EgressTarget(cidr="10.0.0.0/24")),
+        ],
+    )
+    policy = by_kind(build_service_objects(inputs, generator))[("NetworkPolicy", "web")]["spec"]
+    assert policy["ingress"] == [
+        {
+            "from": [
+                {
+                    "podSelector": {
+                        "matchLabels": {
+                            "app.kubernetes.io/name": "admin",
+                            "bandsy.app/environment": "develop",
+                        }
+                    }
+                }
+            ],
+            "ports": [{"protocol": "TCP", "port": 8080}],
+        }
+    ]
+    assert policy["egress"][0]["ports"] == [{"protocol": "TCP", "port": 9000}]
+    assert policy["egress"][1]["to"] == [
+        {
+            "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "default"}},
+            "podSelector": {"matchLabels": {"app": "spilo"}},
+        }
+    ]
+    assert policy["egress"][2]["to"] == [{"ipBlock": {"cidr": "10.0.0.0/24"}}]
+
+
+@pytest.mark.parametrize("field", ["config", "replicas"])
+def test_any_change_changes_the_applied_hash(field: str) -> None:
+    base = by_kind(build_service_objects(web_inputs(), generator))
+    web = web_inputs().service
+    changed_spec = web.spec.model_copy(
+        update={"config": {"NEW": "1"}} if field == "config" else {"replicas": 2}
+    )
+    changed = by_kind(
+        build_service_objects(
+            web_inputs(service=web.model_copy(update={"spec": changed_spec})), generator
+        )
+    )
+    kind = ("ConfigMap", "web-config") if field == "config" else ("Deployment", "web")
+    annotations = [
+        obj[kind]["metadata"]["annotations"][APPLIED_HASH_ANNOTATION] for obj in (base, changed)
+    ]
+    assert annotations[0] != annotations[1]
