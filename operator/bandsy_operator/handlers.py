@@ -1,4 +1,4 @@
-"""kopf wiring: thin handlers that delegate to the reconcilers."""
+"""kopf wiring: thin handlers that feed the controller. No logic lives here."""
 
 from __future__ import annotations
 
@@ -7,13 +7,26 @@ from typing import Any
 
 import kopf
 
-from .constants import FINALIZER, STORAGE_PREFIX
+from .constants import (
+    ENVIRONMENT_PLURAL,
+    FIELD_MANAGER,
+    FINALIZER,
+    GROUP,
+    MANAGED_BY_LABEL,
+    SERVICE_PLURAL,
+    STORAGE_PREFIX,
+    VERSION,
+)
+from .controller import Controller
+from .kube import KubeApi
+from .settings import OperatorSettings
 
 log = logging.getLogger(__name__)
+OURS = {MANAGED_BY_LABEL: FIELD_MANAGER}
 
 
 @kopf.on.startup()
-def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
+async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
     settings.persistence.finalizer = FINALIZER
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=STORAGE_PREFIX)
     settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
@@ -21,4 +34,40 @@ def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
     )
     # Our own Events mark transitions; kopf's per-handler success events are noise.
     settings.posting.level = logging.WARNING
+    settings.watching.server_timeout = 300
+    controller = Controller(KubeApi.from_environment(), OperatorSettings.from_env())
+    await controller.start()
+    memo["controller"] = controller
     log.info("started")
+
+
+@kopf.on.cleanup()
+async def stop(memo: kopf.Memo, **_: Any) -> None:
+    controller: Controller = memo["controller"]
+    await controller.stop()
+    await controller.api.close()
+
+
+@kopf.on.event(GROUP, VERSION, ENVIRONMENT_PLURAL)
+def environment_event(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> None:
+    memo["controller"].environment_event(event["type"], event["object"])
+
+
+@kopf.on.event(GROUP, VERSION, SERVICE_PLURAL)
+def service_event(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> None:
+    memo["controller"].service_event(event["type"], event["object"])
+
+
+@kopf.on.event("apps", "v1", "deployments", labels=OURS)
+def deployment_event(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+    memo["controller"].workload_event(body)
+
+
+@kopf.on.delete(GROUP, VERSION, SERVICE_PLURAL)
+async def service_deleted(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+    await memo["controller"].finalize_service(body)
+
+
+@kopf.on.delete(GROUP, VERSION, ENVIRONMENT_PLURAL)
+async def environment_deleted(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+    await memo["controller"].finalize_environment(body)

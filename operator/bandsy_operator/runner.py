@@ -32,6 +32,11 @@ def configure_logging(json_logs: bool, verbose: bool) -> None:
     else:
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, handlers=[handler])
+    if not verbose:
+        # A line per HTTP request or per watch event drowns everything else; errors still
+        # surface through the callers.
+        for noisy in ("httpx", "httpx2", "httpcore", "kopf.objects"):
+            logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -15,6 +15,8 @@ class OperatorSettings:
     liveness_port: int = 8080
     metrics_port: int = 9090
     json_logs: bool = False
+    # Concurrent reconciles.
+    workers: int = 16
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> OperatorSettings:
@@ -25,4 +27,5 @@ class OperatorSettings:
             liveness_port=int(env.get("BANDSY_LIVENESS_PORT", cls.liveness_port)),
             metrics_port=int(env.get("BANDSY_METRICS_PORT", cls.metrics_port)),
             json_logs=env.get("BANDSY_LOG_FORMAT", "text").lower() == "json",
+            workers=int(env.get("BANDSY_WORKERS", cls.workers)),
         )

@@ -1,0 +1,182 @@
+"""The controller: watches feed the world view and a work queue; workers run the reconcilers.
+
+kopf delivers watch events and runs finalizers; everything else happens here so that a change
+to one object can re-reconcile others (an environment edit re-renders all its services).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import defaultdict
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from .apply import Applier
+from .constants import ENVIRONMENT_KIND, SERVICE_KIND, SERVICE_LABEL
+from .events import EventRecorder
+from .kube import BandsyEnvironmentResource, BandsyServiceResource, KubeApi
+from .reconcile.environment import EnvironmentReconciler
+from .reconcile.service import ServiceReconciler
+from .settings import OperatorSettings
+from .workqueue import WorkQueue, run_workers
+from .world import Known, World
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Key:
+    kind: Literal["BandsyEnvironment", "BandsyService"]
+    name: str
+
+    def __str__(self) -> str:
+        return f"{self.kind}/{self.name}"
+
+
+def env_key(name: str) -> Key:
+    return Key(ENVIRONMENT_KIND, name)
+
+
+def service_key(name: str) -> Key:
+    return Key(SERVICE_KIND, name)
+
+
+def _trigger(known: Known[Any] | None) -> tuple[Any, ...] | None:
+    """What, when it changes, needs a reconcile: spec, annotations, deletion (not status)."""
+    if known is None:
+        return None
+    meta = known.body.get("metadata", {})
+    return (known.generation, meta.get("annotations"), meta.get("deletionTimestamp"))
+
+
+class Controller:
+    def __init__(self, api: KubeApi, settings: OperatorSettings) -> None:
+        self.api = api
+        self.settings = settings
+        self.world = World()
+        self.queue: WorkQueue[Key] = WorkQueue()
+        applier = Applier(api)
+        recorder = EventRecorder(api)
+        self.environments = EnvironmentReconciler(api, applier, recorder, self.world)
+        self.services = ServiceReconciler(api, applier, recorder, self.world)
+        self._locks: defaultdict[Key, asyncio.Lock] = defaultdict(asyncio.Lock)
+        self._tasks: list[asyncio.Task[None]] = []
+
+    # -- lifecycle ------------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Load every custom resource first, so no reconcile sees a half-known world."""
+        for body in await self._list(BandsyEnvironmentResource):
+            self.world.observe_environment(body)
+        for body in await self._list(BandsyServiceResource):
+            self.world.observe_service(body)
+        self.enqueue_all()
+        self._tasks = [
+            asyncio.create_task(run_workers(self.queue, self._handle, self.settings.workers)),
+            asyncio.create_task(self._resync()),
+        ]
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    async def _list(self, resource: Any) -> list[dict[str, Any]]:
+        return [obj.to_dict() async for obj in self.api.client.list(resource)]
+
+    async def _resync(self) -> None:
+        while True:
+            await asyncio.sleep(self.settings.resync_interval)
+            self.enqueue_all()
+
+    def enqueue_all(self) -> None:
+        for name in sorted(self.world.environments):
+            self.queue.add(env_key(name))
+        for name in sorted(self.world.services):
+            self.queue.add(service_key(name))
+
+    # -- watch events ---------------------------------------------------------------------------
+
+    def environment_event(self, event_type: str | None, body: Mapping[str, Any]) -> None:
+        name = body["metadata"]["name"]
+        before = self.world.environments.get(name)
+        if event_type == "DELETED":
+            self.world.environments.pop(name, None)
+            after = None
+        else:
+            after = self.world.observe_environment(dict(body))
+        if _trigger(before) == _trigger(after):
+            return
+        self.queue.add(env_key(name))
+        # Services render the environment's config, domain and policies.
+        for service in self.world.services_in(name):
+            self.queue.add(service_key(service))
+
+    def service_event(self, event_type: str | None, body: Mapping[str, Any]) -> None:
+        name = body["metadata"]["name"]
+        before = self.world.services.get(name)
+        if event_type == "DELETED":
+            self.world.services.pop(name, None)
+            after = None
+        else:
+            after = self.world.observe_service(dict(body))
+        if _trigger(before) != _trigger(after):
+            if after is not None:
+                self.queue.add(service_key(name))
+            # Dependencies and dependents render this service's port and name.
+            related = self.world.neighbours(before.model if before else None)
+            related |= self.world.neighbours(after.model if after else None)
+            for other in sorted(related):
+                self.queue.add(service_key(other))
+        if _ready_states(before) != _ready_states(after):
+            for env in _environments(before) | _environments(after):
+                self.queue.add(env_key(env))  # its "services: n/m ready" column
+
+    def workload_event(self, body: Mapping[str, Any]) -> None:
+        labels = body.get("metadata", {}).get("labels") or {}
+        service = labels.get(SERVICE_LABEL)
+        if service in self.world.services:
+            self.queue.add(service_key(service))
+
+    # -- work -----------------------------------------------------------------------------------
+
+    async def _handle(self, key: Key) -> None:
+        async with self._locks[key]:
+            try:
+                if key.kind == ENVIRONMENT_KIND:
+                    await self.environments.reconcile(key.name)
+                else:
+                    await self.services.reconcile(key.name)
+            except asyncio.CancelledError:
+                raise
+            except Exception as error:
+                delay = self.queue.retry(key)
+                log.warning("reconcile %s failed, retrying in %.1f s: %s", key, delay, error)
+            else:
+                self.queue.forget(key)
+
+    async def finalize_service(self, body: Mapping[str, Any]) -> None:
+        async with self._locks[service_key(body["metadata"]["name"])]:
+            await self.services.finalize(body)
+
+    async def finalize_environment(self, body: Mapping[str, Any]) -> None:
+        async with self._locks[env_key(body["metadata"]["name"])]:
+            await self.environments.finalize(body)
+
+
+def _environments(known: Known[Any] | None) -> set[str]:
+    if known is None or known.model is None:
+        return set()
+    return set(known.model.spec.environments)
+
+
+def _ready_states(known: Known[Any] | None) -> dict[str, bool]:
+    if known is None:
+        return {}
+    envs = known.status.get("environments") or {}
+    return {
+        env: any(c["type"] == "Ready" and c["status"] == "True" for c in s.get("conditions") or [])
+        for env, s in envs.items()
+    }

@@ -1,0 +1,164 @@
+"""The operator's Kubernetes client: plain-dict manifests in and out, server-side apply.
+
+Built on lightkube's async client (httpx, typed resource registry, SSA as a first-class verb).
+Everything above this module speaks ``dict`` manifests so builders stay pure and ``render`` can
+print exactly what is applied.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from lightkube import AsyncClient, KubeConfig, codecs
+from lightkube.core.exceptions import ApiError
+from lightkube.core.resource_registry import resource_registry
+from lightkube.generic_resource import create_global_resource
+from lightkube.types import CascadeType, PatchType
+
+from .constants import (
+    ENVIRONMENT_KIND,
+    ENVIRONMENT_PLURAL,
+    FIELD_MANAGER,
+    GROUP,
+    SERVICE_KIND,
+    SERVICE_PLURAL,
+    VERSION,
+)
+
+Manifest = dict[str, Any]
+
+# Our own kinds, registered so they resolve like built-in ones.
+BandsyEnvironmentResource = create_global_resource(
+    GROUP, VERSION, ENVIRONMENT_KIND, ENVIRONMENT_PLURAL
+)
+BandsyServiceResource = create_global_resource(GROUP, VERSION, SERVICE_KIND, SERVICE_PLURAL)
+
+
+@dataclass(frozen=True, order=True)
+class ObjectRef:
+    """Identity of one object; its string form is an inventory entry."""
+
+    api_version: str
+    kind: str
+    namespace: str
+    name: str
+
+    @classmethod
+    def of(cls, manifest: Manifest) -> ObjectRef:
+        meta = manifest["metadata"]
+        return cls(
+            manifest["apiVersion"], manifest["kind"], meta.get("namespace", ""), meta["name"]
+        )
+
+    @classmethod
+    def parse(cls, entry: str) -> ObjectRef:
+        api_version, kind, namespace, name = entry.rsplit("|", 3)
+        return cls(api_version, kind, namespace, name)
+
+    def __str__(self) -> str:
+        return f"{self.api_version}|{self.kind}|{self.namespace}|{self.name}"
+
+
+def is_not_found(error: ApiError) -> bool:
+    return error.status.code == 404
+
+
+def _resource(api_version: str, kind: str) -> Any:
+    # lightkube's overloads are keyed on concrete resource classes; ours are chosen at run time.
+    return resource_registry.load(api_version, kind)
+
+
+def _as_dict(obj: Any) -> Manifest:
+    data: Manifest = obj.to_dict()
+    return data
+
+
+class KubeApi:
+    def __init__(self, client: AsyncClient) -> None:
+        self.client = client
+
+    @classmethod
+    def from_environment(cls) -> KubeApi:
+        """$KUBECONFIG / ~/.kube/config, or the in-cluster service account."""
+        return cls(AsyncClient(KubeConfig.from_env(), field_manager=FIELD_MANAGER))
+
+    async def close(self) -> None:
+        await self.client.close()
+
+    async def get(self, ref: ObjectRef) -> Manifest | None:
+        try:
+            obj = await self.client.get(
+                _resource(ref.api_version, ref.kind), ref.name, namespace=ref.namespace or None
+            )
+        except ApiError as error:
+            if is_not_found(error):
+                return None
+            raise
+        return _as_dict(obj)
+
+    async def list(
+        self,
+        api_version: str,
+        kind: str,
+        namespace: str = "*",
+        labels: dict[str, str] | None = None,
+    ) -> list[Manifest]:
+        res = _resource(api_version, kind)
+        selector: dict[str, Any] = dict(labels or {})
+        return [
+            _as_dict(obj)
+            async for obj in self.client.list(res, namespace=namespace, labels=selector)
+        ]
+
+    async def apply(self, manifest: Manifest) -> Manifest:
+        """Server-side apply as ``bandsy-operator``, forcing: these fields are ours."""
+        ref = ObjectRef.of(manifest)
+        obj = await self.client.patch(
+            _resource(ref.api_version, ref.kind),
+            ref.name,
+            manifest,
+            namespace=ref.namespace or None,
+            patch_type=PatchType.APPLY,
+            field_manager=FIELD_MANAGER,
+            force=True,
+        )
+        return _as_dict(obj)
+
+    async def apply_status(self, kind: str, name: str, status: dict[str, Any]) -> Manifest:
+        """Server-side apply of a custom resource's status subresource."""
+        res = BandsyServiceResource if kind == SERVICE_KIND else BandsyEnvironmentResource
+        body = {
+            "apiVersion": f"{GROUP}/{VERSION}",
+            "kind": kind,
+            "metadata": {"name": name},
+            "status": status,
+        }
+        obj = await self.client.patch(
+            res.Status,
+            name,
+            body,
+            patch_type=PatchType.APPLY,
+            field_manager=FIELD_MANAGER,
+            force=True,
+        )
+        return _as_dict(obj)
+
+    async def delete(self, ref: ObjectRef) -> bool:
+        """Delete with background propagation; False when it was already gone."""
+        try:
+            await self.client.delete(
+                _resource(ref.api_version, ref.kind),
+                ref.name,
+                namespace=ref.namespace or None,
+                cascade=CascadeType.BACKGROUND,
+            )
+        except ApiError as error:
+            if is_not_found(error):
+                return False
+            raise
+        return True
+
+    async def create(self, manifest: Manifest) -> Manifest:
+        obj = await self.client.create(codecs.from_dict(manifest))
+        return _as_dict(obj)

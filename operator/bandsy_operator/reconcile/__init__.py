@@ -1,0 +1,1 @@
+"""Reconcilers: one idempotent function per custom resource, wiring builders to the API."""

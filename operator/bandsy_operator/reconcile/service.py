@@ -1,0 +1,354 @@
+"""BandsyService reconciler: every environment's objects applied, stale ones pruned, status.
+
+Order of effects, chosen for crash safety: (1) the inventory grows to include everything about
+to be applied, (2) apply, (3) prune what is no longer wanted, (4) status with the final
+inventory. Nothing is pruned when any input failed to load or validate.
+"""
+
+from __future__ import annotations
+
+import base64
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from .. import inventory, naming
+from ..apply import Applied, Applier, is_managed
+from ..builders.service import ServiceInputs, build_service_objects, missing_provided_secrets
+from ..constants import SERVICE_KIND
+from ..events import EventRecorder, EventType
+from ..kube import KubeApi, Manifest, ObjectRef
+from ..models import Environment, Service, parse_identity
+from ..secrets_gen import random_secret
+from ..status import (
+    FALSE,
+    SUSPENDED,
+    TRUE,
+    UNKNOWN,
+    ConditionUpdate,
+    deployment_rollout,
+    image_tag,
+    merge_conditions,
+    now_rfc3339,
+    summary,
+    transitions,
+)
+from ..validation import Problem, environment_problems
+from ..world import Known, World
+
+log = logging.getLogger(__name__)
+
+READY = "Ready"
+STALLED = "Stalled"
+
+
+@dataclass
+class EnvironmentPlan:
+    """One environment of one service: what to apply, or why not."""
+
+    name: str
+    problems: list[Problem] = field(default_factory=list)
+    objects: list[Manifest] = field(default_factory=list)
+    known: dict[ObjectRef, Manifest | None] = field(default_factory=dict)
+    missing_secrets: list[str] = field(default_factory=list)
+    inputs: ServiceInputs | None = None
+    applied: list[Applied] = field(default_factory=list)
+
+    def refs(self) -> frozenset[ObjectRef]:
+        return frozenset(ObjectRef.of(obj) for obj in self.objects)
+
+
+def decode_secret(live: Manifest | None) -> dict[str, str]:
+    if live is None:
+        return {}
+    data = live.get("data") or {}
+    return {key: base64.b64decode(value).decode(errors="replace") for key, value in data.items()}
+
+
+class ServiceReconciler:
+    def __init__(
+        self, api: KubeApi, applier: Applier, recorder: EventRecorder, world: World
+    ) -> None:
+        self.api = api
+        self.applier = applier
+        self.recorder = recorder
+        self.world = world
+
+    async def reconcile(self, name: str) -> None:
+        known = self.world.services.get(name)
+        if known is None or known.deleting:
+            return
+        if known.model is None:
+            await self._report_invalid(known)
+            return
+        service = known.model
+        if service.spec.suspend:
+            await self._report_suspended(known, service)
+            return
+
+        previous = inventory.parse(known.status.get("inventory") or [])
+        plans = [await self._plan(service, env) for env in sorted(service.spec.environments)]
+        healthy = all(not plan.problems for plan in plans)
+        wanted: inventory.Inventory = {plan.name: plan.refs() for plan in plans if plan.objects}
+        if not healthy:
+            wanted = inventory.union(previous, wanted)
+        grown = inventory.union(previous, wanted)
+        status = known.status
+        if grown != previous:
+            status = await self._write_status(
+                known, {**status, "inventory": inventory.serialize(grown)}
+            )
+
+        for plan in plans:
+            if plan.objects:
+                plan.applied = await self.applier.ensure_all(plan.objects, plan.known)
+                refused = [a.live for a in plan.applied if a.refused and a.live is not None]
+                plan.problems += [unmanaged_problem(obj) for obj in refused]
+        if healthy and all(not plan.problems for plan in plans):
+            pruned = await self.applier.prune(inventory.stale(previous, wanted))
+            if pruned:
+                log.info("%s: pruned %s", name, ", ".join(map(str, pruned)))
+        else:
+            wanted = grown
+
+        new_status = self._status(service, plans, status, wanted)
+        await self._publish(known, service, status, new_status)
+
+    async def finalize(self, body: Mapping[str, Any]) -> None:
+        """The service is being deleted: remove everything in its inventory."""
+        entries = (body.get("status") or {}).get("inventory") or []
+        everything = inventory.parse(entries)
+        pruned = await self.applier.prune(inventory.stale(everything, {}))
+        log.info("%s deleted: removed %d objects", body["metadata"]["name"], len(pruned))
+
+    # -- planning -------------------------------------------------------------------------------
+
+    async def _plan(self, service: Service, env_name: str) -> EnvironmentPlan:
+        environments = self.world.valid_environments()
+        services = self.world.valid_services()
+        plan = EnvironmentPlan(env_name)
+        plan.problems = environment_problems(service, env_name, environments, services)
+        if plan.problems:
+            return plan
+        env = environments[env_name]
+        secret_ref = ObjectRef("v1", "Secret", env.namespace, naming.secrets(service.name))
+        live_secret = await self.api.get(secret_ref)
+        plan.known[secret_ref] = live_secret
+        plan.inputs = self._inputs(service, env, services, live_secret)
+        plan.objects = build_service_objects(plan.inputs, random_secret)
+        plan.missing_secrets = missing_provided_secrets(plan.inputs)
+        return plan
+
+    def _inputs(
+        self,
+        service: Service,
+        env: Environment,
+        services: Mapping[str, Service],
+        live_secret: Manifest | None,
+    ) -> ServiceInputs:
+        dependency_ports = {
+            dep: port
+            for dep in service.spec.depends_on
+            if (port := services[dep].spec.port) is not None
+        }
+        existing = decode_secret(live_secret) if live_secret and is_managed(live_secret) else {}
+        return ServiceInputs(
+            service=service,
+            env=env,
+            tag=service.spec.environments[env.name].image.tag,
+            dependency_ports=dependency_ports,
+            dependents=self.world.dependents_of(service.name, env.name),
+            existing_secrets=existing,
+        )
+
+    # -- status ---------------------------------------------------------------------------------
+
+    def _status(
+        self,
+        service: Service,
+        plans: list[EnvironmentPlan],
+        previous: Mapping[str, Any],
+        wanted: inventory.Inventory,
+    ) -> dict[str, Any]:
+        now = now_rfc3339()
+        generation = service.meta.generation
+        old_envs: Mapping[str, Any] = previous.get("environments") or {}
+        environments = {
+            plan.name: self._environment_status(
+                plan, old_envs.get(plan.name) or {}, generation, now
+            )
+            for plan in plans
+        }
+        not_ready = [
+            (env, cond)
+            for env, status in environments.items()
+            for cond in status["conditions"]
+            if cond["type"] == READY and cond["status"] != TRUE
+        ]
+        problems = [(plan.name, p) for plan in plans for p in plan.problems]
+        if not plans:
+            ready = ConditionUpdate(READY, TRUE, "NoEnvironments", "not deployed anywhere")
+        elif not_ready:
+            _, cond = not_ready[0]
+            message = "; ".join(f"{e}: {c['message']}" for e, c in not_ready)
+            ready = ConditionUpdate(READY, FALSE, cond["reason"], message)
+        else:
+            ready = ConditionUpdate(READY, TRUE, "Ready", f"ready in {', '.join(environments)}")
+        if problems:
+            stalled = ConditionUpdate(
+                STALLED,
+                TRUE,
+                problems[0][1].reason,
+                "; ".join(f"{env}: {p.message}" for env, p in problems),
+            )
+        else:
+            stalled = ConditionUpdate(STALLED, FALSE, "Reconciled", "")
+        urls = [s["url"] for s in environments.values() if s.get("url")]
+        status: dict[str, Any] = {
+            "observedGeneration": generation,
+            "conditions": merge_conditions(
+                previous.get("conditions") or [], [ready, stalled], generation, now
+            ),
+            "environments": environments,
+            "inventory": inventory.serialize(wanted),
+        }
+        if urls:
+            status["url"] = ", ".join(urls)
+        return status
+
+    def _environment_status(
+        self, plan: EnvironmentPlan, old: Mapping[str, Any], generation: int, now: str
+    ) -> dict[str, Any]:
+        status: dict[str, Any] = {
+            k: v for k, v in old.items() if k in ("appliedTag", "readyTag", "readySince", "history")
+        }
+        if plan.problems or plan.inputs is None:
+            problem = plan.problems[0] if plan.problems else Problem("Unknown", "not reconciled")
+            ready = ConditionUpdate(READY, FALSE, problem.reason, problem.message)
+            status["summary"] = summary(status.get("appliedTag"), status.get("readyTag"))
+        else:
+            inputs = plan.inputs
+            status["desiredTag"] = inputs.tag
+            deployment = next(
+                (a.live for a in plan.applied if a.live and a.live["kind"] == "Deployment"), None
+            )
+            rollout = deployment_rollout(deployment)
+            containers = (deployment or {}).get("spec", {}).get("template", {}).get("spec", {})
+            applied_tag = image_tag(containers.get("containers", [{}])[0].get("image", ""))
+            status["appliedTag"] = applied_tag or inputs.tag
+            status["replicas"] = rollout.replicas
+            status["availableReplicas"] = rollout.available_replicas
+            if rollout.ready and status.get("readyTag") != status["appliedTag"]:
+                status["readyTag"] = status["appliedTag"]
+                status["readySince"] = now
+            status["summary"] = summary(status["appliedTag"], status.get("readyTag"))
+            status["internalHost"] = naming.internal_host(inputs.name, inputs.namespace)
+            if inputs.exposed:
+                status["url"] = naming.public_url(
+                    inputs.env.name, inputs.name, inputs.env.spec.ingress.domain
+                )
+            if plan.missing_secrets:
+                ready = ConditionUpdate(
+                    READY,
+                    FALSE,
+                    "SecretMissing",
+                    f"provided secrets still empty: {', '.join(plan.missing_secrets)} "
+                    f"(fill them in: kubectl -n {inputs.namespace} edit secret "
+                    f"{naming.secrets(inputs.name)})",
+                )
+            elif rollout.ready:
+                ready = ConditionUpdate(READY, TRUE, "Ready", f"{status['appliedTag']} is ready")
+            else:
+                ready = ConditionUpdate(
+                    READY,
+                    FALSE,
+                    "Progressing",
+                    f"rolling out {status['appliedTag']}: "
+                    f"{rollout.available_replicas}/{rollout.replicas} replicas available",
+                )
+        status["conditions"] = merge_conditions(
+            old.get("conditions") or [], [ready], generation, now
+        )
+        return status
+
+    async def _report_invalid(self, known: Known[Service]) -> None:
+        now = now_rfc3339()
+        generation = known.generation
+        status = {
+            **known.status,
+            "observedGeneration": generation,
+            "conditions": merge_conditions(
+                known.status.get("conditions") or [],
+                [
+                    ConditionUpdate(READY, FALSE, "InvalidSpec", known.error or ""),
+                    ConditionUpdate(STALLED, TRUE, "InvalidSpec", known.error or ""),
+                ],
+                generation,
+                now,
+            ),
+        }
+        await self._publish(known, None, known.status, status)
+
+    async def _report_suspended(self, known: Known[Service], service: Service) -> None:
+        now = now_rfc3339()
+        generation = service.meta.generation
+        old_envs = known.status.get("environments") or {}
+        environments = {
+            env: {**(old_envs.get(env) or {}), "summary": SUSPENDED}
+            for env in sorted(service.spec.environments)
+        }
+        status = {
+            **known.status,
+            "observedGeneration": generation,
+            "environments": environments,
+            "conditions": merge_conditions(
+                known.status.get("conditions") or [],
+                [
+                    ConditionUpdate(READY, UNKNOWN, "Suspended", "spec.suspend is true"),
+                    ConditionUpdate(STALLED, FALSE, "Suspended", ""),
+                ],
+                generation,
+                now,
+            ),
+        }
+        await self._publish(known, service, known.status, status)
+
+    async def _publish(
+        self,
+        known: Known[Service],
+        service: Service | None,
+        before: Mapping[str, Any],
+        after: dict[str, Any],
+    ) -> None:
+        if after == dict(before):
+            return
+        await self._write_status(known, after)
+        identity = service.meta if service is not None else parse_identity(known.body)
+        for cond in transitions(before.get("conditions") or [], after["conditions"]):
+            if cond["type"] == STALLED and cond["status"] != TRUE:
+                continue
+            type_: EventType = (
+                "Normal" if cond["type"] == READY and cond["status"] == TRUE else "Warning"
+            )
+            if cond["reason"] in ("Progressing", "Suspended"):
+                type_ = "Normal"
+            await self.recorder.post(
+                SERVICE_KIND, identity, type_, cond["reason"], cond["message"] or cond["reason"]
+            )
+
+    async def _write_status(self, known: Known[Service], status: dict[str, Any]) -> dict[str, Any]:
+        name = known.body["metadata"]["name"]
+        updated = await self.api.apply_status(SERVICE_KIND, name, status)
+        fresh = self.world.observe_service({**known.body, "status": updated.get("status", {})})
+        return fresh.status
+
+
+def unmanaged_problem(live: Manifest) -> Problem:
+    ref = ObjectRef.of(live)
+    return Problem(
+        "ObjectNotManaged",
+        f"{ref.kind} {ref.namespace}/{ref.name} exists without the label "
+        "app.kubernetes.io/managed-by=bandsy-operator; it is left alone (delete it or add "
+        "the label to hand it over)",
+    )

@@ -1,0 +1,89 @@
+"""A deduplicating, rate-limited work queue, as in controller-runtime.
+
+A key is processed by one worker at a time; adding a key that is being processed marks it dirty
+so it runs once more afterwards. Failures are retried with exponential backoff per key.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable, Hashable
+from typing import Generic, TypeVar
+
+Key = TypeVar("Key", bound=Hashable)
+
+
+class WorkQueue(Generic[Key]):
+    def __init__(self, base_delay: float = 0.5, max_delay: float = 60.0) -> None:
+        self._queue: asyncio.Queue[Key] = asyncio.Queue()
+        self._queued: set[Key] = set()
+        self._active: set[Key] = set()
+        self._dirty: set[Key] = set()
+        self._failures: dict[Key, int] = {}
+        self._timers: dict[Key, asyncio.TimerHandle] = {}
+        self.base_delay = base_delay
+        self.max_delay = max_delay
+
+    def __len__(self) -> int:
+        return len(self._queued) + len(self._active)
+
+    def add(self, key: Key) -> None:
+        if key in self._active:
+            self._dirty.add(key)
+        elif key not in self._queued:
+            self._queued.add(key)
+            self._queue.put_nowait(key)
+
+    def add_after(self, key: Key, delay: float) -> None:
+        if key in self._timers:
+            return
+        loop = asyncio.get_running_loop()
+
+        def fire() -> None:
+            self._timers.pop(key, None)
+            self.add(key)
+
+        self._timers[key] = loop.call_later(delay, fire)
+
+    def retry(self, key: Key) -> float:
+        """Schedule a retry with backoff; returns the delay."""
+        failures = self._failures.get(key, 0)
+        self._failures[key] = failures + 1
+        delay: float = min(self.base_delay * 2.0**failures, self.max_delay)
+        self.add_after(key, delay)
+        return delay
+
+    def forget(self, key: Key) -> None:
+        """The key succeeded: its backoff starts again from the base."""
+        self._failures.pop(key, None)
+
+    async def get(self) -> Key:
+        key = await self._queue.get()
+        self._queued.discard(key)
+        self._active.add(key)
+        return key
+
+    def done(self, key: Key) -> None:
+        self._active.discard(key)
+        if key in self._dirty:
+            self._dirty.discard(key)
+            self.add(key)
+
+    def idle(self) -> bool:
+        return not self._queued and not self._active
+
+
+async def run_workers(
+    queue: WorkQueue[Key],
+    handle: Callable[[Key], Awaitable[None]],
+    count: int,
+) -> None:
+    async def worker() -> None:
+        while True:
+            key = await queue.get()
+            try:
+                await handle(key)
+            finally:
+                queue.done(key)
+
+    await asyncio.gather(*(worker() for _ in range(count)))

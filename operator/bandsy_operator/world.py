@@ -1,0 +1,98 @@
+"""The operator's view of its custom resources: latest bodies from the watch, parsed once."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Generic, TypeVar
+
+from pydantic import ValidationError
+
+from .models import Environment, Service, parse_environment, parse_service
+
+Model = TypeVar("Model", Environment, Service)
+
+
+@dataclass(frozen=True)
+class Known(Generic[Model]):
+    body: dict[str, Any]
+    model: Model | None  # None when the spec failed to parse
+    error: str | None
+
+    @property
+    def generation(self) -> int:
+        return int(self.body.get("metadata", {}).get("generation", 0))
+
+    @property
+    def deleting(self) -> bool:
+        return bool(self.body.get("metadata", {}).get("deletionTimestamp"))
+
+    @property
+    def status(self) -> dict[str, Any]:
+        return dict(self.body.get("status") or {})
+
+
+def _known(body: dict[str, Any], parse: Callable[[dict[str, Any]], Model]) -> Known[Model]:
+    try:
+        return Known(body, parse(body), None)
+    except ValidationError as error:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in error.errors()
+        )
+        return Known(body, None, f"invalid spec: {problems}")
+
+
+class World:
+    def __init__(self) -> None:
+        self.environments: dict[str, Known[Environment]] = {}
+        self.services: dict[str, Known[Service]] = {}
+
+    def observe_environment(self, body: dict[str, Any]) -> Known[Environment]:
+        known = _known(body, parse_environment)
+        self.environments[body["metadata"]["name"]] = known
+        return known
+
+    def observe_service(self, body: dict[str, Any]) -> Known[Service]:
+        known = _known(body, parse_service)
+        self.services[body["metadata"]["name"]] = known
+        return known
+
+    def valid_environments(self) -> dict[str, Environment]:
+        return {
+            name: k.model
+            for name, k in self.environments.items()
+            if k.model is not None and not k.deleting
+        }
+
+    def valid_services(self) -> dict[str, Service]:
+        return {name: k.model for name, k in self.services.items() if k.model is not None}
+
+    def services_in(self, environment: str) -> list[str]:
+        return sorted(
+            name
+            for name, k in self.services.items()
+            if k.model is not None and environment in k.model.spec.environments
+        )
+
+    def dependents_of(self, service: str, environment: str) -> list[str]:
+        return sorted(
+            name
+            for name, k in self.services.items()
+            if k.model is not None
+            and service in k.model.spec.depends_on
+            and environment in k.model.spec.environments
+            and not k.model.spec.suspend
+        )
+
+    def neighbours(self, service: Service | None) -> set[str]:
+        """Services whose objects mention this one: its dependencies and its dependents."""
+        if service is None:
+            return set()
+        related = set(service.spec.depends_on)
+        related.update(
+            name
+            for name, k in self.services.items()
+            if k.model is not None and service.name in k.model.spec.depends_on
+        )
+        related.discard(service.name)
+        return related
