@@ -15,6 +15,7 @@ import pytest
 
 from bandsy_dev.kube import kubectl_path
 from bandsy_dev.local_env import LocalEnvironment, read_cluster_env
+from bandsy_dev.procs import ManagedProcess, free_port
 
 
 class KubectlRunner:
@@ -53,3 +54,69 @@ def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]
 @pytest.fixture(scope="session")
 def kubectl(servers: dict[str, str]) -> KubectlRunner:
     return KubectlRunner(servers["KUBECONFIG"])
+
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+RESYNC_SECONDS = 2.0
+
+
+@pytest.fixture(scope="session")
+def crds(kubectl: KubectlRunner) -> None:
+    kubectl("apply", "--server-side", "-f", str(REPO_ROOT / "crds"))
+    kubectl("wait", "--for=condition=Established", "crd", "--all", "--timeout=60s")
+
+
+class OperatorProcess:
+    """``python -m bandsy_operator`` as a separate process, logging to a file."""
+
+    def __init__(self, kubeconfig: str, log_file: Path, extra_env: dict[str, str] | None = None):
+        self.log_file = log_file
+        self.liveness_port = free_port()
+        self.env = {
+            **os.environ,
+            "KUBECONFIG": kubeconfig,
+            "BANDSY_RESYNC_INTERVAL": str(RESYNC_SECONDS),
+            "BANDSY_LIVENESS_PORT": str(self.liveness_port),
+            **(extra_env or {}),
+        }
+        self.process: ManagedProcess | None = None
+
+    def start(self) -> None:
+        import sys
+
+        self.process = ManagedProcess(
+            "bandsy-operator",
+            [sys.executable, "-m", "bandsy_operator"],
+            self.log_file,
+            env=self.env,
+        )
+        self.process.start()
+        self.process.wait_until(
+            lambda: " started" in self.log_file.read_text(), timeout=60, what="started"
+        )
+
+    def stop(self) -> None:
+        if self.process is not None:
+            self.process.stop()
+
+    def kill(self) -> None:
+        if self.process is not None:
+            self.process.kill()
+
+    def log(self) -> str:
+        return self.log_file.read_text(errors="replace")
+
+
+@pytest.fixture(scope="session")
+def operator(
+    servers: dict[str, str], crds: None, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[OperatorProcess]:
+    proc = OperatorProcess(
+        servers["KUBECONFIG"], tmp_path_factory.mktemp("operator") / "operator.log"
+    )
+    proc.start()
+    try:
+        yield proc
+    finally:
+        proc.stop()
+        assert "Traceback" not in proc.log(), "the operator logged an unexpected exception"

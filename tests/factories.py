@@ -11,7 +11,7 @@ def environment_body(name: str, **spec: Any) -> dict[str, Any]:
     return {
         "apiVersion": "bandsy.app/v1alpha1",
         "kind": "BandsyEnvironment",
-        "metadata": {"name": name, "uid": f"uid-env-{name}", "generation": 1},
+        "metadata": {"name": name},
         "spec": spec,
     }
 
@@ -21,17 +21,22 @@ def service_body(name: str, environments: dict[str, Any], **spec: Any) -> dict[s
     return {
         "apiVersion": "bandsy.app/v1alpha1",
         "kind": "BandsyService",
-        "metadata": {"name": name, "uid": f"uid-svc-{name}", "generation": 1},
+        "metadata": {"name": name},
         "spec": {**spec, "environments": environments},
     }
 
 
+def _stored(body: dict[str, Any], uid: str) -> dict[str, Any]:
+    """The body as the API server would return it."""
+    return {**body, "metadata": {**body["metadata"], "uid": uid, "generation": 1}}
+
+
 def environment(name: str, **spec: Any) -> Environment:
-    return parse_environment(environment_body(name, **spec))
+    return parse_environment(_stored(environment_body(name, **spec), f"uid-env-{name}"))
 
 
 def service(name: str, environments: dict[str, Any], **spec: Any) -> Service:
-    return parse_service(service_body(name, environments, **spec))
+    return parse_service(_stored(service_body(name, environments, **spec), f"uid-svc-{name}"))
 
 
 def tags(**by_env: str) -> dict[str, Any]:

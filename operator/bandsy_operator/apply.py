@@ -58,7 +58,7 @@ def _scalars_equal(desired: Any, live: Any) -> bool:
 
 def _is_empty(value: Any) -> bool:
     # The API server omits empty lists and maps (``ingress: []``, a Secret without data).
-    return value == [] or value == {}
+    return bool(value == [] or value == {})
 
 
 def is_subset(desired: Any, live: Any) -> bool:

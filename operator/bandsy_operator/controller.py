@@ -14,9 +14,9 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from .apply import Applier
-from .constants import ENVIRONMENT_KIND, SERVICE_KIND, SERVICE_LABEL
+from .constants import API_VERSION, ENVIRONMENT_KIND, SERVICE_KIND, SERVICE_LABEL
 from .events import EventRecorder
-from .kube import BandsyEnvironmentResource, BandsyServiceResource, KubeApi
+from .kube import CLIENT_ERRORS, KubeApi
 from .reconcile.environment import EnvironmentReconciler
 from .reconcile.service import ServiceReconciler
 from .settings import OperatorSettings
@@ -68,9 +68,10 @@ class Controller:
 
     async def start(self) -> None:
         """Load every custom resource first, so no reconcile sees a half-known world."""
-        for body in await self._list(BandsyEnvironmentResource):
+        environments, services = await self._initial_lists()
+        for body in environments:
             self.world.observe_environment(body)
-        for body in await self._list(BandsyServiceResource):
+        for body in services:
             self.world.observe_service(body)
         self.enqueue_all()
         self._tasks = [
@@ -83,8 +84,21 @@ class Controller:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
 
-    async def _list(self, resource: Any) -> list[dict[str, Any]]:
-        return [obj.to_dict() async for obj in self.api.client.list(resource)]
+    async def _initial_lists(self) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+        """Retries while the API server or our CRDs are not there yet (fresh cluster, restart)."""
+        delay = 0.5
+        while True:
+            try:
+                return (
+                    await self.api.list(API_VERSION, ENVIRONMENT_KIND),
+                    await self.api.list(API_VERSION, SERVICE_KIND),
+                )
+            except CLIENT_ERRORS as error:
+                log.warning(
+                    "cannot list custom resources yet (%s); retrying in %.1f s", error, delay
+                )
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 10.0)
 
     async def _resync(self) -> None:
         while True:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import datetime
 import logging
+import secrets
 import socket
 from typing import Literal
 
@@ -37,7 +38,10 @@ class EventRecorder:
         event = {
             "apiVersion": "events.k8s.io/v1",
             "kind": "Event",
-            "metadata": {"generateName": f"{owner.name}.", "namespace": EVENTS_NAMESPACE},
+            "metadata": {
+                "name": f"{owner.name}.{secrets.token_hex(8)}",
+                "namespace": EVENTS_NAMESPACE,
+            },
             "eventTime": now,
             "reportingController": REPORTING_CONTROLLER,
             "reportingInstance": self.instance,

@@ -10,8 +10,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+import httpx2 as httpx
 from lightkube import AsyncClient, KubeConfig, codecs
 from lightkube.core.exceptions import ApiError
+from lightkube.core.resource import NamespacedResource, NamespacedResourceG
 from lightkube.core.resource_registry import resource_registry
 from lightkube.generic_resource import create_global_resource
 from lightkube.types import CascadeType, PatchType
@@ -27,6 +29,8 @@ from .constants import (
 )
 
 Manifest = dict[str, Any]
+# What a request can fail with: an API error status, or the connection itself.
+CLIENT_ERRORS: tuple[type[Exception], ...] = (ApiError, httpx.HTTPError)
 
 # Our own kinds, registered so they resolve like built-in ones.
 BandsyEnvironmentResource = create_global_resource(
@@ -83,6 +87,10 @@ class KubeApi:
         """$KUBECONFIG / ~/.kube/config, or the in-cluster service account."""
         return cls(AsyncClient(KubeConfig.from_env(), field_manager=FIELD_MANAGER))
 
+    @classmethod
+    def from_kubeconfig(cls, path: str) -> KubeApi:
+        return cls(AsyncClient(KubeConfig.from_file(path), field_manager=FIELD_MANAGER))
+
     async def close(self) -> None:
         await self.client.close()
 
@@ -101,15 +109,16 @@ class KubeApi:
         self,
         api_version: str,
         kind: str,
-        namespace: str = "*",
+        namespace: str | None = None,
         labels: dict[str, str] | None = None,
     ) -> list[Manifest]:
+        """Objects of one kind, in one namespace or (``None``) everywhere."""
         res = _resource(api_version, kind)
         selector: dict[str, Any] = dict(labels or {})
-        return [
-            _as_dict(obj)
-            async for obj in self.client.list(res, namespace=namespace, labels=selector)
-        ]
+        scope: dict[str, Any] = {}
+        if issubclass(res, NamespacedResource | NamespacedResourceG):
+            scope["namespace"] = namespace or "*"
+        return [_as_dict(obj) async for obj in self.client.list(res, labels=selector, **scope)]
 
     async def apply(self, manifest: Manifest) -> Manifest:
         """Server-side apply as ``bandsy-operator``, forcing: these fields are ours."""

@@ -325,14 +325,14 @@ class ServiceReconciler:
             return
         await self._write_status(known, after)
         identity = service.meta if service is not None else parse_identity(known.body)
+        posted: set[str] = set()
         for cond in transitions(before.get("conditions") or [], after["conditions"]):
-            if cond["type"] == STALLED and cond["status"] != TRUE:
+            if (cond["type"] == STALLED and cond["status"] != TRUE) or cond["reason"] in posted:
                 continue
-            type_: EventType = (
-                "Normal" if cond["type"] == READY and cond["status"] == TRUE else "Warning"
-            )
-            if cond["reason"] in ("Progressing", "Suspended"):
-                type_ = "Normal"
+            posted.add(cond["reason"])  # Ready and Stalled often flip for the same reason
+            quiet = cond["status"] == TRUE and cond["type"] == READY
+            quiet = quiet or cond["reason"] in ("Progressing", "Suspended")
+            type_: EventType = "Normal" if quiet else "Warning"
             await self.recorder.post(
                 SERVICE_KIND, identity, type_, cond["reason"], cond["message"] or cond["reason"]
             )

@@ -1,0 +1,231 @@
+"""Every malformed custom resource is refused by the API server itself, with a clear message."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+import yaml
+
+from conftest import KubectlRunner
+from factories import environment_body, service_body, tags
+
+pytestmark = pytest.mark.integration
+
+POSTGRES = {
+    "host": "db.default.svc",
+    "adminSecretRef": {"namespace": "default", "name": "pg-admin"},
+}
+
+INVALID_ENVIRONMENTS: list[tuple[str, dict[str, Any], str]] = [
+    ("name too long", environment_body("a" * 21), "Too long"),
+    ("name starts with a digit", environment_body("1dev"), "metadata.name must match"),
+    ("pod security level", environment_body("e1", podSecurity="strict"), "Unsupported value"),
+    (
+        "promotes from itself",
+        environment_body("e1", promotion={"from": "e1"}),
+        "cannot be the environment itself",
+    ),
+    (
+        "negative soak time",
+        environment_body("e1", promotion={"soakSeconds": -1}),
+        "greater than or equal to 0",
+    ),
+    (
+        "production with Delete",
+        environment_body("production", deletionPolicy="Delete"),
+        "must have deletionPolicy Retain",
+    ),
+    (
+        "lowercase config key",
+        environment_body("e1", config={"log_level": "info"}),
+        "config keys must match",
+    ),
+    ("postgres without host", environment_body("e1", postgres={"port": 5432}), "Required value"),
+    (
+        "unknown sslMode",
+        environment_body("e1", postgres={**POSTGRES, "sslMode": "strict"}),
+        "Unsupported value",
+    ),
+    (
+        "template without {service}",
+        environment_body("e1", postgres={**POSTGRES, "userTemplate": "{env}-user"}),
+        "must contain {service}",
+    ),
+    (
+        "template with quoting tricks",
+        environment_body("e1", postgres={**POSTGRES, "databaseTemplate": '{service}"; drop'}),
+        "should match",
+    ),
+    (
+        "egress to namespace and cidr",
+        environment_body(
+            "e1", postgres={**POSTGRES, "egressTo": {"namespace": "db", "cidr": "10.0.0.0/24"}}
+        ),
+        "exactly one of",
+    ),
+    (
+        "egress cidr",
+        environment_body("e1", postgres={**POSTGRES, "egressTo": {"cidr": "10.0.0.0/33"}}),
+        "must be a CIDR",
+    ),
+    ("quota key", environment_body("e1", quota={"CPU": "1"}), "quota keys"),
+    ("quota value", environment_body("e1", quota={"pods": "many"}), "should match"),
+    ("ingress domain", environment_body("e1", ingress={"domain": "bandsy"}), "should match"),
+    (
+        "allowed service name",
+        environment_body("e1", ingress={"allowedServices": ["Web"]}),
+        "should match",
+    ),
+]
+
+WEB = {"image": {"repository": "ghcr.io/feinwaru/web"}}
+INVALID_SERVICES: list[tuple[str, dict[str, Any], str]] = [
+    ("name too long", service_body("w" * 41, tags(develop="d1")), "Too long"),
+    ("name starts with a digit", service_body("9web", tags(develop="d1")), "DNS label"),
+    ("missing image", {**service_body("web", tags(develop="d1")), "spec": {}}, "Required value"),
+    (
+        "image repository",
+        service_body("web", tags(develop="d1"), image={"repository": "GHCR.io/Web"}),
+        "should match",
+    ),
+    (
+        "config key",
+        service_body("web", tags(develop="d1"), config={"feature-x": "1"}),
+        "config keys must match",
+    ),
+    (
+        "key in config and secrets",
+        service_body("web", tags(develop="d1"), config={"KEY": "1"}, secrets=[{"name": "KEY"}]),
+        "both config and a secret",
+    ),
+    (
+        "environment config key that is a secret",
+        service_body(
+            "web",
+            {"develop": {"image": {"tag": "d1"}, "config": {"KEY": "1"}}},
+            secrets=[{"name": "KEY"}],
+        ),
+        "both config (of an environment) and a secret",
+    ),
+    (
+        "generated secret too short",
+        service_body("web", tags(develop="d1"), secrets=[{"name": "K", "generate": {"length": 8}}]),
+        "greater than or equal to 16",
+    ),
+    (
+        "generated secret too long",
+        service_body(
+            "web", tags(develop="d1"), secrets=[{"name": "K", "generate": {"length": 200}}]
+        ),
+        "less than or equal to 128",
+    ),
+    (
+        "secret name",
+        service_body("web", tags(develop="d1"), secrets=[{"name": "session_key"}]),
+        "should match",
+    ),
+    (
+        "duplicate secret",
+        service_body("web", tags(develop="d1"), secrets=[{"name": "K"}, {"name": "K"}]),
+        "Duplicate value",
+    ),
+    ("tag with a space", service_body("web", tags(develop="release 1")), "should match"),
+    ("latest outside develop", service_body("web", tags(production="latest")), "only allowed in"),
+    (
+        "depends on itself",
+        service_body("web", tags(develop="d1"), dependsOn=["web"]),
+        "cannot depend on itself",
+    ),
+    (
+        "Delete reclaim with production",
+        service_body(
+            "web", tags(production="r1"), postgres={"enabled": True, "reclaimPolicy": "Delete"}
+        ),
+        "reclaimPolicy Delete is refused",
+    ),
+    (
+        "too many replicas",
+        service_body("web", tags(develop="d1"), replicas=51),
+        "less than or equal to 50",
+    ),
+    (
+        "negative replicas",
+        service_body("web", tags(develop="d1"), replicas=-1),
+        "greater than or equal to 0",
+    ),
+    (
+        "environment replicas",
+        service_body("web", {"develop": {"image": {"tag": "d1"}, "replicas": 60}}),
+        "less than or equal to 50",
+    ),
+    (
+        "external without port",
+        service_body("web", tags(develop="d1"), external=True),
+        "external service needs a port",
+    ),
+    (
+        "health check without port",
+        service_body("web", tags(develop="d1"), healthCheck={"path": "/healthz"}),
+        "healthCheck needs a port",
+    ),
+    ("port out of range", service_body("web", tags(develop="d1"), port=70000), "65535"),
+    ("environment name", service_body("web", tags(Develop="d1")), "environment names must"),
+    (
+        "environment without tag",
+        service_body("web", {"develop": {"replicas": 1}}),
+        "Required value",
+    ),
+    (
+        "unknown reclaim policy",
+        service_body("web", tags(develop="d1"), postgres={"reclaimPolicy": "Archive"}),
+        "Unsupported value",
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        pytest.param(body, message, id=f"environment: {case}")
+        for case, body, message in INVALID_ENVIRONMENTS
+    ]
+    + [
+        pytest.param(body, message, id=f"service: {case}")
+        for case, body, message in INVALID_SERVICES
+    ],
+)
+def test_invalid_custom_resource_is_refused(
+    kubectl: KubectlRunner, crds: None, body: dict[str, Any], message: str
+) -> None:
+    result = kubectl(
+        "create", "--dry-run=server", "-f", "-", input=yaml.safe_dump(body), check=False
+    )
+    assert result.returncode != 0, f"accepted: {body}"
+    assert message in result.stderr, result.stderr
+
+
+def test_valid_samples_are_accepted(kubectl: KubectlRunner, crds: None) -> None:
+    for body in (
+        environment_body("e1", postgres=POSTGRES, quota={"pods": "60", "requests.cpu": 8}),
+        service_body("web", tags(develop="latest", production="release-1.7.2"), **WEB),
+    ):
+        kubectl("apply", "--dry-run=server", "-f", "-", input=yaml.safe_dump(body))
+
+
+def test_environment_namespace_is_immutable(kubectl: KubectlRunner, crds: None) -> None:
+    name = "immutable-ns"
+    kubectl("apply", "-f", "-", input=yaml.safe_dump(environment_body(name, namespace="ns-a")))
+    try:
+        for spec in ({"namespace": "ns-b"}, {}):
+            changed = kubectl(
+                "apply",
+                "-f",
+                "-",
+                input=yaml.safe_dump(environment_body(name, **spec)),
+                check=False,
+            )
+            assert changed.returncode != 0
+            assert "spec.namespace is immutable" in changed.stderr
+    finally:
+        kubectl("delete", "benv", name, "--wait=false")

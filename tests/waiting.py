@@ -1,0 +1,30 @@
+"""Polling helpers for tests against live servers."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
+
+T = TypeVar("T")
+
+
+async def eventually(
+    probe: Callable[[], Awaitable[T]], timeout: float = 30.0, interval: float = 0.25
+) -> T:
+    """Await ``probe`` until it returns a truthy value (returned) or raises no AssertionError."""
+    deadline = time.monotonic() + timeout
+    last_error: AssertionError | None = None
+    while True:
+        try:
+            result = await probe()
+            if result:
+                return result
+        except AssertionError as error:
+            last_error = error
+        if time.monotonic() > deadline:
+            if last_error is not None:
+                raise last_error
+            raise AssertionError(f"not true within {timeout} s (last value: {result!r})")
+        await asyncio.sleep(interval)
