@@ -37,18 +37,25 @@ class KubectlRunner:
 
 
 @pytest.fixture(scope="session")
-def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
-    """cluster.env variables (SPEC §8) of running servers: API server, PostgreSQL, Redis."""
-    reuse = os.environ.get("BANDSY_CLUSTER_ENV")
-    if reuse:
-        yield read_cluster_env(Path(reuse))
+def local_env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalEnvironment | None]:
+    """The servers this session started (None when reusing ``make cluster-up``'s)."""
+    if os.environ.get("BANDSY_CLUSTER_ENV"):
+        yield None
         return
     env = LocalEnvironment(tmp_path_factory.mktemp("servers"))
     env.start()
     try:
-        yield {**env.variables(), "_WORKDIR": str(env.workdir)}
+        yield env
     finally:
         env.stop()
+
+
+@pytest.fixture(scope="session")
+def servers(local_env: LocalEnvironment | None) -> dict[str, str]:
+    """cluster.env variables (SPEC §8) of running servers: API server, PostgreSQL, Redis."""
+    if local_env is None:
+        return read_cluster_env(Path(os.environ["BANDSY_CLUSTER_ENV"]))
+    return local_env.variables()
 
 
 @pytest.fixture(scope="session")

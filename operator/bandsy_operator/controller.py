@@ -14,9 +14,13 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from .apply import Applier
+from .backends.postgres import PostgresBackend
+from .backends.redis import RedisBackend
 from .constants import API_VERSION, ENVIRONMENT_KIND, SERVICE_KIND, SERVICE_LABEL
+from .credentials import CredentialStore
 from .events import EventRecorder
-from .kube import CLIENT_ERRORS, KubeApi
+from .kube import CLIENT_ERRORS, KubeApi, ObjectRef
+from .reconcile.databases import DatabaseReconciler
 from .reconcile.environment import EnvironmentReconciler
 from .reconcile.service import ServiceReconciler
 from .settings import OperatorSettings
@@ -59,8 +63,13 @@ class Controller:
         self.queue: WorkQueue[Key] = WorkQueue()
         applier = Applier(api)
         recorder = EventRecorder(api)
+        databases = DatabaseReconciler(
+            api,
+            CredentialStore(api, settings.operator_namespace),
+            {"postgres": PostgresBackend(), "redis": RedisBackend()},
+        )
         self.environments = EnvironmentReconciler(api, applier, recorder, self.world)
-        self.services = ServiceReconciler(api, applier, recorder, self.world)
+        self.services = ServiceReconciler(api, applier, recorder, self.world, databases)
         self._locks: defaultdict[Key, asyncio.Lock] = defaultdict(asyncio.Lock)
         self._tasks: list[asyncio.Task[None]] = []
 
@@ -69,6 +78,7 @@ class Controller:
     async def start(self) -> None:
         """Load every custom resource first, so no reconcile sees a half-known world."""
         environments, services = await self._initial_lists()
+        await self._ensure_operator_namespace()
         for body in environments:
             self.world.observe_environment(body)
         for body in services:
@@ -83,6 +93,14 @@ class Controller:
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    async def _ensure_operator_namespace(self) -> None:
+        """The credential store lives there; deploy/ creates it, a local run may not have."""
+        namespace = self.settings.operator_namespace
+        if await self.api.get(ObjectRef("v1", "Namespace", "", namespace)) is None:
+            await self.api.apply(
+                {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": namespace}}
+            )
 
     async def _initial_lists(self) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
         """Retries while the API server or our CRDs are not there yet (fresh cluster, restart)."""
@@ -123,6 +141,9 @@ class Controller:
             after = self.world.observe_environment(dict(body))
         if _trigger(before) == _trigger(after):
             return
+        # Any environment may share database users with this one (SharedCredentials).
+        for other in sorted(self.world.environments):
+            self.queue.add(env_key(other))
         self.queue.add(env_key(name))
         # Services render the environment's config, domain and policies.
         for service in self.world.services_in(name):
@@ -161,15 +182,19 @@ class Controller:
             try:
                 if key.kind == ENVIRONMENT_KIND:
                     await self.environments.reconcile(key.name)
+                    retry = False
                 else:
-                    await self.services.reconcile(key.name)
+                    retry = await self.services.reconcile(key.name)
             except asyncio.CancelledError:
                 raise
             except Exception as error:
                 delay = self.queue.retry(key)
                 log.warning("reconcile %s failed, retrying in %.1f s: %s", key, delay, error)
             else:
-                self.queue.forget(key)
+                if retry:  # converged but for an unreachable database: back off, try again
+                    self.queue.retry(key)
+                else:
+                    self.queue.forget(key)
 
     async def finalize_service(self, body: Mapping[str, Any]) -> None:
         async with self._locks[service_key(body["metadata"]["name"])]:

@@ -19,6 +19,7 @@ from .constants import (
 )
 from .controller import Controller
 from .kube import KubeApi
+from .reconcile.service import ReclaimPendingError
 from .settings import OperatorSettings
 
 log = logging.getLogger(__name__)
@@ -65,7 +66,12 @@ def deployment_event(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
 
 @kopf.on.delete(GROUP, VERSION, SERVICE_PLURAL)
 async def service_deleted(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
-    await memo["controller"].finalize_service(body)
+    try:
+        await memo["controller"].finalize_service(body)
+    except ReclaimPendingError as pending:
+        raise kopf.TemporaryError(
+            f"database accounts not reclaimed yet: {pending}", delay=10
+        ) from None
 
 
 @kopf.on.delete(GROUP, VERSION, ENVIRONMENT_PLURAL)

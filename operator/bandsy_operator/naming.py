@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import re
 
 # Per-environment objects.
@@ -72,3 +73,10 @@ def render_template(template: str, service: str, environment: str) -> str:
         raise InvalidNameError(f"unknown placeholder {{{key}}} in template {template!r}")
 
     return _TEMPLATE_FIELD.sub(fill, template)
+
+
+def credential_secret(backend: str, server: str, user: str) -> str:
+    """Canonical credential of one role on one server, in the operator's namespace. The hash
+    keeps any host or role name inside Secret-name rules; labels say what it is."""
+    digest = hashlib.sha256(f"{backend}|{server}|{user}".encode()).hexdigest()[:16]
+    return f"credential-{backend}-{digest}"

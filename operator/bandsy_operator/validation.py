@@ -60,3 +60,23 @@ def environment_problems(
             )
         )
     return problems
+
+
+def shared_credentials(env: Environment, environments: Mapping[str, Environment]) -> list[str]:
+    """Other environments whose database users coincide with this one's: same server and a
+    user template without ``{env}`` (the SPEC §2 default ``{service}-user`` does that)."""
+    shared = []
+    for backend in ("postgres", "redis", "mongo"):
+        mine = getattr(env.spec, backend)
+        if mine is None or "{env}" in mine.user_template:
+            continue
+        for other in sorted(environments.values(), key=lambda e: e.name):
+            theirs = getattr(other.spec, backend)
+            if (
+                other.name != env.name
+                and theirs is not None
+                and (theirs.host, theirs.port) == (mine.host, mine.port)
+                and theirs.user_template == mine.user_template
+            ):
+                shared.append(f"{backend} users with {other.name} ({mine.host}:{mine.port})")
+    return shared

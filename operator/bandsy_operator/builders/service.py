@@ -49,7 +49,8 @@ class ServiceInputs:
     dependency_ports: Mapping[str, int] = field(default_factory=dict)  # dependency -> its port
     dependents: Sequence[str] = ()  # services in this environment that depend on this one
     existing_secrets: Mapping[str, str] = field(default_factory=dict)  # live <svc>-secrets values
-    credential_secrets: Sequence[Manifest] = ()  # <svc>-postgres/-redis/-mongo projections
+    # backend ("postgres", "redis", "mongo") -> keys of the <svc>-<backend> Secret
+    credentials: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
     database_peers: Sequence[DatabasePeer] = ()
 
     @property
@@ -200,7 +201,10 @@ def build_deployment(inputs: ServiceInputs, config_hash: str) -> Manifest:
         {"configMapRef": {"name": naming.config_map(inputs.name)}},
         {"secretRef": {"name": naming.secrets(inputs.name)}},
     ]
-    env_from += [{"secretRef": {"name": s["metadata"]["name"]}} for s in inputs.credential_secrets]
+    env_from += [
+        {"secretRef": {"name": naming.backend_secret(inputs.name, backend)}}
+        for backend in sorted(inputs.credentials)
+    ]
     container: dict[str, Any] = {
         "name": inputs.name,
         "image": f"{spec.image.repository}:{inputs.tag}",
@@ -373,15 +377,29 @@ def config_hash(
     )
 
 
+def build_credential_secrets(inputs: ServiceInputs) -> list[Manifest]:
+    return [
+        {
+            "apiVersion": "v1",
+            "kind": "Secret",
+            "type": "Opaque",
+            "metadata": inputs.meta(naming.backend_secret(inputs.name, backend)),
+            "data": encode_secret_data(inputs.credentials[backend]),
+        }
+        for backend in sorted(inputs.credentials)
+    ]
+
+
 def build_service_objects(inputs: ServiceInputs, generate: SecretGenerator) -> list[Manifest]:
     config_map = build_config_map(inputs)
     values = secret_values(inputs, generate)
     pod_secrets = {**inputs.existing_secrets, **values}
+    credentials = build_credential_secrets(inputs)
     objects = [
         config_map,
         build_secret(inputs, values),
-        *inputs.credential_secrets,
-        build_deployment(inputs, config_hash(config_map, pod_secrets, inputs.credential_secrets)),
+        *credentials,
+        build_deployment(inputs, config_hash(config_map, pod_secrets, credentials)),
         build_service(inputs),
         build_ingress(inputs),
         build_network_policy(inputs),

@@ -14,10 +14,12 @@ from ..events import EventRecorder, EventType
 from ..kube import KubeApi, ObjectRef
 from ..models import parse_environment, parse_identity
 from ..status import FALSE, TRUE, ConditionUpdate, merge_conditions, now_rfc3339, transitions
+from ..validation import shared_credentials
 from ..world import Known, World
 from .service import READY, unmanaged_problem
 
 log = logging.getLogger(__name__)
+SHARED_CREDENTIALS = "SharedCredentials"
 
 
 class EnvironmentReconciler:
@@ -62,9 +64,21 @@ class EnvironmentReconciler:
             )
         else:
             ready = ConditionUpdate(READY, TRUE, "Ready", f"namespace {env.namespace} is set up")
+        shared = shared_credentials(env, self.world.valid_environments())
+        sharing = (
+            ConditionUpdate(
+                SHARED_CREDENTIALS,
+                TRUE,
+                "SharedCredentials",
+                "shares " + "; ".join(shared) + ": one password, one role for both; put {env} "
+                "in userTemplate to keep environments apart",
+            )
+            if shared
+            else ConditionUpdate(SHARED_CREDENTIALS, FALSE, "NotShared", "")
+        )
         await self._publish(
             known,
-            [ready],
+            [ready, sharing],
             {
                 "namespace": env.namespace,
                 "services": self._services_summary(name),
@@ -120,7 +134,10 @@ class EnvironmentReconciler:
         await self._write_status(known, after)
         identity = parse_identity(known.body)
         for cond in transitions(before.get("conditions") or [], after["conditions"]):
-            type_: EventType = "Normal" if cond["status"] == TRUE else "Warning"
+            if cond["type"] == SHARED_CREDENTIALS and cond["status"] != TRUE:
+                continue
+            warning = (cond["type"] == READY) != (cond["status"] == TRUE)
+            type_: EventType = "Warning" if warning else "Normal"
             await self.recorder.post(
                 ENVIRONMENT_KIND, identity, type_, cond["reason"], cond["message"]
             )

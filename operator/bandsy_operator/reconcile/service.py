@@ -36,11 +36,24 @@ from ..status import (
 )
 from ..validation import Problem, environment_problems
 from ..world import Known, World
+from .databases import AccountRef, DatabaseReconciler, DatabaseResult
 
 log = logging.getLogger(__name__)
 
 READY = "Ready"
 STALLED = "Stalled"
+
+
+class ReclaimPendingError(Exception):
+    """A database server is unreachable: the deletion must be retried."""
+
+
+def _accounts(refs: set[AccountRef]) -> list[str]:
+    return sorted(map(str, refs))
+
+
+def _users(refs: set[AccountRef]) -> set[tuple[str, str, str]]:
+    return {(r.backend, r.server, r.user) for r in refs}
 
 
 @dataclass
@@ -49,6 +62,8 @@ class EnvironmentPlan:
 
     name: str
     problems: list[Problem] = field(default_factory=list)
+    accounts: list[AccountRef] = field(default_factory=list)
+    database: DatabaseResult | None = None
     objects: list[Manifest] = field(default_factory=list)
     known: dict[ObjectRef, Manifest | None] = field(default_factory=dict)
     missing_secrets: list[str] = field(default_factory=list)
@@ -68,33 +83,52 @@ def decode_secret(live: Manifest | None) -> dict[str, str]:
 
 class ServiceReconciler:
     def __init__(
-        self, api: KubeApi, applier: Applier, recorder: EventRecorder, world: World
+        self,
+        api: KubeApi,
+        applier: Applier,
+        recorder: EventRecorder,
+        world: World,
+        databases: DatabaseReconciler,
     ) -> None:
         self.api = api
         self.applier = applier
         self.recorder = recorder
         self.world = world
+        self.databases = databases
 
-    async def reconcile(self, name: str) -> None:
+    async def reconcile(self, name: str) -> bool:
+        """Converge one service; True when part of it should be retried (a database down)."""
         known = self.world.services.get(name)
         if known is None or known.deleting:
-            return
+            return False
         if known.model is None:
             await self._report_invalid(known)
-            return
+            return False
         service = known.model
         if service.spec.suspend:
             await self._report_suspended(known, service)
-            return
+            return False
 
-        previous = inventory.parse(known.status.get("inventory") or [])
-        plans = [await self._plan(service, env) for env in sorted(service.spec.environments)]
+        status = known.status
+        previous = inventory.parse(status.get("inventory") or [])
+        previous_accounts = {AccountRef.parse(a) for a in status.get("databases") or []}
+        plans = [self._validate(service, env) for env in sorted(service.spec.environments)]
+        planned_accounts = {a for plan in plans for a in plan.accounts}
+        # Record every account before any server learns about it: no orphan after a crash.
+        if not planned_accounts <= previous_accounts:
+            status = await self._write_status(
+                known, {**status, "databases": _accounts(previous_accounts | planned_accounts)}
+            )
+            known = self.world.services[name]
+        for plan in plans:
+            if not plan.problems:
+                await self._build(service, plan, previous_accounts)
+
         healthy = all(not plan.problems for plan in plans)
         wanted: inventory.Inventory = {plan.name: plan.refs() for plan in plans if plan.objects}
         if not healthy:
             wanted = inventory.union(previous, wanted)
         grown = inventory.union(previous, wanted)
-        status = known.status
         if grown != previous:
             status = await self._write_status(
                 known, {**status, "inventory": inventory.serialize(grown)}
@@ -105,40 +139,95 @@ class ServiceReconciler:
                 plan.applied = await self.applier.ensure_all(plan.objects, plan.known)
                 refused = [a.live for a in plan.applied if a.refused and a.live is not None]
                 plan.problems += [unmanaged_problem(obj) for obj in refused]
+        accounts = planned_accounts
         if healthy and all(not plan.problems for plan in plans):
             pruned = await self.applier.prune(inventory.stale(previous, wanted))
             if pruned:
                 log.info("%s: pruned %s", name, ", ".join(map(str, pruned)))
+            accounts |= set(
+                await self.databases.reclaim(
+                    previous_accounts - planned_accounts,
+                    self._accounts_in_use(exclude=name) | _users(planned_accounts),
+                    delete=service.spec.postgres.reclaim_policy == "Delete",
+                    environments=self.world.valid_environments(),
+                )
+            )
         else:
             wanted = grown
+            accounts |= previous_accounts
 
         new_status = self._status(service, plans, status, wanted)
+        new_status["databases"] = _accounts(accounts)
         await self._publish(known, service, status, new_status)
+        return any(plan.database is not None and plan.database.retry for plan in plans)
 
     async def finalize(self, body: Mapping[str, Any]) -> None:
-        """The service is being deleted: remove everything in its inventory."""
-        entries = (body.get("status") or {}).get("inventory") or []
-        everything = inventory.parse(entries)
-        pruned = await self.applier.prune(inventory.stale(everything, {}))
-        log.info("%s deleted: removed %d objects", body["metadata"]["name"], len(pruned))
+        """The service is being deleted: remove everything in its inventory and reclaim its
+        database accounts. Raises ReclaimPendingError while a server is unreachable."""
+        name = body["metadata"]["name"]
+        status = body.get("status") or {}
+        pruned = await self.applier.prune(
+            inventory.stale(inventory.parse(status.get("inventory") or []), {})
+        )
+        log.info("%s deleted: removed %d objects", name, len(pruned))
+        accounts = {AccountRef.parse(a) for a in status.get("databases") or []}
+        if not accounts:
+            return
+        policy = ((body.get("spec") or {}).get("postgres") or {}).get("reclaimPolicy", "Retain")
+        pending = await self.databases.reclaim(
+            accounts,
+            self._accounts_in_use(exclude=name),
+            delete=policy == "Delete",
+            environments=self.world.valid_environments(),
+        )
+        if pending:
+            raise ReclaimPendingError(", ".join(map(str, pending)))
+
+    def _accounts_in_use(self, exclude: str) -> set[tuple[str, str, str]]:
+        """(backend, server, user) of every account other services hold."""
+        used: set[tuple[str, str, str]] = set()
+        for other, known in self.world.services.items():
+            if other != exclude:
+                refs = {AccountRef.parse(a) for a in known.status.get("databases") or []}
+                used |= _users(refs)
+        return used
 
     # -- planning -------------------------------------------------------------------------------
 
-    async def _plan(self, service: Service, env_name: str) -> EnvironmentPlan:
+    def _validate(self, service: Service, env_name: str) -> EnvironmentPlan:
+        """Problems and database account names: everything knowable without I/O."""
         environments = self.world.valid_environments()
-        services = self.world.valid_services()
         plan = EnvironmentPlan(env_name)
-        plan.problems = environment_problems(service, env_name, environments, services)
-        if plan.problems:
-            return plan
-        env = environments[env_name]
+        plan.problems = environment_problems(
+            service, env_name, environments, self.world.valid_services()
+        )
+        if not plan.problems:
+            plan.accounts, problems = self.databases.plan(service, environments[env_name])
+            plan.problems += problems
+        return plan
+
+    async def _build(
+        self, service: Service, plan: EnvironmentPlan, known_accounts: set[AccountRef]
+    ) -> None:
+        env = self.world.valid_environments()[plan.name]
+        plan.database = await self.databases.reconcile(service, env)
+        drift = [r for r in plan.database.repairs if set(plan.accounts) & known_accounts]
+        if drift:
+            await self.recorder.post(
+                SERVICE_KIND,
+                service.meta,
+                "Warning",
+                "DriftRepaired",
+                f"{plan.name}: {'; '.join(drift)}",
+            )
         secret_ref = ObjectRef("v1", "Secret", env.namespace, naming.secrets(service.name))
         live_secret = await self.api.get(secret_ref)
         plan.known[secret_ref] = live_secret
-        plan.inputs = self._inputs(service, env, services, live_secret)
+        plan.inputs = self._inputs(
+            service, env, self.world.valid_services(), live_secret, plan.database
+        )
         plan.objects = build_service_objects(plan.inputs, random_secret)
         plan.missing_secrets = missing_provided_secrets(plan.inputs)
-        return plan
 
     def _inputs(
         self,
@@ -146,6 +235,7 @@ class ServiceReconciler:
         env: Environment,
         services: Mapping[str, Service],
         live_secret: Manifest | None,
+        database: DatabaseResult,
     ) -> ServiceInputs:
         dependency_ports = {
             dep: port
@@ -160,6 +250,8 @@ class ServiceReconciler:
             dependency_ports=dependency_ports,
             dependents=self.world.dependents_of(service.name, env.name),
             existing_secrets=existing,
+            credentials=database.credentials,
+            database_peers=database.peers,
         )
 
     # -- status ---------------------------------------------------------------------------------
@@ -248,7 +340,10 @@ class ServiceReconciler:
                 status["url"] = naming.public_url(
                     inputs.env.name, inputs.name, inputs.env.spec.ingress.domain
                 )
-            if plan.missing_secrets:
+            database = plan.database.condition if plan.database else None
+            if database is not None and database.status != TRUE:
+                ready = ConditionUpdate(READY, FALSE, database.reason, database.message)
+            elif plan.missing_secrets:
                 ready = ConditionUpdate(
                     READY,
                     FALSE,
@@ -267,8 +362,11 @@ class ServiceReconciler:
                     f"rolling out {status['appliedTag']}: "
                     f"{rollout.available_replicas}/{rollout.replicas} replicas available",
                 )
+        updates = [ready]
+        if plan.database is not None and plan.database.condition is not None:
+            updates.append(plan.database.condition)
         status["conditions"] = merge_conditions(
-            old.get("conditions") or [], [ready], generation, now
+            old.get("conditions") or [], updates, generation, now
         )
         return status
 

@@ -1,0 +1,60 @@
+"""Database backends behind one small interface: the reconcilers never know which one they use."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Protocol
+
+
+@dataclass(frozen=True)
+class AdminCredentials:
+    username: str
+    password: str
+
+
+# Called on every connect, so a rotated admin Secret is picked up without a restart.
+AdminLoader = Callable[[], Awaitable[AdminCredentials]]
+
+
+@dataclass(frozen=True)
+class Server:
+    host: str
+    port: int
+    tls: str  # postgres: an sslmode; redis/mongo: "require" or "disable"
+    admin: AdminLoader
+
+    @property
+    def address(self) -> str:
+        return f"{self.host}:{self.port}"
+
+
+@dataclass(frozen=True)
+class Account:
+    """One user of one service on one server, with what it may touch."""
+
+    user: str
+    database: str = ""  # postgres / mongo
+    key_prefix: str = ""  # redis
+    extensions: tuple[str, ...] = ()
+
+
+class BackendUnavailableError(Exception):
+    """The server cannot be reached or refused the admin; the message carries no secret."""
+
+
+class Backend(Protocol):
+    name: str
+
+    async def ensure(self, server: Server, account: Account, password: str) -> list[str]:
+        """Create or repair the user (and its database) so ``password`` logs in; idempotent.
+        Returns what had to be repaired (empty when everything was already in place)."""
+        ...
+
+    async def retain(self, server: Server, account: Account) -> None:
+        """Keep the data, stop the user from logging in."""
+        ...
+
+    async def delete(self, server: Server, account: Account, keep_user: bool = False) -> None:
+        """Drop the data, and the user unless another environment still uses it."""
+        ...

@@ -1,0 +1,33 @@
+"""Client-side SCRAM-SHA-256 verifiers (RFC 5802 / RFC 7677), in PostgreSQL's stored form.
+
+PostgreSQL accepts a pre-hashed verifier in ``ALTER ROLE … PASSWORD``; sending it instead of the
+password keeps the plaintext out of the server's statement log. asyncpg has no helper for this.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import os
+
+ITERATIONS = 4096
+SALT_BYTES = 16
+
+
+def _b64(data: bytes) -> str:
+    return base64.b64encode(data).decode("ascii")
+
+
+def scram_sha256_verifier(
+    password: str, salt: bytes | None = None, iterations: int = ITERATIONS
+) -> str:
+    """``SCRAM-SHA-256$<iterations>:<salt>$<StoredKey>:<ServerKey>``.
+
+    Passwords here are ASCII letters and digits, for which SASLprep is the identity."""
+    salt = os.urandom(SALT_BYTES) if salt is None else salt
+    salted = hashlib.pbkdf2_hmac("sha256", password.encode("utf-8"), salt, iterations)
+    client_key = hmac.new(salted, b"Client Key", hashlib.sha256).digest()
+    stored_key = hashlib.sha256(client_key).digest()
+    server_key = hmac.new(salted, b"Server Key", hashlib.sha256).digest()
+    return f"SCRAM-SHA-256${iterations}:{_b64(salt)}${_b64(stored_key)}:{_b64(server_key)}"

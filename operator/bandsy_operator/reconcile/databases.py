@@ -1,0 +1,248 @@
+"""Per-service database accounts (SPEC §5): names, canonical credentials, server state,
+projections, and reclaiming accounts a service no longer uses."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import logging
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+
+from ..backends import (
+    Account,
+    AdminCredentials,
+    AdminLoader,
+    Backend,
+    BackendUnavailableError,
+    Server,
+)
+from ..backends.postgres import InvalidIdentifierError, validate_identifier
+from ..builders.credentials import postgres_env, redis_env
+from ..builders.service import DatabasePeer
+from ..constants import PRODUCTION, ROTATE_CREDENTIALS_ANNOTATION
+from ..credentials import CredentialStore
+from ..kube import KubeApi, ObjectRef
+from ..models import Environment, PostgresServer, RedisServer, SecretRef, Service
+from ..naming import InvalidNameError, render_template
+from ..status import FALSE, TRUE, ConditionUpdate
+from ..validation import Problem
+
+log = logging.getLogger(__name__)
+
+DATABASE_READY = "DatabaseReady"
+ServerSettings = PostgresServer | RedisServer
+
+
+class AdminSecretError(BackendUnavailableError):
+    pass
+
+
+@dataclass(frozen=True)
+class AccountRef:
+    """One account a service uses in one environment; its string form goes into status."""
+
+    env: str
+    backend: str
+    server: str
+    user: str
+    scope: str  # database (postgres) or key prefix (redis)
+
+    def __str__(self) -> str:
+        return f"{self.env}|{self.backend}|{self.server}|{self.user}|{self.scope}"
+
+    @classmethod
+    def parse(cls, entry: str) -> AccountRef:
+        env, backend, server, user, scope = entry.split("|", 4)
+        return cls(env, backend, server, user, scope)
+
+
+@dataclass
+class DatabaseResult:
+    credentials: dict[str, dict[str, str]] = field(default_factory=dict)
+    peers: list[DatabasePeer] = field(default_factory=list)
+    accounts: list[AccountRef] = field(default_factory=list)
+    condition: ConditionUpdate | None = None
+    repairs: list[str] = field(default_factory=list)
+    retry: bool = False
+
+
+def _enabled(service: Service) -> list[str]:
+    spec = service.spec
+    return [b for b, use in (("postgres", spec.postgres), ("redis", spec.redis)) if use.enabled]
+
+
+def _settings(env: Environment, backend: str) -> ServerSettings | None:
+    return env.spec.postgres if backend == "postgres" else env.spec.redis
+
+
+def account_for(service: Service, env: Environment, backend: str) -> tuple[AccountRef, Account]:
+    """Names from the environment's templates; refused before any SQL when unsafe."""
+    settings = _settings(env, backend)
+    assert settings is not None
+    user = render_template(settings.user_template, service.name, env.name)
+    server = f"{settings.host}:{settings.port}"
+    if isinstance(settings, PostgresServer):
+        database = render_template(settings.database_template, service.name, env.name)
+        validate_identifier(user, "role")
+        validate_identifier(database, "database")
+        account = Account(user, database=database, extensions=service.spec.postgres.extensions)
+        return AccountRef(env.name, backend, server, user, database), account
+    prefix = render_template(settings.key_prefix_template, service.name, env.name)
+    return AccountRef(env.name, backend, server, user, prefix), Account(user, key_prefix=prefix)
+
+
+class DatabaseReconciler:
+    def __init__(
+        self,
+        api: KubeApi,
+        store: CredentialStore,
+        backends: Mapping[str, Backend],
+        concurrency: int = 8,
+    ) -> None:
+        self.api = api
+        self.store = store
+        self.backends = backends
+        self._limit = asyncio.Semaphore(concurrency)
+
+    def server(self, env: Environment, backend: str) -> Server:
+        settings = _settings(env, backend)
+        assert settings is not None
+        tls = (
+            settings.ssl_mode
+            if isinstance(settings, PostgresServer)
+            else ("require" if settings.tls else "disable")
+        )
+        return Server(
+            settings.host, settings.port, tls, self._admin_loader(settings.admin_secret_ref)
+        )
+
+    def _admin_loader(self, ref: SecretRef) -> AdminLoader:
+        async def load() -> AdminCredentials:
+            secret = await self.api.get(ObjectRef("v1", "Secret", ref.namespace, ref.name))
+            data = (secret or {}).get("data") or {}
+            if "username" not in data or "password" not in data:
+                raise AdminSecretError(
+                    f"admin Secret {ref.namespace}/{ref.name} is missing or lacks the keys "
+                    "username and password"
+                )
+            return AdminCredentials(
+                base64.b64decode(data["username"]).decode(),
+                base64.b64decode(data["password"]).decode(),
+            )
+
+        return load
+
+    def plan(self, service: Service, env: Environment) -> tuple[list[AccountRef], list[Problem]]:
+        """The accounts the service needs here, or why it cannot have them (no I/O)."""
+        accounts, problems = [], []
+        for backend in _enabled(service):
+            if _settings(env, backend) is None:
+                problems.append(
+                    Problem(
+                        "DatabaseNotConfigured",
+                        f"{backend} is enabled but environment {env.name!r} has no {backend} "
+                        f"server (spec.{backend})",
+                    )
+                )
+                continue
+            try:
+                accounts.append(account_for(service, env, backend)[0])
+            except (InvalidIdentifierError, InvalidNameError) as error:
+                problems.append(Problem("InvalidDatabaseName", str(error)))
+        return accounts, problems
+
+    async def reconcile(self, service: Service, env: Environment) -> DatabaseResult:
+        """Credentials, server state and projections of every account ``plan`` allowed."""
+        result = DatabaseResult()
+        failures: list[str] = []
+        for backend in _enabled(service):
+            settings = _settings(env, backend)
+            assert settings is not None, "plan() refuses environments without the server"
+            ref, account = account_for(service, env, backend)
+            credential = await self.store.get_or_create(backend, ref.server, ref.user)
+            token = service.meta.annotations.get(ROTATE_CREDENTIALS_ANNOTATION, "")
+            if token and token != credential.rotation:
+                credential = await self.store.rotate(credential, token)
+                log.info(
+                    "%s/%s: rotated the %s credential of %s",
+                    service.name,
+                    env.name,
+                    backend,
+                    ref.user,
+                )
+            result.accounts.append(ref)
+            result.credentials[backend] = self._projection(settings, ref, credential.password)
+            if settings.egress_to is not None:
+                result.peers.append(DatabasePeer(settings.port, settings.egress_to))
+            try:
+                async with self._limit:
+                    result.repairs += await self.backends[backend].ensure(
+                        self.server(env, backend), account, credential.password
+                    )
+            except BackendUnavailableError as error:
+                failures.append(_redact(str(error), credential.password))
+        if failures:
+            result.retry = True
+            result.condition = ConditionUpdate(
+                DATABASE_READY, FALSE, "DatabaseUnreachable", "; ".join(failures)
+            )
+        elif result.accounts:
+            result.condition = ConditionUpdate(
+                DATABASE_READY,
+                TRUE,
+                "DatabaseReady",
+                ", ".join(f"{a.backend} {a.user}@{a.server}" for a in result.accounts),
+            )
+        return result
+
+    @staticmethod
+    def _projection(settings: ServerSettings, ref: AccountRef, password: str) -> dict[str, str]:
+        if isinstance(settings, PostgresServer):
+            return postgres_env(
+                settings.host, settings.port, settings.ssl_mode, ref.user, ref.scope, password
+            )
+        return redis_env(settings.host, settings.port, settings.tls, ref.user, password, ref.scope)
+
+    async def reclaim(
+        self,
+        stale: Iterable[AccountRef],
+        still_used: set[tuple[str, str, str]],
+        delete: bool,
+        environments: Mapping[str, Environment],
+    ) -> list[AccountRef]:
+        """Retire accounts no longer used: ``Retain`` locks the user, ``Delete`` drops data and
+        user. A user shared with another environment or service stays; production data is
+        never dropped. Returns what could not be reclaimed yet (server down, env gone)."""
+        pending = []
+        for ref in stale:
+            env = environments.get(ref.env)
+            if env is None or _settings(env, ref.backend) is None:
+                log.warning("cannot reclaim %s: environment %s is gone", ref, ref.env)
+                continue
+            shared = (ref.backend, ref.server, ref.user) in still_used
+            backend = self.backends[ref.backend]
+            server = self.server(env, ref.backend)
+            account = (
+                Account(ref.user, database=ref.scope)
+                if ref.backend == "postgres"
+                else Account(ref.user, key_prefix=ref.scope)
+            )
+            try:
+                if delete and ref.env != PRODUCTION:
+                    await backend.delete(server, account, keep_user=shared)
+                    if not shared:
+                        await self.store.forget(ref.backend, ref.server, ref.user)
+                elif not shared:
+                    await backend.retain(server, account)
+            except BackendUnavailableError as error:
+                log.warning("cannot reclaim %s yet: %s", ref, error)
+                pending.append(ref)
+        return pending
+
+
+def _redact(message: str, *secrets: str) -> str:
+    for secret in secrets:
+        if secret:
+            message = message.replace(secret, "***")
+    return message

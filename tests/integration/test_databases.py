@@ -1,0 +1,515 @@
+"""Per-service database accounts against real PostgreSQL (TLS) and Redis (ACLs): login and
+isolation, names, rotation, reclaim, drift repair, server outage, shared credentials, secrecy."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import uuid
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import pytest
+import redis.asyncio as aioredis
+import yaml
+from redis.exceptions import NoPermissionError
+
+from bandsy_dev.local_env import LocalEnvironment
+from bandsy_operator.constants import CONFIG_HASH_ANNOTATION
+from bandsy_operator.kube import KubeApi, ObjectRef
+from conftest import KubectlRunner, OperatorProcess
+from factories import environment_body, service_body, tags
+from waiting import eventually
+
+pytestmark = [pytest.mark.integration, pytest.mark.asyncio(loop_scope="session")]
+
+
+def uid() -> str:
+    return uuid.uuid4().hex[:6]
+
+
+def apply(kubectl: KubectlRunner, *bodies: dict[str, Any]) -> None:
+    kubectl("apply", "--server-side", "-f", "-", input=yaml.safe_dump_all(bodies))
+
+
+def decode(secret: dict[str, Any]) -> dict[str, str]:
+    return {k: base64.b64decode(v).decode() for k, v in (secret.get("data") or {}).items()}
+
+
+@pytest.fixture(scope="module")
+def admin_secrets(kubectl: KubectlRunner, servers: dict[str, str]) -> None:
+    for name, user, password in (
+        ("pg-admin", servers["BANDSY_PG_ADMIN_USER"], servers["BANDSY_PG_ADMIN_PASSWORD"]),
+        ("redis-admin", servers["BANDSY_REDIS_ADMIN_USER"], servers["BANDSY_REDIS_ADMIN_PASSWORD"]),
+    ):
+        body = {
+            "apiVersion": "v1",
+            "kind": "Secret",
+            "metadata": {"name": name, "namespace": "default"},
+            "stringData": {"username": user, "password": password},
+        }
+        apply(kubectl, body)
+
+
+def database_env(name: str, servers: dict[str, str], **overrides: Any) -> dict[str, Any]:
+    postgres = {
+        "host": servers["BANDSY_PG_HOST"],
+        "port": int(servers["BANDSY_PG_PORT"]),
+        "sslMode": "require",
+        "adminSecretRef": {"namespace": "default", "name": "pg-admin"},
+        "egressTo": {"cidr": "127.0.0.1/32"},
+        **overrides.pop("postgres", {}),
+    }
+    redis = {
+        "host": servers["BANDSY_REDIS_HOST"],
+        "port": int(servers["BANDSY_REDIS_PORT"]),
+        "adminSecretRef": {"namespace": "default", "name": "redis-admin"},
+        **overrides.pop("redis", {}),
+    }
+    return environment_body(
+        name, postgres=postgres, redis=redis, deletionPolicy="Delete", **overrides
+    )
+
+
+async def projected(kube: KubeApi, namespace: str, service: str, backend: str) -> dict[str, str]:
+    async def probe() -> dict[str, str]:
+        secret = await kube.get(ObjectRef("v1", "Secret", namespace, f"{service}-{backend}"))
+        return decode(secret) if secret else {}
+
+    return await eventually(probe, timeout=30)
+
+
+async def pg_connect(creds: dict[str, str], database: str | None = None) -> asyncpg.Connection:
+    return await asyncpg.connect(
+        host=creds["PGHOST"],
+        port=int(creds["PGPORT"]),
+        user=creds["PGUSER"],
+        password=creds["PGPASSWORD"],
+        database=database or creds["PGDATABASE"],
+        ssl=creds["PGSSLMODE"],
+    )
+
+
+async def bsvc(kube: KubeApi, name: str) -> dict[str, Any]:
+    obj = await kube.get(ObjectRef("bandsy.app/v1alpha1", "BandsyService", "", name))
+    assert obj is not None
+    return obj
+
+
+def env_condition(obj: dict[str, Any], env: str, type_: str) -> dict[str, Any]:
+    status = ((obj.get("status") or {}).get("environments") or {}).get(env) or {}
+    return next((c for c in status.get("conditions") or [] if c["type"] == type_), {})
+
+
+async def admin_sql(servers: dict[str, str], sql: str, *args: Any) -> Any:
+    conn = await asyncpg.connect(
+        host=servers["BANDSY_PG_HOST"],
+        port=int(servers["BANDSY_PG_PORT"]),
+        user=servers["BANDSY_PG_ADMIN_USER"],
+        password=servers["BANDSY_PG_ADMIN_PASSWORD"],
+        database="postgres",
+        ssl="require",
+    )
+    try:
+        return await conn.fetch(sql, *args)
+    finally:
+        await conn.close()
+
+
+@pytest.fixture(scope="module")
+def db_env(
+    kubectl: KubectlRunner, servers: dict[str, str], admin_secrets: None, operator: OperatorProcess
+) -> str:
+    name = f"db-{uid()}"
+    apply(kubectl, database_env(name, servers))
+    return name
+
+
+async def test_every_credential_logs_in_and_is_isolated(
+    kube: KubeApi, kubectl: KubectlRunner, db_env: str
+) -> None:
+    a, b = f"alpha-{uid()}", f"beta-{uid()}"
+    for name in (a, b):
+        apply(
+            kubectl,
+            service_body(
+                name,
+                tags(**{db_env: "v1"}),
+                postgres={"enabled": True, "extensions": ["pg_trgm"]},
+                redis={"enabled": True},
+            ),
+        )
+    pg_a = await projected(kube, db_env, a, "postgres")
+    pg_b = await projected(kube, db_env, b, "postgres")
+    assert set(pg_a) == {
+        "PGHOST",
+        "PGPORT",
+        "PGDATABASE",
+        "PGUSER",
+        "PGPASSWORD",
+        "PGSSLMODE",
+        "DATABASE_URL",
+    }
+    assert pg_a["PGUSER"] == f"{a}-user"
+    assert pg_a["PGDATABASE"] == f"{a}-{db_env}"
+    assert len(pg_a["PGPASSWORD"]) >= 32
+    assert pg_a["DATABASE_URL"].endswith(f"/{a}-{db_env}?sslmode=require")
+
+    async def logs_in() -> bool:
+        conn = await pg_connect(pg_a)
+        try:
+            await conn.execute("CREATE TABLE IF NOT EXISTS t (id int)")
+            await conn.execute("INSERT INTO t VALUES (1)")
+            assert await conn.fetchval("SELECT count(*) FROM pg_extension WHERE extname='pg_trgm'")
+            assert await conn.fetchval("SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()")
+        finally:
+            await conn.close()
+        return True
+
+    await eventually(logs_in, timeout=30)
+    conn = await asyncpg.connect(pg_a["DATABASE_URL"])  # the URL works as it is
+    await conn.close()
+    with pytest.raises(asyncpg.InsufficientPrivilegeError):
+        await pg_connect(pg_a, database=pg_b["PGDATABASE"])
+
+    redis_a = await projected(kube, db_env, a, "redis")
+    assert set(redis_a) == {"REDIS_URL", "REDIS_USERNAME", "REDIS_PASSWORD", "REDIS_KEY_PREFIX"}
+    assert redis_a["REDIS_KEY_PREFIX"] == f"{a}:{db_env}:"
+    redis_b = await projected(kube, db_env, b, "redis")
+
+    async def redis_works() -> bool:
+        async with aioredis.from_url(redis_a["REDIS_URL"]) as client:
+            await client.set(f"{redis_a['REDIS_KEY_PREFIX']}k", "v")
+            with pytest.raises(NoPermissionError):
+                await client.set(f"{redis_b['REDIS_KEY_PREFIX']}k", "v")
+            with pytest.raises(NoPermissionError):
+                await client.flushall()
+        return True
+
+    await eventually(redis_works, timeout=30)
+
+    async def database_ready() -> bool:
+        cond = env_condition(await bsvc(kube, a), db_env, "DatabaseReady")
+        assert cond.get("status") == "True", cond
+        return True
+
+    await eventually(database_ready)
+    deployment = await kube.get(ObjectRef("apps/v1", "Deployment", db_env, a))
+    assert deployment is not None
+    env_from = deployment["spec"]["template"]["spec"]["containers"][0]["envFrom"]
+    assert {"secretRef": {"name": f"{a}-postgres"}} in env_from
+    policy = await kube.get(ObjectRef("networking.k8s.io/v1", "NetworkPolicy", db_env, a))
+    assert policy is not None
+    assert {
+        "to": [{"ipBlock": {"cidr": "127.0.0.1/32"}}],
+        "ports": [{"protocol": "TCP", "port": int(pg_a["PGPORT"])}],
+    } in policy["spec"]["egress"]
+
+
+async def test_long_names_work_and_too_long_names_are_refused(
+    kube: KubeApi, kubectl: KubectlRunner, servers: dict[str, str], db_env: str
+) -> None:
+    env = f"lim-{uid()}"  # 10 characters
+    templates = {
+        "userTemplate": "{service}-{env}-{env}-u",
+        "databaseTemplate": "{service}-{env}-{env}-d",
+    }
+    apply(kubectl, database_env(env, servers, postgres=templates))
+    fits = f"n{uid()}-".ljust(39, "x")  # role and database of exactly 63 bytes
+    too_long = f"t{uid()}-".ljust(40, "x")  # 64 bytes
+    for name in (fits, too_long):
+        apply(kubectl, service_body(name, tags(**{env: "v1"}), postgres={"enabled": True}))
+    creds = await projected(kube, env, fits, "postgres")
+    assert len(creds["PGDATABASE"].encode()) == len(creds["PGUSER"].encode()) == 63
+
+    async def logs_in() -> bool:
+        conn = await pg_connect(creds)
+        await conn.close()
+        return True
+
+    await eventually(logs_in, timeout=30)
+
+    async def refused() -> dict[str, Any]:
+        cond = env_condition(await bsvc(kube, too_long), env, "Ready")
+        assert cond.get("reason") == "InvalidDatabaseName", cond
+        return cond
+
+    cond = await eventually(refused)
+    assert "longer than 63 bytes" in cond["message"]
+    assert not await admin_sql(
+        servers, "SELECT 1 FROM pg_roles WHERE rolname LIKE $1", f"{too_long[:20]}%"
+    )
+    assert too_long not in Path(servers["BANDSY_PG_LOG_FILE"]).read_text(errors="replace")
+    kubectl("delete", "bsvc", fits, too_long, "--wait=true", "--timeout=60s")
+    kubectl("delete", "benv", env, "--wait=true", "--timeout=60s")
+
+
+async def test_rotation_issues_new_passwords_and_rolls(
+    kube: KubeApi, kubectl: KubectlRunner, db_env: str
+) -> None:
+    name = f"rot-{uid()}"
+    body = service_body(
+        name, tags(**{db_env: "v1"}), postgres={"enabled": True}, redis={"enabled": True}
+    )
+    apply(kubectl, body)
+    old = await projected(kube, db_env, name, "postgres")
+    old_redis = await projected(kube, db_env, name, "redis")
+
+    async def deployment_hash() -> str:
+        obj = await kube.get(ObjectRef("apps/v1", "Deployment", db_env, name))
+        assert obj is not None
+        return str(obj["spec"]["template"]["metadata"]["annotations"][CONFIG_HASH_ANNOTATION])
+
+    before = await eventually(deployment_hash)
+    kubectl("annotate", "bsvc", name, "bandsy.app/rotate-credentials=2026-11-26")
+
+    async def rotated() -> dict[str, str]:
+        new = await projected(kube, db_env, name, "postgres")
+        return new if new["PGPASSWORD"] != old["PGPASSWORD"] else {}
+
+    new = await eventually(rotated)
+
+    async def new_works() -> bool:
+        conn = await pg_connect(new)
+        await conn.close()
+        return True
+
+    await eventually(new_works, timeout=30)
+    with pytest.raises(asyncpg.InvalidPasswordError):
+        await pg_connect(old)
+    new_redis = await projected(kube, db_env, name, "redis")
+    assert new_redis["REDIS_PASSWORD"] != old_redis["REDIS_PASSWORD"]
+    assert await eventually(lambda: _differs(deployment_hash, before))
+
+
+async def _differs(probe: Any, before: str) -> bool:
+    return bool(await probe() != before)
+
+
+async def test_retain_keeps_the_database_and_locks_the_role(
+    kube: KubeApi, kubectl: KubectlRunner, servers: dict[str, str], db_env: str
+) -> None:
+    name = f"keep-{uid()}"
+    body = service_body(name, tags(**{db_env: "v1"}), postgres={"enabled": True})
+    apply(kubectl, body)
+    creds = await projected(kube, db_env, name, "postgres")
+
+    async def write_row() -> bool:
+        conn = await pg_connect(creds)
+        try:
+            await conn.execute("CREATE TABLE kept (v text); INSERT INTO kept VALUES ('data')")
+        finally:
+            await conn.close()
+        return True
+
+    await eventually(write_row, timeout=30)
+    kubectl("delete", "bsvc", name, "--wait=true", "--timeout=60s")
+    (role,) = await admin_sql(
+        servers, "SELECT rolcanlogin FROM pg_roles WHERE rolname=$1", creds["PGUSER"]
+    )
+    assert role["rolcanlogin"] is False
+    assert await admin_sql(
+        servers, "SELECT 1 FROM pg_database WHERE datname=$1", creds["PGDATABASE"]
+    )
+
+    apply(kubectl, body)
+    again = await projected(kube, db_env, name, "postgres")
+
+    async def data_back() -> bool:
+        conn = await pg_connect(again)
+        try:
+            assert await conn.fetchval("SELECT v FROM kept") == "data"
+        finally:
+            await conn.close()
+        return True
+
+    await eventually(data_back, timeout=30)
+
+
+async def test_delete_drops_database_role_and_credential(
+    kube: KubeApi, kubectl: KubectlRunner, servers: dict[str, str], db_env: str
+) -> None:
+    name = f"drop-{uid()}"
+    apply(
+        kubectl,
+        service_body(
+            name,
+            tags(**{db_env: "v1"}),
+            postgres={"enabled": True, "reclaimPolicy": "Delete"},
+            redis={"enabled": True},
+        ),
+    )
+    creds = await projected(kube, db_env, name, "postgres")
+    redis_creds = await projected(kube, db_env, name, "redis")
+
+    async def connected() -> asyncpg.Connection:
+        return await pg_connect(creds)
+
+    holder = await eventually(connected, timeout=30)  # an open session must not block the drop
+    try:
+        kubectl("delete", "bsvc", name, "--wait=true", "--timeout=60s")
+    finally:
+        holder.terminate()  # the server already ended it
+    assert not await admin_sql(
+        servers, "SELECT 1 FROM pg_database WHERE datname=$1", creds["PGDATABASE"]
+    )
+    assert not await admin_sql(servers, "SELECT 1 FROM pg_roles WHERE rolname=$1", creds["PGUSER"])
+    credentials = await kube.list("v1", "Secret", namespace="bandsy-system")
+    users = [decode(s).get("username") for s in credentials]
+    assert creds["PGUSER"] not in users
+    assert redis_creds["REDIS_USERNAME"] not in users
+
+
+async def test_drift_is_repaired(
+    kube: KubeApi, kubectl: KubectlRunner, servers: dict[str, str], db_env: str
+) -> None:
+    name = f"drift-{uid()}"
+    apply(kubectl, service_body(name, tags(**{db_env: "v1"}), postgres={"enabled": True}))
+    creds = await projected(kube, db_env, name, "postgres")
+
+    async def logs_in() -> bool:
+        try:
+            conn = await pg_connect(creds)
+        except asyncpg.PostgresError:
+            return False
+        await conn.close()
+        return True
+
+    await eventually(logs_in, timeout=30)
+    role = creds["PGUSER"]
+    await admin_sql(servers, f"ALTER ROLE \"{role}\" PASSWORD 'tampered-by-hand' NOLOGIN")
+    with pytest.raises(asyncpg.InvalidPasswordError):
+        await pg_connect(creds)
+    await eventually(logs_in, timeout=30)
+
+    await admin_sql(servers, f'DROP DATABASE "{creds["PGDATABASE"]}" WITH (FORCE)')
+    await admin_sql(servers, f'DROP ROLE "{role}"')
+    await eventually(logs_in, timeout=30)
+
+    events = await kube.list("events.k8s.io/v1", "Event", namespace="default")
+    repaired = [
+        e for e in events if e["regarding"]["name"] == name and e["reason"] == "DriftRepaired"
+    ]
+    assert repaired, "each repair is reported as an Event"
+    assert any("reset password" in e["note"] or "reset attributes" in e["note"] for e in repaired)
+    assert any("created role" in e["note"] for e in repaired)
+
+
+async def test_database_outage_is_reported_and_recovers(
+    kube: KubeApi,
+    kubectl: KubectlRunner,
+    local_env: LocalEnvironment | None,
+    db_env: str,
+) -> None:
+    if local_env is None:
+        pytest.skip("needs the servers this session started (not BANDSY_CLUSTER_ENV)")
+    db_user, plain = f"out-{uid()}", f"plain-{uid()}"
+    apply(kubectl, service_body(db_user, tags(**{db_env: "v1"}), postgres={"enabled": True}))
+    creds = await projected(kube, db_env, db_user, "postgres")
+    local_env.postgres.stop()
+    try:
+
+        async def unreachable() -> dict[str, Any]:
+            cond = env_condition(await bsvc(kube, db_user), db_env, "DatabaseReady")
+            assert cond.get("reason") == "DatabaseUnreachable", cond
+            return cond
+
+        cond = await eventually(unreachable, timeout=30)
+        assert creds["PGPASSWORD"] not in cond["message"]
+        # Everything else keeps reconciling meanwhile.
+        apply(kubectl, service_body(plain, tags(**{db_env: "v1"})))
+        await eventually(lambda: kube.get(ObjectRef("apps/v1", "Deployment", db_env, plain)))
+        apply(kubectl, service_body(db_user, tags(**{db_env: "v2"}), postgres={"enabled": True}))
+
+        async def retagged() -> bool:
+            obj = await kube.get(ObjectRef("apps/v1", "Deployment", db_env, db_user))
+            assert obj is not None
+            return bool(obj["spec"]["template"]["spec"]["containers"][0]["image"].endswith(":v2"))
+
+        await eventually(retagged, timeout=30)
+    finally:
+        local_env.postgres.start()
+
+    async def recovered() -> bool:
+        cond = env_condition(await bsvc(kube, db_user), db_env, "DatabaseReady")
+        assert cond.get("status") == "True", cond
+        return True
+
+    await eventually(recovered, timeout=30)
+
+
+async def test_environments_sharing_a_role_report_it(
+    kube: KubeApi,
+    kubectl: KubectlRunner,
+    servers: dict[str, str],
+    admin_secrets: None,
+    operator: OperatorProcess,
+) -> None:
+    one, two = f"share-{uid()}", f"share-{uid()}"
+    apply(kubectl, database_env(one, servers), database_env(two, servers))
+
+    async def shared() -> bool:
+        for env in (one, two):
+            obj = await kube.get(ObjectRef("bandsy.app/v1alpha1", "BandsyEnvironment", "", env))
+            assert obj is not None
+            cond = next(
+                (
+                    c
+                    for c in obj.get("status", {}).get("conditions", [])
+                    if c["type"] == "SharedCredentials"
+                ),
+                {},
+            )
+            assert cond.get("status") == "True", cond
+            assert (two if env == one else one) in cond["message"]
+        return True
+
+    await eventually(shared, timeout=30)
+    name = f"shared-{uid()}"
+    apply(kubectl, service_body(name, tags(**{one: "v1", two: "v1"}), postgres={"enabled": True}))
+    first = await projected(kube, one, name, "postgres")
+    second = await projected(kube, two, name, "postgres")
+    assert first["PGUSER"] == second["PGUSER"]
+    assert first["PGPASSWORD"] == second["PGPASSWORD"]
+    assert first["PGDATABASE"] != second["PGDATABASE"]
+    kubectl("delete", "bsvc", name, "--wait=true", "--timeout=60s")
+    kubectl("delete", "benv", one, two, "--wait=true", "--timeout=60s")
+
+
+async def test_no_generated_password_leaks(
+    kube: KubeApi, servers: dict[str, str], operator: OperatorProcess, db_env: str
+) -> None:
+    """Runs after the other database tests of this module: sweep every place a secret could
+    leak to. (Module order is file order.)"""
+    passwords: set[str] = set()
+    for secret in await kube.list("v1", "Secret", namespace="bandsy-system"):
+        passwords.add(decode(secret)["password"])
+    for secret in await kube.list("v1", "Secret"):
+        name = secret["metadata"]["name"]
+        if secret["metadata"].get("labels", {}).get("app.kubernetes.io/managed-by") and (
+            name.endswith("-secrets") or name.endswith("-postgres") or name.endswith("-redis")
+        ):
+            for key, value in decode(secret).items():
+                if key.endswith("PASSWORD") or name.endswith("-secrets"):
+                    passwords.add(value)
+    passwords = {p for p in passwords if len(p) >= 16}
+    assert len(passwords) > 5
+    await asyncio.sleep(1)
+    haystacks = {
+        "postgres log": Path(servers["BANDSY_PG_LOG_FILE"]).read_text(errors="replace"),
+        "operator log": operator.log(),
+        "events": json.dumps(await kube.list("events.k8s.io/v1", "Event")),
+        "statuses": json.dumps(
+            [
+                o.get("status")
+                for kind in ("BandsyService", "BandsyEnvironment")
+                for o in await kube.list("bandsy.app/v1alpha1", kind)
+            ]
+        ),
+    }
+    for where, text in haystacks.items():
+        leaked = [p[:4] + "…" for p in passwords if p in text]
+        assert not leaked, f"generated passwords found in the {where}: {leaked}"
+    assert "SCRAM-SHA-256$4096:" in haystacks["postgres log"]  # verifiers only
