@@ -22,7 +22,7 @@ from .events import EventRecorder
 from .kube import CLIENT_ERRORS, KubeApi, ObjectRef
 from .reconcile.databases import DatabaseReconciler
 from .reconcile.environment import EnvironmentReconciler
-from .reconcile.service import ServiceReconciler
+from .reconcile.service import Outcome, ServiceReconciler
 from .settings import OperatorSettings
 from .workqueue import WorkQueue, run_workers
 from .world import Known, World
@@ -182,19 +182,21 @@ class Controller:
             try:
                 if key.kind == ENVIRONMENT_KIND:
                     await self.environments.reconcile(key.name)
-                    retry = False
+                    outcome = Outcome()
                 else:
-                    retry = await self.services.reconcile(key.name)
+                    outcome = await self.services.reconcile(key.name)
             except asyncio.CancelledError:
                 raise
             except Exception as error:
                 delay = self.queue.retry(key)
                 log.warning("reconcile %s failed, retrying in %.1f s: %s", key, delay, error)
             else:
-                if retry:  # converged but for an unreachable database: back off, try again
+                if outcome.retry:  # converged but for an unreachable database: back off
                     self.queue.retry(key)
                 else:
                     self.queue.forget(key)
+                if outcome.after is not None:  # a soak time elapses, an upstream changed
+                    self.queue.add_after(key, outcome.after)
 
     async def finalize_service(self, body: Mapping[str, Any]) -> None:
         async with self._locks[service_key(body["metadata"]["name"])]:

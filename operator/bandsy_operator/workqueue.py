@@ -35,9 +35,13 @@ class WorkQueue(Generic[Key]):
             self._queue.put_nowait(key)
 
     def add_after(self, key: Key, delay: float) -> None:
-        if key in self._timers:
-            return
+        """Add ``key`` in ``delay`` seconds; an earlier pending timer for it wins."""
         loop = asyncio.get_running_loop()
+        pending = self._timers.get(key)
+        if pending is not None:
+            if pending.when() <= loop.time() + delay:
+                return
+            pending.cancel()
 
         def fire() -> None:
             self._timers.pop(key, None)

@@ -85,6 +85,15 @@ async def events_for(kube: KubeApi, name: str) -> list[dict[str, Any]]:
 @pytest.fixture(scope="module")
 def sample_environments(kubectl: KubectlRunner, operator: OperatorProcess) -> list[str]:
     kubectl("apply", "--server-side", "-f", str(REPO_ROOT / "deploy/samples/environments.yaml"))
+    # Production soaks a tag in preprod for 10 minutes; tests cannot wait that long.
+    kubectl(
+        "patch",
+        "benv",
+        "production",
+        "--type=merge",
+        "-p",
+        '{"spec": {"promotion": {"soakSeconds": 1}}}',
+    )
     return ["develop", "preprod", "production"]
 
 
@@ -121,6 +130,10 @@ async def test_three_environments_and_three_services_converge(
         assert namespace["metadata"]["labels"]["bandsy.app/environment"] == env
 
         async def converged(env: str = env) -> bool:
+            # Production only takes a tag that runs Ready in preprod: play kubelet upstream.
+            for service in (api, worker, web):
+                if await kube.get(ObjectRef("apps/v1", "Deployment", env, service)):
+                    await make_deployment_ready(kube, env, service)
             assert await managed_objects(kube, env, api) == {
                 f"ConfigMap/{api}-config",
                 f"Secret/{api}-secrets",
@@ -143,7 +156,7 @@ async def test_three_environments_and_three_services_converge(
             }
             return True
 
-        await eventually(converged)
+        await eventually(converged, timeout=40)
         env_objects = await managed_objects(kube, env)
         assert {
             "NetworkPolicy/bandsy-default-deny",
@@ -253,7 +266,7 @@ async def test_drift_is_repaired_and_unmanaged_objects_are_left_alone(
     kube: KubeApi, kubectl: KubectlRunner, sample_environments: list[str]
 ) -> None:
     name = f"drift-{uid()}"
-    apply(kubectl, service_body(name, tags(develop="develop-1"), port=8000))
+    apply(kubectl, service_body(name, tags(develop="develop-1a2b3c4"), port=8000))
     await eventually(lambda: kube.get(ObjectRef("apps/v1", "Deployment", "develop", name)))
     kubectl("-n", "develop", "create", "configmap", f"{name}-unmanaged", "--from-literal=a=b")
     kubectl("-n", "develop", "delete", "configmap", f"{name}-config")
@@ -286,7 +299,9 @@ async def test_converged_objects_cost_no_writes(
     kube: KubeApi, kubectl: KubectlRunner, sample_environments: list[str]
 ) -> None:
     name = f"idle-{uid()}"
-    apply(kubectl, service_body(name, tags(develop="develop-1", preprod="release-1"), port=8000))
+    apply(
+        kubectl, service_body(name, tags(develop="develop-1a2b3c4", preprod="release-1"), port=8000)
+    )
     await eventually(lambda: kube.get(ObjectRef("apps/v1", "Deployment", "preprod", name)))
     for env in ("develop", "preprod"):
         await eventually(lambda env=env: make_deployment_ready(kube, env, name))
@@ -362,7 +377,7 @@ async def test_operator_side_validation_reports_and_keeps_objects(
     apply(
         kubectl,
         service_body(
-            name, tags(develop="develop-1"), port=8000, secrets=[{"name": "STRIPE_API_KEY"}]
+            name, tags(develop="develop-1a2b3c4"), port=8000, secrets=[{"name": "STRIPE_API_KEY"}]
         ),
     )
 
@@ -380,7 +395,7 @@ async def test_operator_side_validation_reports_and_keeps_objects(
         kubectl,
         service_body(
             name,
-            tags(develop="develop-1"),
+            tags(develop="develop-1a2b3c4"),
             port=8000,
             secrets=[{"name": "STRIPE_API_KEY"}],
             dependsOn=["ghost"],
@@ -403,7 +418,7 @@ async def test_operator_side_validation_reports_and_keeps_objects(
         kubectl,
         service_body(
             name,
-            tags(develop="develop-1"),
+            tags(develop="develop-1a2b3c4"),
             port=8000,
             external=True,
             secrets=[{"name": "STRIPE_API_KEY"}],
@@ -425,7 +440,7 @@ async def test_operator_side_validation_reports_and_keeps_objects(
     apply(
         kubectl,
         service_body(
-            name, tags(develop="develop-1"), port=8000, secrets=[{"name": "STRIPE_API_KEY"}]
+            name, tags(develop="develop-1a2b3c4"), port=8000, secrets=[{"name": "STRIPE_API_KEY"}]
         ),
     )
     value = base64.b64encode(b"sk_test_123").decode()
@@ -462,7 +477,7 @@ async def test_generated_secret_is_kept_across_reconciles(
         kubectl,
         service_body(
             name,
-            tags(develop="develop-1"),
+            tags(develop="develop-1a2b3c4"),
             secrets=[{"name": "SESSION_KEY", "generate": {"length": 32}}],
         ),
     )
@@ -474,7 +489,7 @@ async def test_generated_secret_is_kept_across_reconciles(
         kubectl,
         service_body(
             name,
-            tags(develop="develop-2"),
+            tags(develop="develop-2b3c4d5"),
             secrets=[{"name": "SESSION_KEY", "generate": {"length": 32}}],
         ),
     )
@@ -482,7 +497,9 @@ async def test_generated_secret_is_kept_across_reconciles(
     async def retagged() -> bool:
         deployment = await get(kube, "apps/v1", "Deployment", "develop", name)
         return bool(
-            deployment["spec"]["template"]["spec"]["containers"][0]["image"].endswith(":develop-2")
+            deployment["spec"]["template"]["spec"]["containers"][0]["image"].endswith(
+                ":develop-2b3c4d5"
+            )
         )
 
     await eventually(retagged)

@@ -8,18 +8,20 @@ inventory. Nothing is pruned when any input failed to load or validate.
 from __future__ import annotations
 
 import base64
+import datetime
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from .. import inventory, naming
+from .. import inventory, naming, promotion
 from ..apply import Applied, Applier, is_managed
 from ..builders.service import ServiceInputs, build_service_objects, missing_provided_secrets
-from ..constants import SERVICE_KIND
+from ..constants import CHANGE_CAUSE_ANNOTATION, SERVICE_KIND, SKIP_GATES_ANNOTATION
 from ..events import EventRecorder, EventType
 from ..kube import KubeApi, Manifest, ObjectRef
 from ..models import Environment, Service, parse_identity
+from ..promotion import GateVerdict
 from ..secrets_gen import random_secret
 from ..status import (
     FALSE,
@@ -42,6 +44,16 @@ log = logging.getLogger(__name__)
 
 READY = "Ready"
 STALLED = "Stalled"
+PROMOTION_BLOCKED = "PromotionBlocked"
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What the controller should do next: back off and retry (a database is down), and/or
+    come back after ``after`` seconds (a soak time elapsing, an upstream that just changed)."""
+
+    retry: bool = False
+    after: float | None = None
 
 
 class ReclaimPendingError(Exception):
@@ -64,6 +76,7 @@ class EnvironmentPlan:
     problems: list[Problem] = field(default_factory=list)
     accounts: list[AccountRef] = field(default_factory=list)
     database: DatabaseResult | None = None
+    verdict: GateVerdict | None = None
     objects: list[Manifest] = field(default_factory=list)
     known: dict[ObjectRef, Manifest | None] = field(default_factory=dict)
     missing_secrets: list[str] = field(default_factory=list)
@@ -72,6 +85,48 @@ class EnvironmentPlan:
 
     def refs(self) -> frozenset[ObjectRef]:
         return frozenset(ObjectRef.of(obj) for obj in self.objects)
+
+
+def running_tag(deployment: Manifest | None) -> str | None:
+    if deployment is None:
+        return None
+    containers = deployment.get("spec", {}).get("template", {}).get("spec", {}).get("containers")
+    return image_tag(containers[0].get("image", "")) or None if containers else None
+
+
+def _parse_time(value: str | None) -> datetime.datetime | None:
+    if not value:
+        return None
+    return datetime.datetime.strptime(value, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=datetime.UTC)
+
+
+def gate_input(
+    service: Service,
+    env: Environment,
+    status: Mapping[str, Any],
+    current_tag: str | None,
+    now: datetime.datetime,
+) -> promotion.GateInput:
+    """The promotion question for one environment, from the CRs and the service's status."""
+    source = env.spec.promotion.from_
+    upstream = None
+    if source is not None:
+        upstream_status = (status.get("environments") or {}).get(source) or {}
+        if source in service.spec.environments and upstream_status:
+            upstream = promotion.UpstreamState(
+                upstream_status.get("readyTag"), _parse_time(upstream_status.get("readySince"))
+            )
+    return promotion.GateInput(
+        desired_tag=service.spec.environments[env.name].image.tag,
+        current_tag=current_tag,
+        tag_pattern=env.spec.image_policy.tag_pattern,
+        frozen=env.spec.promotion.freeze,
+        promotion_from=source,
+        soak_seconds=env.spec.promotion.soak_seconds,
+        upstream=upstream,
+        skip_gates_tag=service.meta.annotations.get(SKIP_GATES_ANNOTATION),
+        now=now,
+    )
 
 
 def decode_secret(live: Manifest | None) -> dict[str, str]:
@@ -96,18 +151,19 @@ class ServiceReconciler:
         self.world = world
         self.databases = databases
 
-    async def reconcile(self, name: str) -> bool:
-        """Converge one service; True when part of it should be retried (a database down)."""
+    async def reconcile(self, name: str) -> Outcome:
+        """Converge one service."""
         known = self.world.services.get(name)
         if known is None or known.deleting:
-            return False
+            return Outcome()
         if known.model is None:
             await self._report_invalid(known)
-            return False
+            return Outcome()
         service = known.model
         if service.spec.suspend:
             await self._report_suspended(known, service)
-            return False
+            return Outcome()
+        now = datetime.datetime.now(datetime.UTC).replace(microsecond=0)
 
         status = known.status
         previous = inventory.parse(status.get("inventory") or [])
@@ -122,7 +178,7 @@ class ServiceReconciler:
             known = self.world.services[name]
         for plan in plans:
             if not plan.problems:
-                await self._build(service, plan, previous_accounts)
+                await self._build(service, plan, previous_accounts, known.status, now)
 
         healthy = all(not plan.problems for plan in plans)
         wanted: inventory.Inventory = {plan.name: plan.refs() for plan in plans if plan.objects}
@@ -156,10 +212,27 @@ class ServiceReconciler:
             wanted = grown
             accounts |= previous_accounts
 
-        new_status = self._status(service, plans, status, wanted)
+        new_status = self._status(service, plans, status, wanted, now)
         new_status["databases"] = _accounts(accounts)
         await self._publish(known, service, status, new_status)
-        return any(plan.database is not None and plan.database.retry for plan in plans)
+        return self._outcome(plans, status, new_status)
+
+    @staticmethod
+    def _outcome(
+        plans: list[EnvironmentPlan], before: Mapping[str, Any], after: Mapping[str, Any]
+    ) -> Outcome:
+        waits = [p.verdict.retry_after for p in plans if p.verdict and p.verdict.retry_after]
+        old_envs, new_envs = before.get("environments") or {}, after.get("environments") or {}
+        # A tag that just became Ready upstream may open a downstream gate: look again now.
+        if any(
+            (old_envs.get(env) or {}).get("readyTag") != s.get("readyTag")
+            for env, s in new_envs.items()
+        ):
+            waits.append(0.0)
+        return Outcome(
+            retry=any(p.database is not None and p.database.retry for p in plans),
+            after=min(waits) if waits else None,
+        )
 
     async def finalize(self, body: Mapping[str, Any]) -> None:
         """The service is being deleted: remove everything in its inventory and reclaim its
@@ -207,9 +280,26 @@ class ServiceReconciler:
         return plan
 
     async def _build(
-        self, service: Service, plan: EnvironmentPlan, known_accounts: set[AccountRef]
+        self,
+        service: Service,
+        plan: EnvironmentPlan,
+        known_accounts: set[AccountRef],
+        previous: Mapping[str, Any],
+        now: datetime.datetime,
     ) -> None:
         env = self.world.valid_environments()[plan.name]
+        deployment_ref = ObjectRef("apps/v1", "Deployment", env.namespace, service.name)
+        live_deployment = await self.api.get(deployment_ref)
+        plan.known[deployment_ref] = live_deployment
+        plan.verdict = promotion.evaluate(
+            gate_input(service, env, previous, running_tag(live_deployment), now)
+        )
+        if plan.verdict.gates_skipped:
+            await self.recorder.post(
+                SERVICE_KIND, service.meta, "Warning", "GatesSkipped",
+                f"{plan.name}: {plan.verdict.tag_to_apply} rolled out past the promotion gates "
+                f"({SKIP_GATES_ANNOTATION})",
+            )
         plan.database = await self.databases.reconcile(service, env)
         drift = [r for r in plan.database.repairs if set(plan.accounts) & known_accounts]
         if drift:
@@ -224,9 +314,16 @@ class ServiceReconciler:
         live_secret = await self.api.get(secret_ref)
         plan.known[secret_ref] = live_secret
         plan.inputs = self._inputs(
-            service, env, self.world.valid_services(), live_secret, plan.database
+            service,
+            env,
+            self.world.valid_services(),
+            live_secret,
+            plan.database,
+            tag=plan.verdict.tag_to_apply or service.spec.environments[env.name].image.tag,
         )
         plan.objects = build_service_objects(plan.inputs, random_secret)
+        if plan.verdict.tag_to_apply is None:  # blocked before its first rollout
+            plan.objects = [o for o in plan.objects if o["kind"] != "Deployment"]
         plan.missing_secrets = missing_provided_secrets(plan.inputs)
 
     def _inputs(
@@ -236,6 +333,7 @@ class ServiceReconciler:
         services: Mapping[str, Service],
         live_secret: Manifest | None,
         database: DatabaseResult,
+        tag: str,
     ) -> ServiceInputs:
         dependency_ports = {
             dep: port
@@ -246,7 +344,7 @@ class ServiceReconciler:
         return ServiceInputs(
             service=service,
             env=env,
-            tag=service.spec.environments[env.name].image.tag,
+            tag=tag,
             dependency_ports=dependency_ports,
             dependents=self.world.dependents_of(service.name, env.name),
             existing_secrets=existing,
@@ -262,16 +360,31 @@ class ServiceReconciler:
         plans: list[EnvironmentPlan],
         previous: Mapping[str, Any],
         wanted: inventory.Inventory,
+        moment: datetime.datetime,
     ) -> dict[str, Any]:
-        now = now_rfc3339()
+        now = moment.strftime("%Y-%m-%dT%H:%M:%SZ")
         generation = service.meta.generation
         old_envs: Mapping[str, Any] = previous.get("environments") or {}
         environments = {
             plan.name: self._environment_status(
-                plan, old_envs.get(plan.name) or {}, generation, now
+                service, plan, old_envs.get(plan.name) or {}, generation, moment
             )
             for plan in plans
         }
+        blocked = [
+            (plan.name, plan.verdict)
+            for plan in plans
+            if plan.verdict is not None and not plan.verdict.allowed
+        ]
+        if blocked:
+            promotion_blocked = ConditionUpdate(
+                PROMOTION_BLOCKED,
+                TRUE,
+                str(blocked[0][1].reason),
+                "; ".join(f"{env}: {verdict.message}" for env, verdict in blocked),
+            )
+        else:
+            promotion_blocked = ConditionUpdate(PROMOTION_BLOCKED, FALSE, "Promoted", "")
         not_ready = [
             (env, cond)
             for env, status in environments.items()
@@ -300,7 +413,10 @@ class ServiceReconciler:
         status: dict[str, Any] = {
             "observedGeneration": generation,
             "conditions": merge_conditions(
-                previous.get("conditions") or [], [ready, stalled], generation, now
+                previous.get("conditions") or [],
+                [ready, stalled, promotion_blocked],
+                generation,
+                now,
             ),
             "environments": environments,
             "inventory": inventory.serialize(wanted),
@@ -310,8 +426,14 @@ class ServiceReconciler:
         return status
 
     def _environment_status(
-        self, plan: EnvironmentPlan, old: Mapping[str, Any], generation: int, now: str
+        self,
+        service: Service,
+        plan: EnvironmentPlan,
+        old: Mapping[str, Any],
+        generation: int,
+        moment: datetime.datetime,
     ) -> dict[str, Any]:
+        now = moment.strftime("%Y-%m-%dT%H:%M:%SZ")
         status: dict[str, Any] = {
             k: v for k, v in old.items() if k in ("appliedTag", "readyTag", "readySince", "history")
         }
@@ -321,20 +443,40 @@ class ServiceReconciler:
             status["summary"] = summary(status.get("appliedTag"), status.get("readyTag"))
         else:
             inputs = plan.inputs
-            status["desiredTag"] = inputs.tag
+            verdict = plan.verdict
+            desired = service.spec.environments[plan.name].image.tag
+            status["desiredTag"] = desired
             deployment = next(
                 (a.live for a in plan.applied if a.live and a.live["kind"] == "Deployment"), None
             )
             rollout = deployment_rollout(deployment)
-            containers = (deployment or {}).get("spec", {}).get("template", {}).get("spec", {})
-            applied_tag = image_tag(containers.get("containers", [{}])[0].get("image", ""))
-            status["appliedTag"] = applied_tag or inputs.tag
+            applied_tag = running_tag(deployment)
+            history = [promotion.Rollout.from_status(h) for h in old.get("history") or []]
+            if applied_tag is not None:
+                status["appliedTag"] = applied_tag
+                if old.get("appliedTag") != applied_tag:
+                    skipped = verdict is not None and verdict.gates_skipped
+                    history = promotion.record_rollout(
+                        history,
+                        promotion.Rollout(
+                            applied_tag,
+                            moment,
+                            change_cause=service.meta.annotations.get(CHANGE_CAUSE_ANNOTATION),
+                            gates_skipped=skipped,
+                        ),
+                    )
+                if rollout.ready:
+                    history = promotion.mark_ready(history, applied_tag, moment)
+                    if status.get("readyTag") != applied_tag:
+                        status["readyTag"] = applied_tag
+                        status["readySince"] = now
+            status["history"] = [h.to_status() for h in history]
             status["replicas"] = rollout.replicas
             status["availableReplicas"] = rollout.available_replicas
-            if rollout.ready and status.get("readyTag") != status["appliedTag"]:
-                status["readyTag"] = status["appliedTag"]
-                status["readySince"] = now
-            status["summary"] = summary(status["appliedTag"], status.get("readyTag"))
+            blocked = desired if verdict is not None and not verdict.allowed else None
+            status["summary"] = summary(
+                status.get("appliedTag"), status.get("readyTag"), blocked=blocked
+            )
             status["internalHost"] = naming.internal_host(inputs.name, inputs.namespace)
             if inputs.exposed:
                 status["url"] = naming.public_url(
@@ -352,19 +494,31 @@ class ServiceReconciler:
                     f"(fill them in: kubectl -n {inputs.namespace} edit secret "
                     f"{naming.secrets(inputs.name)})",
                 )
+            elif applied_tag is None:
+                ready = ConditionUpdate(
+                    READY, FALSE, "NotDeployed", verdict.message if verdict else "not deployed"
+                )
             elif rollout.ready:
-                ready = ConditionUpdate(READY, TRUE, "Ready", f"{status['appliedTag']} is ready")
+                ready = ConditionUpdate(READY, TRUE, "Ready", f"{applied_tag} is ready")
             else:
                 ready = ConditionUpdate(
                     READY,
                     FALSE,
                     "Progressing",
-                    f"rolling out {status['appliedTag']}: "
+                    f"rolling out {applied_tag}: "
                     f"{rollout.available_replicas}/{rollout.replicas} replicas available",
                 )
         updates = [ready]
         if plan.database is not None and plan.database.condition is not None:
             updates.append(plan.database.condition)
+        if plan.verdict is not None:
+            updates.append(
+                ConditionUpdate(PROMOTION_BLOCKED, FALSE, "Promoted", "")
+                if plan.verdict.allowed
+                else ConditionUpdate(
+                    PROMOTION_BLOCKED, TRUE, str(plan.verdict.reason), plan.verdict.message
+                )
+            )
         status["conditions"] = merge_conditions(
             old.get("conditions") or [], updates, generation, now
         )
