@@ -30,7 +30,7 @@ deps: venv ## install missing Debian packages (postgresql, redis-server)
 control-plane: ## build (or reuse) etcd, kube-apiserver, kube-controller-manager, kubectl
 	hack/control-plane/build.sh
 
-lint: venv ## ruff check, ruff format --check, mypy --strict
+lint: venv workflows-lint ## ruff check, ruff format --check, mypy --strict, actionlint
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy --strict operator/
@@ -55,3 +55,19 @@ run: venv ## run the operator in the foreground (starts a local cluster unless K
 	fi; \
 	$(PY) -m bandsy_dev.install; \
 	exec $(PY) -m bandsy_operator
+
+ACTIONLINT_VERSION := v1.7.12
+ACTIONLINT := .cache/tools/actionlint-$(ACTIONLINT_VERSION)/actionlint
+
+$(ACTIONLINT):
+	GOTOOLCHAIN=local GOBIN=$(CURDIR)/$(@D) go install github.com/rhysd/actionlint/cmd/actionlint@$(ACTIONLINT_VERSION)
+
+.PHONY: workflows-lint
+workflows-lint: $(ACTIONLINT) ## actionlint .github/workflows; every `make X` and bandsyctl they run exists
+	$(ACTIONLINT) -no-color
+	@for target in $$(grep -ohE '\bmake [a-z][a-z-]*' .github/workflows/*.yaml | awk '{print $$2}' | sort -u); do \
+	  grep -qE "^$$target:" Makefile || { echo "a workflow runs 'make $$target': no such target" >&2; exit 1; }; \
+	done
+	@if grep -qw bandsyctl .github/workflows/*.yaml; then \
+	  grep -qE '^bandsyctl = ' pyproject.toml || { echo "workflows run bandsyctl: not a console script" >&2; exit 1; }; \
+	fi

@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import yaml
 
 from bandsy_dev.kube import kubectl_path
 from bandsy_dev.local_env import LocalEnvironment, read_cluster_env
@@ -114,16 +115,44 @@ class OperatorProcess:
         return self.log_file.read_text(errors="replace")
 
 
+def least_privilege_kubeconfig(kubectl: KubectlRunner, admin_kubeconfig: str, path: Path) -> str:
+    """A kubeconfig for the operator's ServiceAccount, bound to exactly the shipped ClusterRole,
+    so every test that talks to the operator also proves deploy/rbac.yaml is enough."""
+    kubectl(
+        "apply",
+        "--server-side",
+        "-f",
+        str(REPO_ROOT / "deploy" / "namespace.yaml"),
+        "-f",
+        str(REPO_ROOT / "deploy" / "rbac.yaml"),
+    )
+    token = kubectl(
+        "-n", "bandsy-system", "create", "token", "bandsy-operator", "--duration=6h"
+    ).stdout.strip()
+    config = yaml.safe_load(Path(admin_kubeconfig).read_text())
+    config["users"] = [{"name": "bandsy-operator", "user": {"token": token}}]
+    for context in config["contexts"]:
+        context["context"]["user"] = "bandsy-operator"
+    path.write_text(yaml.safe_dump(config))
+    path.chmod(0o600)
+    return str(path)
+
+
 @pytest.fixture(scope="session")
 def operator(
-    servers: dict[str, str], crds: None, tmp_path_factory: pytest.TempPathFactory
+    servers: dict[str, str],
+    crds: None,
+    kubectl: KubectlRunner,
+    tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[OperatorProcess]:
-    proc = OperatorProcess(
-        servers["KUBECONFIG"], tmp_path_factory.mktemp("operator") / "operator.log"
-    )
+    workdir = tmp_path_factory.mktemp("operator")
+    kubeconfig = least_privilege_kubeconfig(kubectl, servers["KUBECONFIG"], workdir / "kubeconfig")
+    proc = OperatorProcess(kubeconfig, workdir / "operator.log")
     proc.start()
     try:
         yield proc
     finally:
         proc.stop()
-        assert "Traceback" not in proc.log(), "the operator logged an unexpected exception"
+        log = proc.log()
+        assert "Traceback" not in log, "the operator logged an unexpected exception"
+        assert "Forbidden" not in log, "the shipped ClusterRole lacks a permission"

@@ -1,17 +1,314 @@
-"""``bandsyctl`` (also the kubectl plugin ``kubectl-bandsy``)."""
+"""``bandsyctl`` (also the kubectl plugin ``kubectl-bandsy``): status, promote, render, dotenv,
+check-branch. It uses the operator's own models, builders and gates; no rule lives here."""
 
 from __future__ import annotations
 
 import argparse
+import asyncio
+import datetime
+import json
+import subprocess
 import sys
+from collections.abc import Callable, Coroutine, Mapping, Sequence
+from pathlib import Path
+from typing import Any
 
+import yaml
+from lightkube.types import PatchType
+
+from . import naming, promotion
 from .branches import InvalidBranchNameError, classify
+from .builders.service import build_service_objects
+from .constants import (
+    API_VERSION,
+    CHANGE_CAUSE_ANNOTATION,
+    ENVIRONMENT_KIND,
+    PRODUCTION,
+    SERVICE_KIND,
+)
+from .credentials import CredentialStore
+from .kube import CLIENT_ERRORS, BandsyServiceResource, KubeApi, Manifest, ObjectRef
+from .reconcile.databases import DatabaseReconciler
+from .reconcile.service import decode_secret, gate_input, running_tag, service_inputs
+from .secrets_gen import random_secret
+from .settings import OperatorSettings
+from .world import World
 
 EXIT_FAILURE = 1
 EXIT_USAGE = 2
+CLI_FIELD_MANAGER = "bandsyctl"
 
 
-def _check_branch(args: argparse.Namespace) -> int:
+class CommandError(Exception):
+    """A failure the user can act on; printed without a traceback, exit code 1."""
+
+
+# -- loading ------------------------------------------------------------------------------------
+
+
+async def load_world(api: KubeApi) -> World:
+    world = World()
+    for body in await api.list(API_VERSION, ENVIRONMENT_KIND):
+        world.observe_environment(body)
+    for body in await api.list(API_VERSION, SERVICE_KIND):
+        world.observe_service(body)
+    return world
+
+
+def _service(world: World, name: str) -> Any:
+    known = world.services.get(name)
+    if known is None:
+        raise CommandError(f"no BandsyService {name!r} (kubectl get bsvc lists them)")
+    if known.model is None:
+        raise CommandError(f"BandsyService {name!r} is invalid: {known.error}")
+    return known
+
+
+def _environment(world: World, service: Any, env: str) -> Any:
+    model = world.valid_environments().get(env)
+    if model is None:
+        raise CommandError(f"no BandsyEnvironment {env!r} (kubectl get benv lists them)")
+    if env not in service.model.spec.environments:
+        listed = ", ".join(sorted(service.model.spec.environments)) or "none"
+        raise CommandError(
+            f"{service.model.name} is not deployed in {env!r} (its environments: {listed})"
+        )
+    return model
+
+
+# -- status -------------------------------------------------------------------------------------
+
+
+def status_rows(world: World, only: str | None) -> list[dict[str, str]]:
+    rows = []
+    for name in sorted(world.services):
+        if only and name != only:
+            continue
+        known = world.services[name]
+        environments = (known.status.get("environments") or {}) if known.model else {}
+        for env in sorted(known.model.spec.environments if known.model else []):
+            status = environments.get(env) or {}
+            blocked = next(
+                (
+                    f"{c['reason']}: {c['message']}"
+                    for c in status.get("conditions") or []
+                    if c["type"] == "PromotionBlocked" and c["status"] == "True"
+                ),
+                "",
+            )
+            rows.append(
+                {
+                    "service": name,
+                    "environment": env,
+                    "desired": known.model.spec.environments[env].image.tag if known.model else "",
+                    "applied": status.get("appliedTag", ""),
+                    "ready": status.get("readyTag", ""),
+                    "summary": status.get("summary", ""),
+                    "blocked": blocked,
+                    "url": status.get("url", ""),
+                }
+            )
+    return rows
+
+
+def print_table(rows: Sequence[Mapping[str, str]], columns: Sequence[str]) -> None:
+    widths = {c: max([len(c), *(len(r[c]) for r in rows)]) for c in columns}
+    print("  ".join(c.upper().ljust(widths[c]) for c in columns).rstrip())
+    for row in rows:
+        print("  ".join((row[c] or "-").ljust(widths[c]) for c in columns).rstrip())
+
+
+async def cmd_status(api: KubeApi, args: argparse.Namespace) -> int:
+    world = await load_world(api)
+    if args.service:
+        _service(world, args.service)
+    rows = status_rows(world, args.service)
+    if args.output == "json":
+        print(json.dumps(rows, indent=2))
+    else:
+        print_table(
+            rows, ["service", "environment", "desired", "applied", "ready", "blocked", "url"]
+        )
+    return 0
+
+
+# -- promote ------------------------------------------------------------------------------------
+
+
+async def cmd_promote(api: KubeApi, args: argparse.Namespace) -> int:
+    world = await load_world(api)
+    known = _service(world, args.service)
+    env = _environment(world, known, args.to)
+    tag = args.tag
+    if tag is None:
+        source = env.spec.promotion.from_
+        if source is None:
+            raise CommandError(f"{args.to} has no promotion.from: name the tag with --tag")
+        upstream = (known.status.get("environments") or {}).get(source) or {}
+        tag = promotion.default_promotion_tag(
+            promotion.UpstreamState(upstream.get("readyTag"), None)
+        )
+        if tag is None:
+            raise CommandError(f"nothing runs Ready in {source} yet: name the tag with --tag")
+    service = known.model
+    deployment = await api.get(ObjectRef("apps/v1", "Deployment", env.namespace, service.name))
+    spec = service.spec.model_copy(
+        update={
+            "environments": {
+                **service.spec.environments,
+                args.to: service.spec.environments[args.to].model_copy(
+                    update={
+                        "image": service.spec.environments[args.to].image.model_copy(
+                            update={"tag": tag}
+                        )
+                    }
+                ),
+            }
+        }
+    )
+    now = datetime.datetime.now(datetime.UTC)
+    verdict = promotion.evaluate(
+        gate_input(
+            service.model_copy(update={"spec": spec}),
+            env,
+            known.status,
+            running_tag(deployment),
+            now,
+        )
+    )
+    if verdict.allowed:
+        print(f"{service.name} {args.to}: {tag} passes the gates")
+    else:
+        print(
+            f"{service.name} {args.to}: {tag} would be blocked ({verdict.reason}): "
+            f"{verdict.message}"
+        )
+    if args.dry_run:
+        return 0 if verdict.allowed else EXIT_FAILURE
+    patch: dict[str, Any] = {"spec": {"environments": {args.to: {"image": {"tag": tag}}}}}
+    cause = args.reason or f"promote {tag} to {args.to}"
+    patch["metadata"] = {"annotations": {CHANGE_CAUSE_ANNOTATION: cause}}
+    await api.client.patch(
+        BandsyServiceResource,
+        service.name,
+        patch,
+        patch_type=PatchType.MERGE,
+        field_manager=CLI_FIELD_MANAGER,
+    )
+    print(f"{service.name}: spec.environments.{args.to}.image.tag = {tag} ({cause})")
+    return 0
+
+
+# -- render -------------------------------------------------------------------------------------
+
+
+async def rendered_objects(api: KubeApi, world: World, name: str, env_name: str) -> list[Manifest]:
+    known = _service(world, name)
+    env = _environment(world, known, env_name)
+    service = known.model
+    live_secret = await api.get(
+        ObjectRef("v1", "Secret", env.namespace, naming.secrets(service.name))
+    )
+    deployment = await api.get(ObjectRef("apps/v1", "Deployment", env.namespace, service.name))
+    verdict = promotion.evaluate(
+        gate_input(
+            service, env, known.status, running_tag(deployment), datetime.datetime.now(datetime.UTC)
+        )
+    )
+    databases = DatabaseReconciler(
+        api, CredentialStore(api, OperatorSettings.from_env().operator_namespace), {}
+    )
+    inputs = service_inputs(
+        service,
+        env,
+        world,
+        live_secret,
+        await databases.projections(service, env),
+        tag=verdict.tag_to_apply or service.spec.environments[env_name].image.tag,
+    )
+    objects = build_service_objects(inputs, random_secret)
+    if verdict.tag_to_apply is None:
+        objects = [o for o in objects if o["kind"] != "Deployment"]
+    return objects
+
+
+async def cmd_render(api: KubeApi, args: argparse.Namespace) -> int:
+    world = await load_world(api)
+    objects = await rendered_objects(api, world, args.service, args.env)
+    if not args.show_secrets:
+        # Values stay out of terminals and tickets; kubectl diff leaves absent fields alone.
+        for obj in objects:
+            if obj["kind"] == "Secret":
+                obj.pop("data", None)
+    print(yaml.safe_dump_all(objects, sort_keys=False), end="")
+    return 0
+
+
+# -- dotenv -------------------------------------------------------------------------------------
+
+
+def dotenv_line(key: str, value: str) -> str:
+    escaped = value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+    return f'{key}="{escaped}"'
+
+
+def write_private(path: Path, text: str) -> None:
+    path.touch(mode=0o600)
+    path.write_text(text)
+
+
+def git_ignores(path: Path) -> bool:
+    """True only when ``path`` is inside a git work tree and ignored there."""
+    if not path.parent.is_dir():
+        return False
+    try:
+        result = subprocess.run(
+            ["git", "check-ignore", "-q", path.name], cwd=path.parent, capture_output=True
+        )
+    except FileNotFoundError:  # no git: nothing can vouch that the file stays out of commits
+        return False
+    return result.returncode == 0
+
+
+async def cmd_dotenv(api: KubeApi, args: argparse.Namespace) -> int:
+    if args.env == PRODUCTION and not args.allow_production:
+        raise CommandError("refusing to copy production secrets; add --allow-production")
+    target = await asyncio.to_thread(Path(args.output).resolve) if args.output else None
+    if target is not None and not await asyncio.to_thread(git_ignores, target):
+        raise CommandError(
+            f"{args.output} is not ignored by git: add it to .gitignore first "
+            "(.env files are never committed)"
+        )
+    world = await load_world(api)
+    known = _service(world, args.service)
+    env = _environment(world, known, args.env)
+    name = known.model.name
+    values: dict[str, str] = {}
+    config = await api.get(ObjectRef("v1", "ConfigMap", env.namespace, naming.config_map(name)))
+    if config is None:
+        raise CommandError(f"{env.namespace}/{naming.config_map(name)} does not exist yet")
+    values.update(config.get("data") or {})
+    for secret_name in (
+        naming.secrets(name),
+        *(naming.backend_secret(name, b) for b in ("postgres", "redis", "mongo")),
+    ):
+        values.update(
+            decode_secret(await api.get(ObjectRef("v1", "Secret", env.namespace, secret_name)))
+        )
+    text = "".join(dotenv_line(k, v) + "\n" for k, v in sorted(values.items()))
+    header = f"# {name} in {args.env}, from the cluster by bandsyctl; never commit this file\n"
+    if target is None:
+        sys.stdout.write(header + text)
+    else:
+        await asyncio.to_thread(write_private, target, header + text)
+        print(f"wrote {len(values)} variables to {args.output}")
+    return 0
+
+
+# -- check-branch -------------------------------------------------------------------------------
+
+
+def cmd_check_branch(args: argparse.Namespace) -> int:
     try:
         policy = classify(args.name)
     except InvalidBranchNameError as err:
@@ -25,17 +322,72 @@ def _check_branch(args: argparse.Namespace) -> int:
     return 0
 
 
+# -- wiring -------------------------------------------------------------------------------------
+
+ClusterCommand = Callable[[KubeApi, argparse.Namespace], Coroutine[Any, Any, int]]
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="bandsyctl", description="Bandsy platform command line")
-    commands = parser.add_subparsers(dest="command", required=True)
+    parser = argparse.ArgumentParser(
+        prog="bandsyctl", description="Bandsy platform command line (also: kubectl bandsy)"
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    status = commands.add_parser("status", help="what runs where, and what is blocked")
+    status.add_argument("service", nargs="?", help="one service (default: all)")
+    status.add_argument("-o", "--output", choices=["table", "json"], default="table")
+    status.set_defaults(cluster=cmd_status)
+
+    promote = commands.add_parser("promote", help="set the image tag of one environment")
+    promote.add_argument("service")
+    promote.add_argument("--to", required=True, metavar="ENV", help="target environment")
+    promote.add_argument("--tag", help="default: the tag Ready in the upstream environment")
+    promote.add_argument("--reason", help="change cause recorded in the rollout history")
+    promote.add_argument("--dry-run", action="store_true", help="print the gate verdict only")
+    promote.set_defaults(cluster=cmd_promote)
+
+    render = commands.add_parser(
+        "render", help="the manifests the operator would apply (for kubectl diff -f -)"
+    )
+    render.add_argument("service")
+    render.add_argument("--env", required=True)
+    render.add_argument("--show-secrets", action="store_true", help="include Secret data")
+    render.set_defaults(cluster=cmd_render)
+
+    dotenv = commands.add_parser("dotenv", help="a .env file from the service's config and secrets")
+    dotenv.add_argument("service")
+    dotenv.add_argument("--env", required=True)
+    dotenv.add_argument("-o", "--output", metavar="FILE", help="default: standard output")
+    dotenv.add_argument("--allow-production", action="store_true")
+    dotenv.set_defaults(cluster=cmd_dotenv)
+
     check = commands.add_parser(
         "check-branch", help="validate a branch name (SPEC §2) and show what CI/CD does for it"
     )
     check.add_argument("name")
-    check.set_defaults(run=_check_branch)
+    check.set_defaults(local=cmd_check_branch)
     return parser
+
+
+async def _run_cluster(command: ClusterCommand, args: argparse.Namespace) -> int:
+    api = KubeApi.from_environment()
+    try:
+        return await command(api, args)
+    finally:
+        await api.close()
 
 
 def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
-    sys.exit(args.run(args))
+    try:
+        if hasattr(args, "local"):
+            code = args.local(args)
+        else:
+            code = asyncio.run(_run_cluster(args.cluster, args))
+    except CommandError as error:
+        print(f"error: {error}", file=sys.stderr)
+        code = EXIT_FAILURE
+    except CLIENT_ERRORS as error:
+        print(f"error: the cluster refused or could not be reached: {error}", file=sys.stderr)
+        code = EXIT_FAILURE
+    sys.exit(code)

@@ -196,6 +196,21 @@ class DatabaseReconciler:
             )
         return result
 
+    async def projections(self, service: Service, env: Environment) -> DatabaseResult:
+        """What ``reconcile`` would project, from stored credentials only: no server is
+        contacted and nothing is created (``bandsyctl render``)."""
+        result = DatabaseResult()
+        for ref in self.plan(service, env)[0]:
+            settings = _settings(env, ref.backend)
+            assert settings is not None
+            credential = await self.store.get(ref.backend, ref.server, ref.user)
+            password = credential.password if credential else "<not created yet>"
+            result.accounts.append(ref)
+            result.credentials[ref.backend] = self._projection(settings, ref, password)
+            if settings.egress_to is not None:
+                result.peers.append(DatabasePeer(settings.port, settings.egress_to))
+        return result
+
     @staticmethod
     def _projection(settings: ServerSettings, ref: AccountRef, password: str) -> dict[str, str]:
         if isinstance(settings, PostgresServer):

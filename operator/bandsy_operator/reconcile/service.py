@@ -129,6 +129,33 @@ def gate_input(
     )
 
 
+def service_inputs(
+    service: Service,
+    env: Environment,
+    world: World,
+    live_secret: Manifest | None,
+    database: DatabaseResult,
+    tag: str,
+) -> ServiceInputs:
+    """Everything the builders need, from the world view and what was read from the cluster.
+    Shared by the reconciler and ``bandsyctl render`` so both produce the same objects."""
+    services = world.valid_services()
+    dependency_ports = {
+        dep: port for dep in service.spec.depends_on if (port := services[dep].spec.port)
+    }
+    existing = decode_secret(live_secret) if live_secret and is_managed(live_secret) else {}
+    return ServiceInputs(
+        service=service,
+        env=env,
+        tag=tag,
+        dependency_ports=dependency_ports,
+        dependents=world.dependents_of(service.name, env.name),
+        existing_secrets=existing,
+        credentials=database.credentials,
+        database_peers=database.peers,
+    )
+
+
 def decode_secret(live: Manifest | None) -> dict[str, str]:
     if live is None:
         return {}
@@ -296,7 +323,10 @@ class ServiceReconciler:
         )
         if plan.verdict.gates_skipped:
             await self.recorder.post(
-                SERVICE_KIND, service.meta, "Warning", "GatesSkipped",
+                SERVICE_KIND,
+                service.meta,
+                "Warning",
+                "GatesSkipped",
                 f"{plan.name}: {plan.verdict.tag_to_apply} rolled out past the promotion gates "
                 f"({SKIP_GATES_ANNOTATION})",
             )
@@ -313,10 +343,10 @@ class ServiceReconciler:
         secret_ref = ObjectRef("v1", "Secret", env.namespace, naming.secrets(service.name))
         live_secret = await self.api.get(secret_ref)
         plan.known[secret_ref] = live_secret
-        plan.inputs = self._inputs(
+        plan.inputs = service_inputs(
             service,
             env,
-            self.world.valid_services(),
+            self.world,
             live_secret,
             plan.database,
             tag=plan.verdict.tag_to_apply or service.spec.environments[env.name].image.tag,
@@ -325,32 +355,6 @@ class ServiceReconciler:
         if plan.verdict.tag_to_apply is None:  # blocked before its first rollout
             plan.objects = [o for o in plan.objects if o["kind"] != "Deployment"]
         plan.missing_secrets = missing_provided_secrets(plan.inputs)
-
-    def _inputs(
-        self,
-        service: Service,
-        env: Environment,
-        services: Mapping[str, Service],
-        live_secret: Manifest | None,
-        database: DatabaseResult,
-        tag: str,
-    ) -> ServiceInputs:
-        dependency_ports = {
-            dep: port
-            for dep in service.spec.depends_on
-            if (port := services[dep].spec.port) is not None
-        }
-        existing = decode_secret(live_secret) if live_secret and is_managed(live_secret) else {}
-        return ServiceInputs(
-            service=service,
-            env=env,
-            tag=tag,
-            dependency_ports=dependency_ports,
-            dependents=self.world.dependents_of(service.name, env.name),
-            existing_secrets=existing,
-            credentials=database.credentials,
-            database_peers=database.peers,
-        )
 
     # -- status ---------------------------------------------------------------------------------
 

@@ -1,0 +1,43 @@
+# syntax=docker/dockerfile:1
+# The operator image (SPEC §8): slim, non-root, runs on a read-only root filesystem.
+#
+#   docker build -t ghcr.io/feinwaru/bandsy-operator:dev .
+#
+# Stage 1 builds wheels for the package and every dependency; stage 2 installs them from a bind
+# mount, so neither the wheels nor pip's cache end up in a layer, and removes pip, setuptools and
+# wheel afterwards: the final image has no build tools.
+ARG PYTHON_IMAGE=python:3.11-slim
+
+FROM ${PYTHON_IMAGE} AS build
+ENV PIP_NO_CACHE_DIR=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    PYTHONDONTWRITEBYTECODE=1
+WORKDIR /src
+# Only what the wheel is built from (.dockerignore keeps everything else out of the context).
+COPY pyproject.toml README.md ./
+COPY operator/ operator/
+RUN python -m pip wheel --wheel-dir /wheels .
+
+FROM ${PYTHON_IMAGE}
+LABEL org.opencontainers.image.title="bandsy-operator" \
+      org.opencontainers.image.description="Kubernetes operator for the Bandsy platform" \
+      org.opencontainers.image.source="https://github.com/feinwaru/bandsy-operator" \
+      org.opencontainers.image.licenses="Apache-2.0"
+ENV PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    PIP_NO_CACHE_DIR=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    HOME=/tmp
+RUN --mount=type=bind,from=build,source=/wheels,target=/wheels \
+    python -m pip install --no-index --find-links=/wheels bandsy-operator \
+ && python -m pip uninstall --yes pip setuptools wheel \
+ && rm -rf /root/.cache \
+ && groupadd --system --gid 65532 bandsy \
+ && useradd --system --uid 65532 --gid 65532 --home-dir /nonexistent --no-create-home \
+      --shell /usr/sbin/nologin bandsy
+# Numeric, so the kubelet can verify runAsNonRoot without reading /etc/passwd.
+USER 65532:65532
+WORKDIR /tmp
+# 8080: /healthz (liveness, readiness); 9090: /metrics.
+EXPOSE 8080 9090
+ENTRYPOINT ["python", "-m", "bandsy_operator"]

@@ -1,0 +1,218 @@
+"""The kustomize base in deploy/ (SPEC §8) against the real API server.
+
+It must apply (server-side dry run, so the API server validates and admits every object) and keep
+its promises: a restricted, read-only, non-root operator pod that is replaced, never doubled, and
+a ClusterRole without wildcards that still covers every kind the builders produce.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from lightkube.core.resource_registry import resource_registry
+
+from bandsy_operator.builders.environment import build_environment_objects
+from bandsy_operator.builders.service import ServiceInputs, build_service_objects
+from bandsy_operator.models import parse_environment, parse_service
+from conftest import REPO_ROOT, KubectlRunner
+
+pytestmark = pytest.mark.integration
+
+DEPLOY = REPO_ROOT / "deploy"
+SAMPLES = DEPLOY / "samples"
+Manifest = dict[str, Any]
+FIELD_MANAGER = "test-deploy-manifests"
+
+
+@pytest.fixture(scope="module")
+def rendered(kubectl: KubectlRunner) -> list[Manifest]:
+    """What `kubectl apply -k deploy/` sends, rendered by the same kubectl."""
+    output = kubectl("kustomize", str(DEPLOY)).stdout
+    return [doc for doc in yaml.safe_load_all(output) if doc]
+
+
+def qualified_name(obj: Manifest) -> str:
+    """``kind.group/name``, as ``kubectl -o name`` prints it."""
+    group = obj["apiVersion"].rpartition("/")[0]
+    kind = obj["kind"].lower() + (f".{group}" if group else "")
+    return f"{kind}/{obj['metadata']['name']}"
+
+
+def only(objects: list[Manifest], kind: str) -> Manifest:
+    matches = [obj for obj in objects if obj["kind"] == kind]
+    assert len(matches) == 1, f"expected exactly one {kind}, got {len(matches)}"
+    return matches[0]
+
+
+@pytest.fixture(scope="module")
+def operator_namespace(kubectl: KubectlRunner, rendered: list[Manifest]) -> Iterator[str]:
+    """The shipped Namespace, applied for real: a dry run cannot create objects in a namespace
+    that does not exist yet, and Pod Security admission evaluates the Deployment against the live
+    namespace's labels (an operator started earlier may have created it without them).
+
+    Afterwards the namespace is deleted when this module created it, waiting until it is gone (an
+    operator started later creates it at start and must not find it terminating); otherwise only
+    the labels this module's field manager added are given back."""
+    namespace = only(rendered, "Namespace")
+    name: str = namespace["metadata"]["name"]
+    existed = kubectl("get", "namespace", name, check=False).returncode == 0
+    apply = ("apply", "--server-side", f"--field-manager={FIELD_MANAGER}", "-f", "-")
+    kubectl(*apply, input=yaml.safe_dump(namespace))
+    yield name
+    if existed:
+        bare = {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}}
+        kubectl(*apply, input=yaml.safe_dump(bare))
+    else:
+        kubectl("delete", "namespace", name, "--wait=true", "--timeout=120s")
+
+
+@pytest.mark.parametrize("mode", [[], ["--server-side"]], ids=["client-side", "server-side"])
+def test_base_applies_with_a_server_dry_run(
+    kubectl: KubectlRunner,
+    crds: None,
+    operator_namespace: str,
+    rendered: list[Manifest],
+    mode: list[str],
+) -> None:
+    result = kubectl("apply", *mode, "-k", str(DEPLOY), "--dry-run=server", "-o", "name")
+    assert set(result.stdout.split()) == {qualified_name(obj) for obj in rendered}
+    # The namespace has pod-security.kubernetes.io/warn=restricted: a violation is a warning.
+    assert "PodSecurity" not in result.stderr, result.stderr
+
+
+def test_base_includes_the_crds_from_crds_dir(rendered: list[Manifest]) -> None:
+    """crds/ stays the single source of truth: the base ships exactly those definitions."""
+    shipped = {
+        doc["metadata"]["name"]: doc["spec"]
+        for path in sorted(Path(REPO_ROOT / "crds").glob("*.yaml"))
+        for doc in yaml.safe_load_all(path.read_text())
+    }
+    in_base = {
+        obj["metadata"]["name"]: obj["spec"]
+        for obj in rendered
+        if obj["kind"] == "CustomResourceDefinition"
+    }
+    assert in_base == shipped
+
+
+def test_operator_deployment_is_hardened(rendered: list[Manifest]) -> None:
+    namespace = only(rendered, "Namespace")
+    assert namespace["metadata"]["labels"]["pod-security.kubernetes.io/enforce"] == "restricted"
+
+    deployment = only(rendered, "Deployment")
+    assert deployment["metadata"]["namespace"] == namespace["metadata"]["name"]
+    spec = deployment["spec"]
+    assert spec["replicas"] == 1
+    assert spec["strategy"]["type"] == "Recreate"
+    pod = spec["template"]["spec"]
+    assert pod["serviceAccountName"] == only(rendered, "ServiceAccount")["metadata"]["name"]
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    assert pod["securityContext"]["seccompProfile"]["type"] == "RuntimeDefault"
+
+    (container,) = pod["containers"]
+    security = container["securityContext"]
+    assert security["readOnlyRootFilesystem"] is True
+    assert security["runAsNonRoot"] is True
+    assert security["runAsUser"] == 65532
+    assert security["allowPrivilegeEscalation"] is False
+    assert security["capabilities"]["drop"] == ["ALL"]
+    # The one writable path on a read-only root filesystem.
+    (mount,) = container["volumeMounts"]
+    assert mount["mountPath"] == "/tmp"
+    (volume,) = pod["volumes"]
+    assert volume["name"] == mount["name"]
+    assert "emptyDir" in volume
+
+    ports = {port["name"]: port["containerPort"] for port in container["ports"]}
+    assert ports == {"health": 8080, "metrics": 9090}
+    for probe in ("livenessProbe", "readinessProbe"):
+        assert container[probe]["httpGet"] == {"path": "/healthz", "port": "health"}
+    assert container["resources"]["requests"] == {"cpu": "100m", "memory": "128Mi"}
+    assert container["resources"]["limits"]["memory"] == "256Mi"
+
+    env = {var["name"]: var for var in container["env"]}
+    assert env["BANDSY_OPERATOR_NAMESPACE"]["valueFrom"]["fieldRef"]["fieldPath"] == (
+        "metadata.namespace"
+    )
+    assert env["BANDSY_LOG_FORMAT"]["value"] == "json"
+
+
+def test_cluster_role_has_no_wildcards(rendered: list[Manifest]) -> None:
+    role = only(rendered, "ClusterRole")
+    assert "aggregationRule" not in role
+    for rule in role["rules"]:
+        assert "nonResourceURLs" not in rule, rule
+        for field in ("apiGroups", "resources", "verbs", "resourceNames"):
+            assert not any("*" in value for value in rule.get(field, [])), rule
+        # Powers that would let the operator grant itself more than this role.
+        assert not {"escalate", "impersonate"} & set(rule["verbs"]), rule
+        if "bind" in rule["verbs"]:
+            assert rule["resources"] == ["clusterroles"]
+            assert set(rule["resourceNames"]) <= {"view", "edit"}
+    # Secrets are read one by one; never listed or watched cluster-wide.
+    assert not {"list", "watch"} & granted(role, "", "secrets")
+
+    binding = only(rendered, "ClusterRoleBinding")
+    account = only(rendered, "ServiceAccount")
+    assert binding["roleRef"]["name"] == role["metadata"]["name"]
+    assert binding["subjects"] == [
+        {
+            "kind": "ServiceAccount",
+            "name": account["metadata"]["name"],
+            "namespace": account["metadata"]["namespace"],
+        }
+    ]
+
+
+def granted(role: Manifest, group: str, resource: str) -> set[str]:
+    """Verbs the role grants on every object of one resource (rules without resourceNames)."""
+    verbs: set[str] = set()
+    for rule in role["rules"]:
+        applies = group in rule["apiGroups"] and resource in rule["resources"]
+        if applies and not rule.get("resourceNames"):
+            verbs |= set(rule["verbs"])
+    return verbs
+
+
+def _stored(body: Manifest) -> Manifest:
+    meta = body["metadata"]
+    return {**body, "metadata": {**meta, "uid": f"uid-{meta['name']}", "generation": 1}}
+
+
+def test_cluster_role_covers_every_kind_the_builders_produce(rendered: list[Manifest]) -> None:
+    """A builder that starts producing a new kind must come with its RBAC rule."""
+    environments = [
+        parse_environment(_stored(doc))
+        for doc in yaml.safe_load_all((SAMPLES / "environments.yaml").read_text())
+    ]
+    services = [
+        parse_service(_stored(doc))
+        for doc in yaml.safe_load_all((SAMPLES / "services.yaml").read_text())
+    ]
+    objects = [obj for env in environments for obj in build_environment_objects(env)]
+    for svc in services:
+        for env in environments:
+            if env.name in svc.spec.environments:
+                inputs = ServiceInputs(svc, env, svc.spec.environments[env.name].image.tag)
+                objects += build_service_objects(inputs, lambda length: "x" * length)
+    kinds = {(obj["apiVersion"], obj["kind"]) for obj in objects}
+    assert len(kinds) >= 9, kinds  # the samples exercise every builder
+
+    role = only(rendered, "ClusterRole")
+    for api_version, kind in sorted(kinds):
+        info = resource_registry.load(api_version, kind)._api_info
+        missing = {"get", "create", "patch", "delete"} - granted(
+            role, info.resource.group, info.plural
+        )
+        assert not missing, f"{kind}: the ClusterRole lacks {sorted(missing)}"
+    # kopf watches the custom resources and our Deployments; the controller lists the former.
+    for group, resource in [
+        ("bandsy.app", "bandsyenvironments"),
+        ("bandsy.app", "bandsyservices"),
+        ("apps", "deployments"),
+    ]:
+        assert {"list", "watch"} <= granted(role, group, resource), resource
