@@ -42,19 +42,36 @@ def _known(body: dict[str, Any], parse: Callable[[dict[str, Any]], Model]) -> Kn
         return Known(body, None, f"invalid spec: {problems}")
 
 
+def _older(body: dict[str, Any], current: Known[Any] | None) -> bool:
+    """A watch event can arrive after we stored the response of our own newer write. The
+    resourceVersion is opaque by contract, but an etcd-backed API server uses the etcd revision,
+    so when both are integers the older body is dropped; otherwise every event is taken."""
+    if current is None:
+        return False
+    new = str(body.get("metadata", {}).get("resourceVersion", ""))
+    old = str(current.body.get("metadata", {}).get("resourceVersion", ""))
+    return new.isdigit() and old.isdigit() and int(new) < int(old)
+
+
 class World:
     def __init__(self) -> None:
         self.environments: dict[str, Known[Environment]] = {}
         self.services: dict[str, Known[Service]] = {}
 
     def observe_environment(self, body: dict[str, Any]) -> Known[Environment]:
+        name = body["metadata"]["name"]
+        if _older(body, self.environments.get(name)):
+            return self.environments[name]
         known = _known(body, parse_environment)
-        self.environments[body["metadata"]["name"]] = known
+        self.environments[name] = known
         return known
 
     def observe_service(self, body: dict[str, Any]) -> Known[Service]:
+        name = body["metadata"]["name"]
+        if _older(body, self.services.get(name)):
+            return self.services[name]
         known = _known(body, parse_service)
-        self.services[body["metadata"]["name"]] = known
+        self.services[name] = known
         return known
 
     def valid_environments(self) -> dict[str, Environment]:

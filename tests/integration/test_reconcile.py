@@ -84,7 +84,13 @@ async def events_for(kube: KubeApi, name: str) -> list[dict[str, Any]]:
 
 @pytest.fixture(scope="module")
 def sample_environments(kubectl: KubectlRunner, operator: OperatorProcess) -> list[str]:
-    kubectl("apply", "--server-side", "-f", str(REPO_ROOT / "deploy/samples/environments.yaml"))
+    kubectl(
+        "apply",
+        "--server-side",
+        "--force-conflicts",
+        "-f",
+        str(REPO_ROOT / "deploy/samples/environments.yaml"),
+    )
     # Production soaks a tag in preprod for 10 minutes; tests cannot wait that long.
     kubectl(
         "patch",

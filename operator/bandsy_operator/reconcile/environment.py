@@ -145,4 +145,4 @@ class EnvironmentReconciler:
     async def _write_status(self, known: Known[Any], status: dict[str, Any]) -> None:
         name = known.body["metadata"]["name"]
         updated = await self.api.apply_status(ENVIRONMENT_KIND, name, status)
-        self.world.observe_environment({**known.body, "status": updated.get("status", {})})
+        self.world.observe_environment(updated)

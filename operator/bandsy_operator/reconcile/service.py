@@ -596,7 +596,8 @@ class ServiceReconciler:
     async def _write_status(self, known: Known[Service], status: dict[str, Any]) -> dict[str, Any]:
         name = known.body["metadata"]["name"]
         updated = await self.api.apply_status(SERVICE_KIND, name, status)
-        fresh = self.world.observe_service({**known.body, "status": updated.get("status", {})})
+        # The response is the newest object we know: its spec too, not only our status.
+        fresh = self.world.observe_service(updated)
         return fresh.status
 
 
