@@ -361,10 +361,10 @@ def build_network_policy(inputs: ServiceInputs) -> Manifest:
         "spec": {
             "podSelector": {"matchLabels": selector_labels(inputs.name, inputs.env.name)},
             "policyTypes": ["Ingress", "Egress"],
-            # An absent rule list denies everything, as an empty one would; the API server
-            # stores both the same way, so we write the stored form.
-            **({"ingress": ingress} if ingress else {}),
-            **({"egress": egress} if egress else {}),
+            # Empty lists are stated, not omitted: applying them takes ownership of the rules,
+            # so a rule someone adds by hand is drift we remove.
+            "ingress": ingress,
+            "egress": egress,
         },
     }
 
