@@ -11,7 +11,7 @@ COVERAGE_FLOOR := 90
 PYTEST_ARGS ?=
 export PYTHONPATH := $(CURDIR)/hack
 
-.PHONY: help venv deps control-plane lint unit test cluster-up cluster-down run
+.PHONY: help venv deps control-plane lint unit test cluster-up cluster-down run kind-up
 
 help: ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -71,3 +71,6 @@ workflows-lint: $(ACTIONLINT) ## actionlint .github/workflows; every `make X` an
 	@if grep -qw bandsyctl .github/workflows/*.yaml; then \
 	  grep -qE '^bandsyctl = ' pyproject.toml || { echo "workflows run bandsyctl: not a console script" >&2; exit 1; }; \
 	fi
+
+kind-up: ## kind cluster + image + deploy/ + samples (needs a Docker engine)
+	hack/kind-up.sh

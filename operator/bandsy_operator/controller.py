@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections import defaultdict
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -20,6 +21,7 @@ from .constants import API_VERSION, ENVIRONMENT_KIND, SERVICE_KIND, SERVICE_LABE
 from .credentials import CredentialStore
 from .events import EventRecorder
 from .kube import CLIENT_ERRORS, KubeApi, ObjectRef
+from .metrics import RECONCILE_SECONDS, RECONCILES
 from .reconcile.databases import DatabaseReconciler
 from .reconcile.environment import EnvironmentReconciler
 from .reconcile.service import Outcome, ServiceReconciler
@@ -179,6 +181,8 @@ class Controller:
 
     async def _handle(self, key: Key) -> None:
         async with self._locks[key]:
+            started = time.perf_counter()
+            result = "success"
             try:
                 if key.kind == ENVIRONMENT_KIND:
                     await self.environments.reconcile(key.name)
@@ -188,15 +192,20 @@ class Controller:
             except asyncio.CancelledError:
                 raise
             except Exception as error:
+                result = "error"
                 delay = self.queue.retry(key)
                 log.warning("reconcile %s failed, retrying in %.1f s: %s", key, delay, error)
             else:
                 if outcome.retry:  # converged but for an unreachable database: back off
+                    result = "retry"
                     self.queue.retry(key)
                 else:
                     self.queue.forget(key)
                 if outcome.after is not None:  # a soak time elapses, an upstream changed
                     self.queue.add_after(key, outcome.after)
+            finally:
+                RECONCILE_SECONDS.labels(key.kind).observe(time.perf_counter() - started)
+            RECONCILES.labels(key.kind, result).inc()
 
     async def finalize_service(self, body: Mapping[str, Any]) -> None:
         async with self._locks[service_key(body["metadata"]["name"])]:

@@ -7,6 +7,7 @@ from typing import Any
 
 import kopf
 
+from . import metrics
 from .constants import (
     ENVIRONMENT_PLURAL,
     FIELD_MANAGER,
@@ -36,7 +37,9 @@ async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> N
     # Our own Events mark transitions; kopf's per-handler success events are noise.
     settings.posting.level = logging.WARNING
     settings.watching.server_timeout = 300
-    controller = Controller(KubeApi.from_environment(), OperatorSettings.from_env())
+    operator_settings = OperatorSettings.from_env()
+    controller = Controller(KubeApi.from_environment(), operator_settings)
+    metrics.serve(operator_settings.metrics_port, controller.world)
     await controller.start()
     memo["controller"] = controller
     log.info("started")

@@ -7,6 +7,7 @@ import json
 
 import pytest
 
+from bandsy_dev.install import point_samples_at_local_servers
 from bandsy_operator.kube import KubeApi
 from conftest import REPO_ROOT, KubectlRunner, OperatorProcess
 from kubelet import make_deployment_ready
@@ -18,9 +19,13 @@ SERVICES = ("web", "api", "worker")
 
 
 async def test_samples_converge_and_read_well(
-    kube: KubeApi, kubectl: KubectlRunner, operator: OperatorProcess
+    kube: KubeApi, kubectl: KubectlRunner, operator: OperatorProcess, servers: dict[str, str]
 ) -> None:
-    kubectl("apply", "--server-side", "-f", str(REPO_ROOT / "deploy" / "samples"))
+    kubectl(
+        "apply", "--server-side", "--force-conflicts", "-f", str(REPO_ROOT / "deploy" / "samples")
+    )
+    # As `make run` does: the samples' databases are the local PostgreSQL and Redis.
+    point_samples_at_local_servers(kubectl, servers)
     # Devops shorten production's 10-minute soak in preprod for this run.
     kubectl(
         "patch",

@@ -59,3 +59,15 @@ def test_check_branch_command(capsys: pytest.CaptureFixture[str]) -> None:
         main(["check-branch", "wip"])
     assert bad.value.code == 1
     assert "must not be merged" in capsys.readouterr().err
+
+
+def test_json_logs_are_one_object_per_line() -> None:
+    import json
+    import logging
+
+    from bandsy_operator.runner import JsonFormatter
+
+    record = logging.LogRecord("bandsy", logging.WARNING, __file__, 1, "hello %s", ("world",), None)
+    entry = json.loads(JsonFormatter().format(record))
+    assert entry["message"] == "hello world"
+    assert entry["level"] == "WARNING"

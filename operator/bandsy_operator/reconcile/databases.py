@@ -23,6 +23,7 @@ from ..builders.service import DatabasePeer
 from ..constants import PRODUCTION, ROTATE_CREDENTIALS_ANNOTATION
 from ..credentials import CredentialStore
 from ..kube import KubeApi, ObjectRef
+from ..metrics import DATABASE_OPERATIONS
 from ..models import Environment, PostgresServer, RedisServer, SecretRef, Service
 from ..naming import InvalidNameError, render_template
 from ..status import FALSE, TRUE, ConditionUpdate
@@ -181,7 +182,10 @@ class DatabaseReconciler:
                         self.server(env, backend), account, credential.password
                     )
             except BackendUnavailableError as error:
+                DATABASE_OPERATIONS.labels(backend, "ensure", "unreachable").inc()
                 failures.append(_redact(str(error), credential.password))
+            else:
+                DATABASE_OPERATIONS.labels(backend, "ensure", "success").inc()
         if failures:
             result.retry = True
             result.condition = ConditionUpdate(
@@ -243,16 +247,20 @@ class DatabaseReconciler:
                 if ref.backend == "postgres"
                 else Account(ref.user, key_prefix=ref.scope)
             )
+            operation = "delete" if delete and ref.env != PRODUCTION else "retain"
             try:
-                if delete and ref.env != PRODUCTION:
+                if operation == "delete":
                     await backend.delete(server, account, keep_user=shared)
                     if not shared:
                         await self.store.forget(ref.backend, ref.server, ref.user)
                 elif not shared:
                     await backend.retain(server, account)
             except BackendUnavailableError as error:
+                DATABASE_OPERATIONS.labels(ref.backend, operation, "unreachable").inc()
                 log.warning("cannot reclaim %s yet: %s", ref, error)
                 pending.append(ref)
+            else:
+                DATABASE_OPERATIONS.labels(ref.backend, operation, "success").inc()
         return pending
 
 

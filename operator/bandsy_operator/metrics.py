@@ -1,0 +1,66 @@
+"""Prometheus metrics on ``/metrics`` (SPEC §8): reconciles, their duration, database
+operations, blocked promotions and managed objects."""
+
+from __future__ import annotations
+
+from collections import Counter as Tally
+from collections.abc import Iterator
+
+from prometheus_client import Counter, Histogram, start_http_server
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import REGISTRY, Collector
+
+from .kube import ObjectRef
+from .world import World
+
+RECONCILES = Counter(
+    "bandsy_reconciles_total", "Reconciles by custom resource kind and result", ["kind", "result"]
+)
+RECONCILE_SECONDS = Histogram(
+    "bandsy_reconcile_duration_seconds",
+    "Time to reconcile one custom resource",
+    ["kind"],
+    buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+)
+DATABASE_OPERATIONS = Counter(
+    "bandsy_database_operations_total",
+    "Database account operations by backend, operation and result",
+    ["backend", "operation", "result"],
+)
+
+
+class WorldCollector(Collector):
+    """Gauges read from the operator's view at scrape time, so they are never stale."""
+
+    def __init__(self, world: World) -> None:
+        self.world = world
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        blocked = GaugeMetricFamily(
+            "bandsy_blocked_promotions", "Service environments whose promotion a gate holds"
+        )
+        objects = GaugeMetricFamily(
+            "bandsy_managed_objects", "Objects in the operators' inventories", labels=["kind"]
+        )
+        held = 0
+        kinds: Tally[str] = Tally()
+        statuses = [k.status for k in self.world.services.values()]
+        statuses += [k.status for k in self.world.environments.values()]
+        for status in statuses:
+            for env in (status.get("environments") or {}).values():
+                held += any(
+                    c["type"] == "PromotionBlocked" and c["status"] == "True"
+                    for c in env.get("conditions") or []
+                )
+            for entry in status.get("inventory") or []:
+                kinds[ObjectRef.parse(entry.partition("|")[2]).kind] += 1
+        blocked.add_metric([], held)
+        for kind, count in sorted(kinds.items()):
+            objects.add_metric([kind], count)
+        yield blocked
+        yield objects
+
+
+def serve(port: int, world: World) -> None:
+    REGISTRY.register(WorldCollector(world))
+    start_http_server(port)
