@@ -11,7 +11,6 @@ from typing import Any
 import pytest
 import yaml
 
-from bandsy_dev.install import point_samples_at_local_servers
 from bandsy_operator.constants import (
     APPLIED_HASH_ANNOTATION,
     CONFIG_HASH_ANNOTATION,
