@@ -54,7 +54,8 @@ def point_samples_at_local_servers(kubectl: Kubectl, variables: Mapping[str, str
                 "host": variables["BANDSY_PG_HOST"],
                 "port": int(variables["BANDSY_PG_PORT"]),
                 "adminSecretRef": {"namespace": "default", "name": "bandsy-local-postgres"},
-                "egressTo": {"cidr": "127.0.0.1/32"},
+                # A merge patch: null removes the sample's in-cluster peer.
+                "egressTo": {"namespace": None, "podSelector": None, "cidr": "127.0.0.1/32"},
             },
             "redis": {
                 "host": variables["BANDSY_REDIS_HOST"],
