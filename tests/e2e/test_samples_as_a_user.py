@@ -6,10 +6,11 @@ import base64
 import json
 
 import pytest
+import yaml
 
-from bandsy_dev.install import point_samples_at_local_servers
+from bandsy_dev.install import local_samples
 from bandsy_operator.kube import KubeApi
-from conftest import REPO_ROOT, KubectlRunner, OperatorProcess
+from conftest import KubectlRunner, OperatorProcess
 from kubelet import make_deployment_ready
 from waiting import eventually
 
@@ -21,11 +22,15 @@ SERVICES = ("web", "api", "worker")
 async def test_samples_converge_and_read_well(
     kube: KubeApi, kubectl: KubectlRunner, operator: OperatorProcess, servers: dict[str, str]
 ) -> None:
+    # As `make run` does: the samples, their databases being the local PostgreSQL and Redis.
     kubectl(
-        "apply", "--server-side", "--force-conflicts", "-f", str(REPO_ROOT / "deploy" / "samples")
+        "apply",
+        "--server-side",
+        "--force-conflicts",
+        "-f",
+        "-",
+        input=yaml.safe_dump_all(local_samples(servers)),
     )
-    # As `make run` does: the samples' databases are the local PostgreSQL and Redis.
-    point_samples_at_local_servers(kubectl, servers)
     # Devops shorten production's 10-minute soak in preprod for this run.
     kubectl(
         "patch",

@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 import yaml
 
+from bandsy_dev.install import local_samples
 from bandsy_operator.constants import (
     APPLIED_HASH_ANNOTATION,
     CONFIG_HASH_ANNOTATION,
@@ -18,7 +19,7 @@ from bandsy_operator.constants import (
     SERVICE_LABEL,
 )
 from bandsy_operator.kube import KubeApi, ObjectRef
-from conftest import REPO_ROOT, RESYNC_SECONDS, KubectlRunner, OperatorProcess
+from conftest import RESYNC_SECONDS, KubectlRunner, OperatorProcess
 from factories import environment_body, service_body, tags
 from kubelet import make_deployment_ready
 from waiting import eventually
@@ -83,13 +84,17 @@ async def events_for(kube: KubeApi, name: str) -> list[dict[str, Any]]:
 
 
 @pytest.fixture(scope="module")
-def sample_environments(kubectl: KubectlRunner, operator: OperatorProcess) -> list[str]:
+def sample_environments(
+    kubectl: KubectlRunner, operator: OperatorProcess, servers: dict[str, str]
+) -> list[str]:
+    environments = [d for d in local_samples(servers) if d["kind"] != "BandsyService"]
     kubectl(
         "apply",
         "--server-side",
         "--force-conflicts",
         "-f",
-        str(REPO_ROOT / "deploy/samples/environments.yaml"),
+        "-",
+        input=yaml.safe_dump_all(environments),
     )
     # Production soaks a tag in preprod for 10 minutes; tests cannot wait that long.
     kubectl(
@@ -556,3 +561,28 @@ async def test_deletion(kube: KubeApi, kubectl: KubectlRunner, operator: Operato
 
 async def _gone(kubectl: KubectlRunner, *target: str) -> bool:
     return kubectl("get", *target, check=False).returncode != 0
+
+
+async def test_suspended_service_is_left_alone(
+    kube: KubeApi, kubectl: KubectlRunner, sample_environments: list[str]
+) -> None:
+    name = f"susp-{uid()}"
+    apply(kubectl, service_body(name, tags(develop="develop-1a2b3c4"), port=8000))
+    await eventually(lambda: kube.get(ObjectRef("v1", "ConfigMap", "develop", f"{name}-config")))
+    apply(kubectl, service_body(name, tags(develop="develop-1a2b3c4"), port=8000, suspend=True))
+
+    async def suspended() -> bool:
+        obj = await bsvc(kube, name)
+        status = obj["status"]["environments"]["develop"]
+        assert status["summary"] == "(suspended)", status
+        assert condition(obj, "Ready").get("reason") == "Suspended"
+        return True
+
+    await eventually(suspended)
+    kubectl("-n", "develop", "delete", "configmap", f"{name}-config")
+    import asyncio
+
+    await asyncio.sleep(RESYNC_SECONDS * 2 + 1)
+    assert await kube.get(ObjectRef("v1", "ConfigMap", "develop", f"{name}-config")) is None
+    apply(kubectl, service_body(name, tags(develop="develop-1a2b3c4"), port=8000))
+    await eventually(lambda: kube.get(ObjectRef("v1", "ConfigMap", "develop", f"{name}-config")))
