@@ -141,10 +141,17 @@ async def test_three_environments_and_three_services_converge(
         assert namespace["metadata"]["labels"]["bandsy.app/environment"] == env
 
         async def converged(env: str = env) -> bool:
-            # Production only takes a tag that runs Ready in preprod: play kubelet upstream.
-            for service in (api, worker, web):
-                if await kube.get(ObjectRef("apps/v1", "Deployment", env, service)):
-                    await make_deployment_ready(kube, env, service)
+            # Production only takes a tag that runs Ready in preprod: a kubelet keeps
+            # reporting every Deployment that exists, upstream included.
+            for other in sample_environments:
+                for service in (api, worker, web):
+                    if await kube.get(ObjectRef("apps/v1", "Deployment", other, service)):
+                        await make_deployment_ready(kube, other, service)
+            statuses = {
+                s: (await bsvc(kube, s)).get("status", {}).get("environments", {})
+                for s in (api, worker, web)
+            }
+            assert statuses  # shown by pytest when an assertion below fails
             assert await managed_objects(kube, env, api) == {
                 f"ConfigMap/{api}-config",
                 f"Secret/{api}-secrets",
@@ -167,7 +174,7 @@ async def test_three_environments_and_three_services_converge(
             }
             return True
 
-        await eventually(converged, timeout=40)
+        await eventually(converged, timeout=60)
         env_objects = await managed_objects(kube, env)
         assert {
             "NetworkPolicy/bandsy-default-deny",
