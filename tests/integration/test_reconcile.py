@@ -3,6 +3,7 @@ cross-object propagation, operator-side validation and deletion."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import uuid
@@ -428,8 +429,16 @@ async def test_operator_side_validation_reports_and_keeps_objects(
     cond = await eventually(stalled)
     assert "ghost" in cond["message"]
     assert await managed_objects(kube, "develop", name) == objects_before
-    warnings = [e for e in await events_for(kube, name) if e["type"] == "Warning"]
-    assert [e["reason"] for e in warnings].count("UnknownDependency") == 1
+
+    async def one_warning() -> bool:
+        # The Event is posted right after the status write that the probe above saw.
+        warnings = [e for e in await events_for(kube, name) if e["type"] == "Warning"]
+        assert [e["reason"] for e in warnings].count("UnknownDependency") == 1, warnings
+        return True
+
+    await eventually(one_warning, timeout=10)
+    await asyncio.sleep(RESYNC_SECONDS * 2)  # periodic checks add no second one
+    await one_warning()
 
     # External where the environment does not allow it: reported, nothing pruned.
     apply(
