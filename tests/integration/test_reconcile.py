@@ -342,8 +342,6 @@ async def test_converged_objects_cost_no_writes(
                 found[f"{kind}/{obj['metadata']['name']}"] = obj["metadata"]["resourceVersion"]
         return found
 
-    import asyncio
-
     await asyncio.sleep(RESYNC_SECONDS * 2)  # let in-flight work from other tests settle
     before = await versions()
     await asyncio.sleep(RESYNC_SECONDS * 2 + 1)  # two resync cycles
@@ -488,7 +486,6 @@ async def test_operator_side_validation_reports_and_keeps_objects(
         return bool(annotations[CONFIG_HASH_ANNOTATION] != old_hash)
 
     await eventually(rolled, timeout=20)
-    import asyncio
 
     await asyncio.sleep(RESYNC_SECONDS * 2)
     secret = await get(kube, "v1", "Secret", "develop", secret_name)
@@ -596,7 +593,6 @@ async def test_suspended_service_is_left_alone(
 
     await eventually(suspended)
     kubectl("-n", "develop", "delete", "configmap", f"{name}-config")
-    import asyncio
 
     await asyncio.sleep(RESYNC_SECONDS * 2 + 1)
     assert await kube.get(ObjectRef("v1", "ConfigMap", "develop", f"{name}-config")) is None
