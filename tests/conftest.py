@@ -8,15 +8,18 @@ from __future__ import annotations
 
 import os
 import subprocess
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
+import pytest_asyncio
 import yaml
 
+from bandsy_dev.install import local_samples
 from bandsy_dev.kube import kubectl_path
 from bandsy_dev.local_env import LocalEnvironment, read_cluster_env
 from bandsy_dev.procs import ManagedProcess, free_port
+from bandsy_operator.kube import KubeApi
 
 
 class KubectlRunner:
@@ -159,3 +162,37 @@ def operator(
         log = proc.log().partition("Signal SIGTERM is received")[0]
         assert "Traceback" not in log, "the operator logged an unexpected exception"
         assert "Forbidden" not in log, "the shipped ClusterRole lacks a permission"
+
+
+@pytest_asyncio.fixture(scope="session", loop_scope="session")
+async def kube(servers: dict[str, str]) -> AsyncIterator[KubeApi]:
+    """The operator's own client, as the admin: tests read what the operator wrote with it."""
+    api = KubeApi.from_kubeconfig(servers["KUBECONFIG"])
+    try:
+        yield api
+    finally:
+        await api.close()
+
+
+def install_local_samples(
+    kubectl: KubectlRunner, servers: dict[str, str], kinds: tuple[str, ...]
+) -> None:
+    """deploy/samples as ``make run`` installs them (databases on the local servers), with
+    production's 10-minute soak in preprod shortened to one second for tests."""
+    documents = [d for d in local_samples(servers) if d["kind"] in kinds]
+    kubectl(
+        "apply",
+        "--server-side",
+        "--force-conflicts",
+        "-f",
+        "-",
+        input=yaml.safe_dump_all(documents),
+    )
+    kubectl(
+        "patch",
+        "benv",
+        "production",
+        "--type=merge",
+        "-p",
+        '{"spec": {"promotion": {"soakSeconds": 1}}}',
+    )

@@ -6,11 +6,9 @@ import base64
 import json
 
 import pytest
-import yaml
 
-from bandsy_dev.install import local_samples
 from bandsy_operator.kube import KubeApi
-from conftest import KubectlRunner, OperatorProcess
+from conftest import KubectlRunner, OperatorProcess, install_local_samples
 from kubelet import make_deployment_ready
 from waiting import eventually
 
@@ -22,24 +20,8 @@ SERVICES = ("web", "api", "worker")
 async def test_samples_converge_and_read_well(
     kube: KubeApi, kubectl: KubectlRunner, operator: OperatorProcess, servers: dict[str, str]
 ) -> None:
-    # As `make run` does: the samples, their databases being the local PostgreSQL and Redis.
-    kubectl(
-        "apply",
-        "--server-side",
-        "--force-conflicts",
-        "-f",
-        "-",
-        input=yaml.safe_dump_all(local_samples(servers)),
-    )
-    # Devops shorten production's 10-minute soak in preprod for this run.
-    kubectl(
-        "patch",
-        "benv",
-        "production",
-        "--type=merge",
-        "-p",
-        '{"spec": {"promotion": {"soakSeconds": 1}}}',
-    )
+    # As `make run` does, with production's soak shortened by devops for this run.
+    install_local_samples(kubectl, servers, ("Secret", "BandsyEnvironment", "BandsyService"))
 
     async def deployed() -> bool:
         for env in ENVIRONMENTS[:2]:  # production waits for preprod to run the tag Ready

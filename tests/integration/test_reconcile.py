@@ -12,7 +12,6 @@ from typing import Any
 import pytest
 import yaml
 
-from bandsy_dev.install import local_samples
 from bandsy_operator.constants import (
     APPLIED_HASH_ANNOTATION,
     CONFIG_HASH_ANNOTATION,
@@ -20,7 +19,7 @@ from bandsy_operator.constants import (
     SERVICE_LABEL,
 )
 from bandsy_operator.kube import KubeApi, ObjectRef
-from conftest import RESYNC_SECONDS, KubectlRunner, OperatorProcess
+from conftest import RESYNC_SECONDS, KubectlRunner, OperatorProcess, install_local_samples
 from factories import environment_body, service_body, tags
 from kubelet import make_deployment_ready
 from waiting import eventually
@@ -88,24 +87,7 @@ async def events_for(kube: KubeApi, name: str) -> list[dict[str, Any]]:
 def sample_environments(
     kubectl: KubectlRunner, operator: OperatorProcess, servers: dict[str, str]
 ) -> list[str]:
-    environments = [d for d in local_samples(servers) if d["kind"] != "BandsyService"]
-    kubectl(
-        "apply",
-        "--server-side",
-        "--force-conflicts",
-        "-f",
-        "-",
-        input=yaml.safe_dump_all(environments),
-    )
-    # Production soaks a tag in preprod for 10 minutes; tests cannot wait that long.
-    kubectl(
-        "patch",
-        "benv",
-        "production",
-        "--type=merge",
-        "-p",
-        '{"spec": {"promotion": {"soakSeconds": 1}}}',
-    )
+    install_local_samples(kubectl, servers, ("Secret", "BandsyEnvironment"))
     return ["develop", "preprod", "production"]
 
 
