@@ -27,8 +27,9 @@ venv: $(VENV)/.installed ## create .venv and install the package with dev extras
 deps: venv ## install missing Debian packages (postgresql, redis-server)
 	$(PY) -m bandsy_dev.packages
 
-control-plane: ## build (or reuse) etcd, kube-apiserver, kube-controller-manager, kubectl
+control-plane: ## build (or reuse) etcd, kube-apiserver, kube-controller-manager, kubectl, FerretDB
 	hack/control-plane/build.sh
+	hack/ferretdb/build.sh
 
 lint: venv workflows-lint ## ruff check, ruff format --check, mypy --strict, actionlint
 	$(VENV)/bin/ruff check .

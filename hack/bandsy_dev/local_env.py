@@ -5,7 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import postgres, redis_server
+from . import ferretdb, postgres, redis_server
+from .ferretdb import FerretDBServer
 from .kube import ControlPlane, build_binaries
 from .packages import ensure_packages
 from .postgres import PostgresServer
@@ -23,6 +24,12 @@ CLUSTER_ENV_KEYS = (
     "BANDSY_REDIS_PORT",
     "BANDSY_REDIS_ADMIN_USER",
     "BANDSY_REDIS_ADMIN_PASSWORD",
+    # Beyond SPEC §8: the MongoDB wire-protocol server (FerretDB) of the Mongo backend's tests.
+    "BANDSY_MONGO_HOST",
+    "BANDSY_MONGO_PORT",
+    "BANDSY_MONGO_ADMIN_USER",
+    "BANDSY_MONGO_ADMIN_PASSWORD",
+    "BANDSY_MONGO_LOG_FILE",
 )
 
 
@@ -32,6 +39,7 @@ class LocalEnvironment:
     kube: ControlPlane = field(init=False)
     postgres: PostgresServer = field(init=False)
     redis: RedisServer = field(init=False)
+    mongo: FerretDBServer = field(init=False)
 
     def __post_init__(self) -> None:
         self.workdir = self.workdir.resolve()
@@ -42,21 +50,28 @@ class LocalEnvironment:
         self.kube = ControlPlane(self.workdir / "kube", bin_dir)
         self.postgres = PostgresServer(self.workdir / "postgres")
         self.redis = RedisServer(self.workdir / "redis")
+        self.mongo = FerretDBServer(self.workdir / "ferretdb", self.postgres)
         try:
             self.postgres.start()
             self.redis.start()
+            self.mongo.start()
             self.kube.start()
         except BaseException:
             self.stop()
             raise
 
     def stop(self) -> None:
-        for server in ("kube", "redis", "postgres"):
+        for server in ("kube", "mongo", "redis", "postgres"):
             if server in self.__dict__:
                 getattr(self, server).stop()
 
     def pids(self) -> list[int]:
-        procs = [*self.kube.processes.values(), self.postgres.process, self.redis.process]
+        procs = [
+            *self.kube.processes.values(),
+            self.postgres.process,
+            self.redis.process,
+            self.mongo.process,
+        ]
         return [p.pid for p in procs if p is not None and p.running()]
 
     def variables(self) -> dict[str, str]:
@@ -72,6 +87,11 @@ class LocalEnvironment:
             "BANDSY_REDIS_PORT": str(self.redis.port),
             "BANDSY_REDIS_ADMIN_USER": redis_server.ADMIN_USER,
             "BANDSY_REDIS_ADMIN_PASSWORD": self.redis.admin_password,
+            "BANDSY_MONGO_HOST": "127.0.0.1",
+            "BANDSY_MONGO_PORT": str(self.mongo.port),
+            "BANDSY_MONGO_ADMIN_USER": ferretdb.ADMIN_USER,
+            "BANDSY_MONGO_ADMIN_PASSWORD": self.mongo.admin_password,
+            "BANDSY_MONGO_LOG_FILE": str(self.mongo.log_file),
         }
 
     def publish(self, state_dir: Path) -> Path:

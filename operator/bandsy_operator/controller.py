@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from .apply import Applier
+from .backends.mongo import MongoBackend
 from .backends.postgres import PostgresBackend
 from .backends.redis import RedisBackend
 from .constants import API_VERSION, ENVIRONMENT_KIND, SERVICE_KIND, SERVICE_LABEL
@@ -68,7 +69,7 @@ class Controller:
         databases = DatabaseReconciler(
             api,
             CredentialStore(api, settings.operator_namespace),
-            {"postgres": PostgresBackend(), "redis": RedisBackend()},
+            {"postgres": PostgresBackend(), "redis": RedisBackend(), "mongo": MongoBackend()},
         )
         self.environments = EnvironmentReconciler(api, applier, recorder, self.world)
         self.services = ServiceReconciler(api, applier, recorder, self.world, databases)

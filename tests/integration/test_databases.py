@@ -9,11 +9,14 @@ import json
 import uuid
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import asyncpg
 import pytest
 import redis.asyncio as aioredis
 import yaml
+from motor.motor_asyncio import AsyncIOMotorClient
+from pymongo.errors import OperationFailure
 from redis.exceptions import NoPermissionError
 
 from bandsy_dev.local_env import LocalEnvironment
@@ -43,6 +46,7 @@ def admin_secrets(kubectl: KubectlRunner, servers: dict[str, str]) -> None:
     for name, user, password in (
         ("pg-admin", servers["BANDSY_PG_ADMIN_USER"], servers["BANDSY_PG_ADMIN_PASSWORD"]),
         ("redis-admin", servers["BANDSY_REDIS_ADMIN_USER"], servers["BANDSY_REDIS_ADMIN_PASSWORD"]),
+        ("mongo-admin", servers["BANDSY_MONGO_ADMIN_USER"], servers["BANDSY_MONGO_ADMIN_PASSWORD"]),
     ):
         body = {
             "apiVersion": "v1",
@@ -68,8 +72,15 @@ def database_env(name: str, servers: dict[str, str], **overrides: Any) -> dict[s
         "adminSecretRef": {"namespace": "default", "name": "redis-admin"},
         **overrides.pop("redis", {}),
     }
+    mongo = {
+        "host": servers["BANDSY_MONGO_HOST"],
+        "port": int(servers["BANDSY_MONGO_PORT"]),
+        "adminSecretRef": {"namespace": "default", "name": "mongo-admin"},
+        "egressTo": {"cidr": "127.0.0.1/32"},
+        **overrides.pop("mongo", {}),
+    }
     return environment_body(
-        name, postgres=postgres, redis=redis, deletionPolicy="Delete", **overrides
+        name, postgres=postgres, redis=redis, mongo=mongo, deletionPolicy="Delete", **overrides
     )
 
 
@@ -484,6 +495,103 @@ async def test_environments_sharing_a_role_report_it(
     kubectl("delete", "benv", one, two, "--wait=true", "--timeout=60s")
 
 
+async def mongo_login(creds: dict[str, str]) -> bool:
+    """Log in with the projected URI and write under the service's database."""
+    client = AsyncIOMotorClient(creds["MONGODB_URI"], serverSelectionTimeoutMS=5000)
+    try:
+        await client[creds["MONGODB_DATABASE"]]["probe"].insert_one({"ok": 1})
+    except OperationFailure:
+        return False
+    finally:
+        client.close()
+    return True
+
+
+def mongo_admin(servers: dict[str, str]) -> Any:
+    return AsyncIOMotorClient(
+        host=servers["BANDSY_MONGO_HOST"],
+        port=int(servers["BANDSY_MONGO_PORT"]),
+        username=servers["BANDSY_MONGO_ADMIN_USER"],
+        password=servers["BANDSY_MONGO_ADMIN_PASSWORD"],
+        authSource="admin",
+        serverSelectionTimeoutMS=5000,
+    )
+
+
+async def test_mongo_users_log_in_rotate_drift_and_reclaim(
+    kube: KubeApi, kubectl: KubectlRunner, servers: dict[str, str], db_env: str
+) -> None:
+    keep, drop = f"mkeep-{uid()}", f"mdrop-{uid()}"
+    apply(kubectl, service_body(keep, tags(**{db_env: "v1"}), mongo={"enabled": True}))
+    apply(
+        kubectl,
+        service_body(
+            drop,
+            tags(**{db_env: "v1"}),
+            mongo={"enabled": True},
+            postgres={"reclaimPolicy": "Delete"},
+        ),
+    )
+    creds = await projected(kube, db_env, keep, "mongo")
+    other = await projected(kube, db_env, drop, "mongo")
+    assert set(creds) == {"MONGODB_URI", "MONGODB_USERNAME", "MONGODB_PASSWORD", "MONGODB_DATABASE"}
+    assert creds["MONGODB_USERNAME"] == f"{keep}-user"
+    assert creds["MONGODB_DATABASE"] == f"{keep}-{db_env}"
+    assert f"authSource={keep}-{db_env}" in creds["MONGODB_URI"]
+    await eventually(lambda: mongo_login(creds), timeout=30)
+    await eventually(lambda: mongo_login(other), timeout=30)
+    # One service's password does not authenticate as another's user.
+    swapped = {
+        **creds,
+        "MONGODB_URI": creds["MONGODB_URI"].replace(
+            quote(creds["MONGODB_PASSWORD"], safe=""), quote(other["MONGODB_PASSWORD"], safe="")
+        ),
+    }
+    assert not await mongo_login(swapped)
+
+    admin = mongo_admin(servers)
+    database = admin[creds["MONGODB_DATABASE"]]
+    try:
+        # Drift: a changed password and a dropped user are repaired.
+        await database.command(
+            "updateUser", creds["MONGODB_USERNAME"], pwd="changed-by-hand", roles=[]
+        )
+        assert not await mongo_login(creds)
+        await eventually(lambda: mongo_login(creds), timeout=30)
+        await database.command("dropUser", creds["MONGODB_USERNAME"])
+        await eventually(lambda: mongo_login(creds), timeout=30)
+
+        # Rotation: a new password works, the old one stops.
+        kubectl("annotate", "bsvc", keep, "bandsy.app/rotate-credentials=m1")
+
+        async def rotated() -> dict[str, str]:
+            new = await projected(kube, db_env, keep, "mongo")
+            return new if new["MONGODB_PASSWORD"] != creds["MONGODB_PASSWORD"] else {}
+
+        new = await eventually(rotated)
+        await eventually(lambda: mongo_login(new), timeout=30)
+        assert not await mongo_login(creds)
+
+        # Retain keeps the data and removes the user; re-creating brings both back together.
+        kubectl("delete", "bsvc", keep, "--wait=true", "--timeout=60s")
+        users = await database.command("usersInfo", new["MONGODB_USERNAME"])
+        assert users["users"] == []
+        assert await database["probe"].count_documents({}) > 0
+        apply(kubectl, service_body(keep, tags(**{db_env: "v1"}), mongo={"enabled": True}))
+        again = await projected(kube, db_env, keep, "mongo")
+        await eventually(lambda: mongo_login(again), timeout=30)
+
+        # Delete drops the database and the user.
+        kubectl("delete", "bsvc", drop, "--wait=true", "--timeout=60s")
+        assert other["MONGODB_DATABASE"] not in await admin.list_database_names()
+        gone = await admin[other["MONGODB_DATABASE"]].command(
+            "usersInfo", other["MONGODB_USERNAME"]
+        )
+        assert gone["users"] == []
+    finally:
+        admin.close()
+
+
 async def test_no_generated_password_leaks(
     kube: KubeApi, servers: dict[str, str], operator: OperatorProcess, db_env: str
 ) -> None:
@@ -495,7 +603,7 @@ async def test_no_generated_password_leaks(
     for secret in await kube.list("v1", "Secret"):
         name = secret["metadata"]["name"]
         if secret["metadata"].get("labels", {}).get("app.kubernetes.io/managed-by") and (
-            name.endswith("-secrets") or name.endswith("-postgres") or name.endswith("-redis")
+            name.endswith(("-secrets", "-postgres", "-redis", "-mongo"))
         ):
             for key, value in decode(secret).items():
                 if key.endswith("PASSWORD") or name.endswith("-secrets"):
@@ -505,6 +613,7 @@ async def test_no_generated_password_leaks(
     await asyncio.sleep(1)
     haystacks = {
         "postgres log": Path(servers["BANDSY_PG_LOG_FILE"]).read_text(errors="replace"),
+        "ferretdb log": Path(servers["BANDSY_MONGO_LOG_FILE"]).read_text(errors="replace"),
         "operator log": operator.log(),
         "events": json.dumps(await kube.list("events.k8s.io/v1", "Event")),
         "statuses": json.dumps(

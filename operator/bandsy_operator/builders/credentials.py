@@ -36,3 +36,15 @@ def redis_env(
         "REDIS_PASSWORD": password,
         "REDIS_KEY_PREFIX": prefix,
     }
+
+
+def mongo_env(
+    host: str, port: int, tls: bool, user: str, database: str, password: str
+) -> dict[str, str]:
+    options = f"authSource={_q(database)}" + ("&tls=true" if tls else "")
+    return {
+        "MONGODB_URI": f"mongodb://{_q(user)}:{_q(password)}@{host}:{port}/{_q(database)}?{options}",
+        "MONGODB_USERNAME": user,
+        "MONGODB_PASSWORD": password,
+        "MONGODB_DATABASE": database,
+    }

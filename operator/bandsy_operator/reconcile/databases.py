@@ -18,13 +18,13 @@ from ..backends import (
     Server,
 )
 from ..backends.postgres import InvalidIdentifierError, validate_identifier
-from ..builders.credentials import postgres_env, redis_env
+from ..builders.credentials import mongo_env, postgres_env, redis_env
 from ..builders.service import DatabasePeer
 from ..constants import PRODUCTION, ROTATE_CREDENTIALS_ANNOTATION
 from ..credentials import CredentialStore
 from ..kube import KubeApi, ObjectRef
 from ..metrics import DATABASE_OPERATIONS
-from ..models import Environment, PostgresServer, RedisServer, SecretRef, Service
+from ..models import Environment, MongoServer, PostgresServer, RedisServer, SecretRef, Service
 from ..naming import InvalidNameError, render_template
 from ..status import FALSE, TRUE, ConditionUpdate
 from ..validation import Problem
@@ -32,7 +32,8 @@ from ..validation import Problem
 log = logging.getLogger(__name__)
 
 DATABASE_READY = "DatabaseReady"
-ServerSettings = PostgresServer | RedisServer
+ServerSettings = PostgresServer | RedisServer | MongoServer
+BACKENDS = ("postgres", "redis", "mongo")
 
 
 class AdminSecretError(BackendUnavailableError):
@@ -69,12 +70,18 @@ class DatabaseResult:
 
 
 def _enabled(service: Service) -> list[str]:
-    spec = service.spec
-    return [b for b, use in (("postgres", spec.postgres), ("redis", spec.redis)) if use.enabled]
+    return [backend for backend in BACKENDS if getattr(service.spec, backend).enabled]
 
 
 def _settings(env: Environment, backend: str) -> ServerSettings | None:
-    return env.spec.postgres if backend == "postgres" else env.spec.redis
+    settings: ServerSettings | None = getattr(env.spec, backend)
+    return settings
+
+
+def _account(ref: AccountRef) -> Account:
+    if ref.backend == "redis":
+        return Account(ref.user, key_prefix=ref.scope)
+    return Account(ref.user, database=ref.scope)
 
 
 def account_for(service: Service, env: Environment, backend: str) -> tuple[AccountRef, Account]:
@@ -89,6 +96,12 @@ def account_for(service: Service, env: Environment, backend: str) -> tuple[Accou
         validate_identifier(database, "database")
         account = Account(user, database=database, extensions=service.spec.postgres.extensions)
         return AccountRef(env.name, backend, server, user, database), account
+    if isinstance(settings, MongoServer):
+        database = render_template(settings.database_template, service.name, env.name)
+        validate_identifier(user, "user")
+        validate_identifier(database, "database")
+        ref = AccountRef(env.name, backend, server, user, database)
+        return ref, _account(ref)
     prefix = render_template(settings.key_prefix_template, service.name, env.name)
     return AccountRef(env.name, backend, server, user, prefix), Account(user, key_prefix=prefix)
 
@@ -221,6 +234,10 @@ class DatabaseReconciler:
             return postgres_env(
                 settings.host, settings.port, settings.ssl_mode, ref.user, ref.scope, password
             )
+        if isinstance(settings, MongoServer):
+            return mongo_env(
+                settings.host, settings.port, settings.tls, ref.user, ref.scope, password
+            )
         return redis_env(settings.host, settings.port, settings.tls, ref.user, password, ref.scope)
 
     async def reclaim(
@@ -242,11 +259,7 @@ class DatabaseReconciler:
             shared = (ref.backend, ref.server, ref.user) in still_used
             backend = self.backends[ref.backend]
             server = self.server(env, ref.backend)
-            account = (
-                Account(ref.user, database=ref.scope)
-                if ref.backend == "postgres"
-                else Account(ref.user, key_prefix=ref.scope)
-            )
+            account = _account(ref)
             operation = "delete" if delete and ref.env != PRODUCTION else "retain"
             try:
                 if operation == "delete":
