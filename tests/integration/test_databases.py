@@ -592,6 +592,38 @@ async def test_mongo_users_log_in_rotate_drift_and_reclaim(
         admin.close()
 
 
+async def test_mongo_outage_is_reported_and_recovers(
+    kube: KubeApi, kubectl: KubectlRunner, local_env: LocalEnvironment | None, db_env: str
+) -> None:
+    if local_env is None:
+        pytest.skip("needs the servers this session started (not BANDSY_CLUSTER_ENV)")
+    name = f"mout-{uid()}"
+    apply(kubectl, service_body(name, tags(**{db_env: "v1"}), mongo={"enabled": True}))
+    creds = await projected(kube, db_env, name, "mongo")
+    await eventually(lambda: mongo_login(creds), timeout=30)
+    local_env.mongo.stop()
+    try:
+
+        async def unreachable() -> dict[str, Any]:
+            cond = env_condition(await bsvc(kube, name), db_env, "DatabaseReady")
+            assert cond.get("reason") == "DatabaseUnreachable", cond
+            return cond
+
+        cond = await eventually(unreachable, timeout=40)
+        assert "mongo" in cond["message"]
+        assert creds["MONGODB_PASSWORD"] not in cond["message"]
+    finally:
+        local_env.mongo.start()
+
+    async def recovered() -> bool:
+        cond = env_condition(await bsvc(kube, name), db_env, "DatabaseReady")
+        assert cond.get("status") == "True", cond
+        return True
+
+    await eventually(recovered, timeout=60)
+    assert await mongo_login(creds)
+
+
 async def test_no_generated_password_leaks(
     kube: KubeApi, servers: dict[str, str], operator: OperatorProcess, db_env: str
 ) -> None:
