@@ -4,7 +4,6 @@ experimental authentication (users, SCRAM) switched on and an admin user set up 
 from __future__ import annotations
 
 import secrets
-import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import quote
@@ -12,7 +11,7 @@ from urllib.parse import quote
 from .kube import REPO_ROOT
 from .postgres import ADMIN_USER as POSTGRES_ADMIN
 from .postgres import PostgresServer
-from .procs import ManagedProcess, free_port, port_open
+from .procs import ManagedProcess, free_port, port_open, run_build_script
 
 BUILD_SCRIPT = REPO_ROOT / "hack" / "ferretdb" / "build.sh"
 ADMIN_USER = "bandsy-admin"
@@ -20,8 +19,7 @@ BACKEND_DATABASE = "ferretdb"
 
 
 def build_ferretdb() -> Path:
-    out = subprocess.run([str(BUILD_SCRIPT)], check=True, stdout=subprocess.PIPE, text=True)
-    return Path(out.stdout.strip().splitlines()[-1])
+    return run_build_script(BUILD_SCRIPT)
 
 
 @dataclass

@@ -9,14 +9,13 @@ from __future__ import annotations
 import json
 import secrets
 import ssl
-import subprocess
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import yaml
 
-from .procs import ManagedProcess, free_port
+from .procs import ManagedProcess, free_port, run_build_script
 from .tls import CertificateAuthority, new_key, write_key, write_public_key
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -35,8 +34,7 @@ APISERVER_READY_TIMEOUT = 90.0
 
 def build_binaries() -> Path:
     """Build or reuse the cached control-plane binaries; returns their directory."""
-    out = subprocess.run([str(BUILD_SCRIPT)], check=True, stdout=subprocess.PIPE, text=True)
-    return Path(out.stdout.strip().splitlines()[-1])
+    return run_build_script(BUILD_SCRIPT)
 
 
 @dataclass

@@ -101,6 +101,12 @@ def signal_group(pid: int, sig: signal.Signals) -> None:
         os.killpg(pid, sig)
 
 
+def run_build_script(script: Path) -> Path:
+    """Run a ``hack/*/build.sh`` (build or reuse); it prints the artefact's path last."""
+    out = subprocess.run([str(script)], check=True, stdout=subprocess.PIPE, text=True)
+    return Path(out.stdout.strip().splitlines()[-1])
+
+
 def port_open(port: int, host: str = "127.0.0.1") -> bool:
     with contextlib.suppress(OSError), socket.create_connection((host, port), timeout=0.5):
         return True

@@ -40,7 +40,15 @@ class Account:
 
 
 class BackendUnavailableError(Exception):
-    """The server cannot be reached or refused the admin; the message carries no secret."""
+    """The server cannot be used right now; the message carries no secret."""
+
+
+class ServerUnreachableError(BackendUnavailableError):
+    """No connection: down, unresolvable, timed out."""
+
+
+class LoginRefusedError(BackendUnavailableError):
+    """The server answered and refused these credentials."""
 
 
 class Backend(Protocol):

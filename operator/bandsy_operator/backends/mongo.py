@@ -14,7 +14,7 @@ from typing import Any
 from motor.motor_asyncio import AsyncIOMotorClient
 from pymongo.errors import OperationFailure, ServerSelectionTimeoutError
 
-from . import Account, BackendUnavailableError, Server
+from . import Account, LoginRefusedError, Server, ServerUnreachableError
 
 TIMEOUT_MS = 10_000
 AUTH_FAILED = 18  # MongoDB's AuthenticationFailed code
@@ -62,10 +62,10 @@ class MongoBackend:
         try:
             yield client
         except ServerSelectionTimeoutError as error:
-            raise BackendUnavailableError(f"mongo {server.address} unreachable: {error}") from None
+            raise ServerUnreachableError(f"mongo {server.address} unreachable: {error}") from None
         except OperationFailure as error:
             if error.code == AUTH_FAILED:
-                raise BackendUnavailableError(
+                raise LoginRefusedError(
                     f"mongo {server.address}: authentication failed for {user!r}"
                 ) from None
             raise
@@ -76,9 +76,7 @@ class MongoBackend:
         try:
             async with self._client(server, account.user, password, account.database) as client:
                 await client[account.database].list_collection_names()
-        except BackendUnavailableError as error:
-            if "unreachable" in str(error):
-                raise
+        except LoginRefusedError:
             return False
         return True
 

@@ -16,7 +16,7 @@ from typing import Any
 
 import asyncpg
 
-from . import Account, BackendUnavailableError, Server
+from . import Account, LoginRefusedError, Server, ServerUnreachableError
 from .scram import scram_sha256_verifier
 
 MAX_IDENTIFIER_BYTES = 63
@@ -83,13 +83,13 @@ class PostgresBackend:
                 timeout=CONNECT_TIMEOUT,
             )
         except asyncpg.InvalidAuthorizationSpecificationError as error:
-            raise BackendUnavailableError(f"postgres {server.address}: {error}") from None
+            raise LoginRefusedError(f"postgres {server.address}: {error}") from None
         except asyncpg.InvalidPasswordError:
-            raise BackendUnavailableError(
+            raise LoginRefusedError(
                 f"postgres {server.address}: password authentication failed for {user!r}"
             ) from None
         except UNREACHABLE as error:
-            raise BackendUnavailableError(
+            raise ServerUnreachableError(
                 f"postgres {server.address} unreachable: {error}"
             ) from None
         try:
@@ -103,9 +103,7 @@ class PostgresBackend:
                 server, account.database, user=account.user, password=password
             ) as conn:
                 await conn.fetchval("SELECT 1")
-        except BackendUnavailableError as error:
-            if "unreachable" in str(error):
-                raise
+        except LoginRefusedError:
             return False
         return True
 

@@ -10,7 +10,7 @@ from typing import Any
 import redis.asyncio as aioredis
 from redis.exceptions import AuthenticationError, ConnectionError, TimeoutError
 
-from . import Account, BackendUnavailableError, Server
+from . import Account, LoginRefusedError, Server, ServerUnreachableError
 
 # Everything but administration and dangerous commands, on the account's keys and channels.
 COMMAND_RULES = ("+@all", "-@admin", "-@dangerous")
@@ -69,11 +69,11 @@ class RedisBackend:
             await client.ping()
             yield client
         except AuthenticationError:
-            raise BackendUnavailableError(
+            raise LoginRefusedError(
                 f"redis {server.address}: authentication failed for {user!r}"
             ) from None
         except (ConnectionError, TimeoutError, OSError) as error:
-            raise BackendUnavailableError(f"redis {server.address} unreachable: {error}") from None
+            raise ServerUnreachableError(f"redis {server.address} unreachable: {error}") from None
         finally:
             await client.aclose()
 
@@ -128,7 +128,5 @@ class RedisBackend:
         try:
             async with self._connect(server, account.user, password):
                 return True
-        except BackendUnavailableError as error:
-            if "unreachable" in str(error):
-                raise
+        except LoginRefusedError:
             return False
