@@ -138,7 +138,7 @@ class Controller:
         name = body["metadata"]["name"]
         before = self.world.environments.get(name)
         if event_type == "DELETED":
-            self.world.environments.pop(name, None)
+            self.world.forget_environment(name)
             after = None
         else:
             after = self.world.observe_environment(dict(body))
@@ -156,7 +156,7 @@ class Controller:
         name = body["metadata"]["name"]
         before = self.world.services.get(name)
         if event_type == "DELETED":
-            self.world.services.pop(name, None)
+            self.world.forget_service(name)
             after = None
         else:
             after = self.world.observe_service(dict(body))

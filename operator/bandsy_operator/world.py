@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from types import MappingProxyType
 from typing import Any, Generic, TypeVar
 
 from pydantic import ValidationError
@@ -54,9 +55,14 @@ def _older(body: dict[str, Any], current: Known[Any] | None) -> bool:
 
 
 class World:
+    """Read-mostly: every reconcile asks for the valid models, so those maps are kept up to date
+    on each observation instead of being rebuilt per question."""
+
     def __init__(self) -> None:
         self.environments: dict[str, Known[Environment]] = {}
         self.services: dict[str, Known[Service]] = {}
+        self._valid_environments: dict[str, Environment] = {}
+        self._valid_services: dict[str, Service] = {}
 
     def observe_environment(self, body: dict[str, Any]) -> Known[Environment]:
         name = body["metadata"]["name"]
@@ -64,7 +70,15 @@ class World:
             return self.environments[name]
         known = _known(body, parse_environment)
         self.environments[name] = known
+        if known.model is not None and not known.deleting:
+            self._valid_environments[name] = known.model
+        else:
+            self._valid_environments.pop(name, None)
         return known
+
+    def forget_environment(self, name: str) -> None:
+        self.environments.pop(name, None)
+        self._valid_environments.pop(name, None)
 
     def observe_service(self, body: dict[str, Any]) -> Known[Service]:
         name = body["metadata"]["name"]
@@ -72,17 +86,23 @@ class World:
             return self.services[name]
         known = _known(body, parse_service)
         self.services[name] = known
+        if known.model is not None:
+            self._valid_services[name] = known.model
+        else:
+            self._valid_services.pop(name, None)
         return known
 
-    def valid_environments(self) -> dict[str, Environment]:
-        return {
-            name: k.model
-            for name, k in self.environments.items()
-            if k.model is not None and not k.deleting
-        }
+    def forget_service(self, name: str) -> None:
+        self.services.pop(name, None)
+        self._valid_services.pop(name, None)
 
-    def valid_services(self) -> dict[str, Service]:
-        return {name: k.model for name, k in self.services.items() if k.model is not None}
+    def valid_environments(self) -> Mapping[str, Environment]:
+        """Parsed environments that are not being deleted (a read-only view)."""
+        return MappingProxyType(self._valid_environments)
+
+    def valid_services(self) -> Mapping[str, Service]:
+        """Parsed services (a read-only view)."""
+        return MappingProxyType(self._valid_services)
 
     def services_in(self, environment: str) -> list[str]:
         return sorted(

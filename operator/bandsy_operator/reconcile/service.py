@@ -227,14 +227,16 @@ class ServiceReconciler:
             pruned = await self.applier.prune(inventory.stale(previous, wanted))
             if pruned:
                 log.info("%s: pruned %s", name, ", ".join(map(str, pruned)))
-            accounts |= set(
-                await self.databases.reclaim(
-                    previous_accounts - planned_accounts,
-                    self._accounts_in_use(exclude=name) | _users(planned_accounts),
-                    delete=service.spec.postgres.reclaim_policy == "Delete",
-                    environments=self.world.valid_environments(),
+            retired = previous_accounts - planned_accounts
+            if retired:  # scanning every service for shared users is for this case only
+                accounts |= set(
+                    await self.databases.reclaim(
+                        retired,
+                        self._accounts_in_use(exclude=name) | _users(planned_accounts),
+                        delete=service.spec.postgres.reclaim_policy == "Delete",
+                        environments=self.world.valid_environments(),
+                    )
                 )
-            )
         else:
             wanted = grown
             accounts |= previous_accounts
