@@ -3,6 +3,7 @@ experimental authentication (users, SCRAM) switched on and an admin user set up 
 
 from __future__ import annotations
 
+import os
 import secrets
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -44,12 +45,17 @@ class FerretDBServer:
             f"postgres://{quote(POSTGRES_ADMIN)}:{quote(self.postgres.admin_password)}"
             f"@127.0.0.1:{self.postgres.port}/{BACKEND_DATABASE}?sslmode=require"
         )
+        # Credentials go through the environment, not the command line that `ps` shows.
+        env = {
+            **os.environ,
+            "FERRETDB_POSTGRESQL_URL": url,
+            "FERRETDB_SETUP_PASSWORD": self.admin_password,
+        }
         self.process = ManagedProcess(
             "ferretdb",
             [
                 str(binary),
                 "--handler=postgresql",
-                f"--postgresql-url={url}",
                 f"--listen-addr=127.0.0.1:{self.port}",
                 "--debug-addr=-",
                 f"--state-dir={self.workdir}",
@@ -57,10 +63,10 @@ class FerretDBServer:
                 "--test-enable-new-auth",
                 "--setup-database=admin",
                 f"--setup-username={ADMIN_USER}",
-                f"--setup-password={self.admin_password}",
                 "--log-level=WARN",
             ],
             self.log_file,
+            env=env,
         )
         self.process.start()
         self.process.wait_until(lambda: port_open(self.port), timeout=60, what="listening")
