@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import pwd
 import secrets
 import shutil
 import subprocess
@@ -168,11 +167,3 @@ def _make_traversable(path: Path) -> None:
         mode = parent.stat().st_mode
         if parent.stat().st_uid == os.geteuid() and not mode & 0o001:
             parent.chmod(mode | 0o011)
-
-
-def server_user_exists() -> bool:
-    try:
-        pwd.getpwnam(SERVER_USER)
-    except KeyError:
-        return False
-    return True

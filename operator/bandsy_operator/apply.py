@@ -89,10 +89,6 @@ class Applied:
     # The object exists without our managed-by label: never ours to modify.
     refused: bool = False
 
-    @property
-    def ref(self) -> ObjectRef | None:
-        return ObjectRef.of(self.live) if self.live is not None else None
-
 
 class Applier:
     """Applies desired manifests and prunes stale inventory entries, concurrently but bounded."""

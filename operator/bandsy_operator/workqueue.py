@@ -24,9 +24,6 @@ class WorkQueue(Generic[Key]):
         self.base_delay = base_delay
         self.max_delay = max_delay
 
-    def __len__(self) -> int:
-        return len(self._queued) + len(self._active)
-
     def add(self, key: Key) -> None:
         if key in self._active:
             self._dirty.add(key)
@@ -72,9 +69,6 @@ class WorkQueue(Generic[Key]):
         if key in self._dirty:
             self._dirty.discard(key)
             self.add(key)
-
-    def idle(self) -> bool:
-        return not self._queued and not self._active
 
 
 async def run_workers(
