@@ -11,7 +11,7 @@ COVERAGE_FLOOR := 93
 PYTEST_ARGS ?=
 export PYTHONPATH := $(CURDIR)/hack
 
-.PHONY: help venv deps control-plane lint unit test cluster-up cluster-down run kind-up
+.PHONY: help venv deps control-plane lint unit test cluster-up cluster-down run kind-up bench chaos
 
 help: ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -42,6 +42,12 @@ unit: venv ## the fast unit tests only
 
 test: lint deps control-plane ## THE test command: lint, then every test against real servers
 	$(PY) -m pytest --cov --cov-report=term --cov-fail-under=$(COVERAGE_FLOOR) $(PYTEST_ARGS)
+
+bench: deps control-plane ## benchmarks on fresh local servers: table on stdout, JSON in .local/bench.json
+	$(PY) -m bandsy_dev.bench --output $(STATE)/bench.json $(BENCH_ARGS)
+
+chaos: deps control-plane ## the fault-injection suite at full size (make test runs it reduced)
+	BANDSY_CHAOS_SIZE=full $(PY) -m pytest tests/chaos $(PYTEST_ARGS)
 
 cluster-up: deps control-plane ## start the local servers in the background; writes .local/cluster.env
 	$(PY) -m bandsy_dev up --state $(STATE)

@@ -7,7 +7,6 @@ By default the session starts its own servers in a temporary directory. Set
 from __future__ import annotations
 
 import os
-import subprocess
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -16,28 +15,13 @@ import pytest_asyncio
 import yaml
 
 from bandsy_dev.install import local_samples
-from bandsy_dev.kube import kubectl_path
 from bandsy_dev.local_env import LocalEnvironment, read_cluster_env
-from bandsy_dev.procs import ManagedProcess, free_port
+from bandsy_dev.operator_process import (
+    KubectlRunner,
+    OperatorProcess,
+    least_privilege_kubeconfig,
+)
 from bandsy_operator.kube import KubeApi
-
-
-class KubectlRunner:
-    """kubectl as a user runs it, against the test cluster."""
-
-    def __init__(self, kubeconfig: str) -> None:
-        self.binary = str(kubectl_path())
-        self.env = {**os.environ, "KUBECONFIG": kubeconfig}
-
-    def __call__(
-        self, *args: str, input: str | None = None, check: bool = True
-    ) -> subprocess.CompletedProcess[str]:
-        result = subprocess.run(
-            [self.binary, *args], input=input, capture_output=True, text=True, env=self.env
-        )
-        if check and result.returncode != 0:
-            raise AssertionError(f"kubectl {' '.join(args)} failed:\n{result.stderr}")
-        return result
 
 
 @pytest.fixture(scope="session")
@@ -77,72 +61,6 @@ def crds(kubectl: KubectlRunner) -> None:
     kubectl("wait", "--for=condition=Established", "crd", "--all", "--timeout=60s")
 
 
-class OperatorProcess:
-    """``python -m bandsy_operator`` as a separate process, logging to a file."""
-
-    def __init__(self, kubeconfig: str, log_file: Path, extra_env: dict[str, str] | None = None):
-        self.log_file = log_file
-        self.liveness_port = free_port()
-        self.metrics_port = free_port()
-        self.env = {
-            **os.environ,
-            "KUBECONFIG": kubeconfig,
-            "BANDSY_RESYNC_INTERVAL": str(RESYNC_SECONDS),
-            "BANDSY_LIVENESS_PORT": str(self.liveness_port),
-            "BANDSY_METRICS_PORT": str(self.metrics_port),
-            **(extra_env or {}),
-        }
-        self.process: ManagedProcess | None = None
-
-    def start(self) -> None:
-        import sys
-
-        self.process = ManagedProcess(
-            "bandsy-operator",
-            [sys.executable, "-m", "bandsy_operator"],
-            self.log_file,
-            env=self.env,
-        )
-        self.process.start()
-        self.process.wait_until(
-            lambda: " started" in self.log_file.read_text(), timeout=60, what="started"
-        )
-
-    def stop(self) -> None:
-        if self.process is not None:
-            self.process.stop()
-
-    def kill(self) -> None:
-        if self.process is not None:
-            self.process.kill()
-
-    def log(self) -> str:
-        return self.log_file.read_text(errors="replace")
-
-
-def least_privilege_kubeconfig(kubectl: KubectlRunner, admin_kubeconfig: str, path: Path) -> str:
-    """A kubeconfig for the operator's ServiceAccount, bound to exactly the shipped ClusterRole,
-    so every test that talks to the operator also proves deploy/rbac.yaml is enough."""
-    kubectl(
-        "apply",
-        "--server-side",
-        "-f",
-        str(REPO_ROOT / "deploy" / "namespace.yaml"),
-        "-f",
-        str(REPO_ROOT / "deploy" / "rbac.yaml"),
-    )
-    token = kubectl(
-        "-n", "bandsy-system", "create", "token", "bandsy-operator", "--duration=6h"
-    ).stdout.strip()
-    config = yaml.safe_load(Path(admin_kubeconfig).read_text())
-    config["users"] = [{"name": "bandsy-operator", "user": {"token": token}}]
-    for context in config["contexts"]:
-        context["context"]["user"] = "bandsy-operator"
-    path.write_text(yaml.safe_dump(config))
-    path.chmod(0o600)
-    return str(path)
-
-
 @pytest.fixture(scope="session")
 def operator(
     servers: dict[str, str],
@@ -152,7 +70,7 @@ def operator(
 ) -> Iterator[OperatorProcess]:
     workdir = tmp_path_factory.mktemp("operator")
     kubeconfig = least_privilege_kubeconfig(kubectl, servers["KUBECONFIG"], workdir / "kubeconfig")
-    proc = OperatorProcess(kubeconfig, workdir / "operator.log")
+    proc = OperatorProcess(kubeconfig, workdir / "operator.log", RESYNC_SECONDS)
     proc.start()
     try:
         yield proc

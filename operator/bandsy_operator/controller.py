@@ -22,7 +22,7 @@ from .constants import API_VERSION, ENVIRONMENT_KIND, SERVICE_KIND, SERVICE_LABE
 from .credentials import CredentialStore
 from .events import EventRecorder
 from .kube import CLIENT_ERRORS, KubeApi, ObjectRef
-from .metrics import RECONCILE_SECONDS, RECONCILES
+from .metrics import RECONCILE_SECONDS, RECONCILES, RESYNCS, WORK_QUEUE_DEPTH
 from .reconcile.databases import DatabaseReconciler
 from .reconcile.environment import EnvironmentReconciler
 from .reconcile.service import Outcome, ServiceReconciler
@@ -64,6 +64,7 @@ class Controller:
         self.settings = settings
         self.world = World()
         self.queue: WorkQueue[Key] = WorkQueue()
+        WORK_QUEUE_DEPTH.set_function(lambda: self.queue.depth)
         applier = Applier(api)
         recorder = EventRecorder(api)
         databases = DatabaseReconciler(
@@ -125,6 +126,7 @@ class Controller:
         while True:
             await asyncio.sleep(self.settings.resync_interval)
             self.enqueue_all()
+            RESYNCS.inc()
 
     def enqueue_all(self) -> None:
         for name in sorted(self.world.environments):

@@ -1,12 +1,12 @@
 """Prometheus metrics on ``/metrics`` (SPEC §8): reconciles, their duration, database
-operations, blocked promotions and managed objects."""
+operations, the work queue, resyncs, blocked promotions and managed objects."""
 
 from __future__ import annotations
 
 from collections import Counter as Tally
 from collections.abc import Iterator
 
-from prometheus_client import Counter, Histogram, start_http_server
+from prometheus_client import Counter, Gauge, Histogram, start_http_server
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import REGISTRY, Collector
 
@@ -27,6 +27,11 @@ DATABASE_OPERATIONS = Counter(
     "Database account operations by backend, operation and result",
     ["backend", "operation", "result"],
 )
+
+WORK_QUEUE_DEPTH = Gauge(
+    "bandsy_work_queue_depth", "Custom resources waiting for or in a reconcile (0: idle)"
+)
+RESYNCS = Counter("bandsy_resyncs_total", "Periodic resyncs that queued every custom resource")
 
 
 class WorldCollector(Collector):

@@ -58,6 +58,11 @@ class WorkQueue(Generic[Key]):
         """The key succeeded: its backoff starts again from the base."""
         self._failures.pop(key, None)
 
+    @property
+    def depth(self) -> int:
+        """Keys waiting or being processed; zero means the operator is idle (timers aside)."""
+        return len(self._queued | self._active | self._dirty)
+
     async def get(self) -> Key:
         key = await self._queue.get()
         self._queued.discard(key)

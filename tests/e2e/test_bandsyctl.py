@@ -13,10 +13,10 @@ from typing import Any
 import pytest
 import yaml
 
+from bandsy_dev.kubelet import make_deployment_ready
 from bandsy_operator.kube import KubeApi, ObjectRef
 from conftest import KubectlRunner, OperatorProcess
 from factories import environment_body, service_body
-from kubelet import make_deployment_ready
 from waiting import eventually
 
 pytestmark = pytest.mark.e2e

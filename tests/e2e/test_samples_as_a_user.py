@@ -7,9 +7,9 @@ import json
 
 import pytest
 
+from bandsy_dev.kubelet import make_deployment_ready
 from bandsy_operator.kube import KubeApi
 from conftest import KubectlRunner, OperatorProcess, install_local_samples
-from kubelet import make_deployment_ready
 from waiting import eventually
 
 pytestmark = [pytest.mark.e2e, pytest.mark.asyncio(loop_scope="session")]

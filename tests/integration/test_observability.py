@@ -35,6 +35,7 @@ async def test_healthz_and_metrics(operator: OperatorProcess) -> None:
         assert (
             sample(text, "bandsy_reconciles_total", kind="BandsyEnvironment", result="success") > 0
         )
+        assert sample(text, "bandsy_resyncs_total") >= 1  # RESYNC_SECONDS is 2 in tests
         return text
 
     text = await eventually(scraped, timeout=30)
@@ -42,6 +43,8 @@ async def test_healthz_and_metrics(operator: OperatorProcess) -> None:
     assert sample(text, "bandsy_managed_objects", kind="Deployment") > 0
     assert sample(text, "bandsy_managed_objects", kind="Namespace") > 0
     assert "bandsy_blocked_promotions " in text
+    assert "bandsy_work_queue_depth " in text
+    assert operator.metrics()["bandsy_work_queue_depth"] >= 0
     assert (
         sample(
             text,

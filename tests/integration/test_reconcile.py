@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 import yaml
 
+from bandsy_dev.kubelet import make_deployment_ready
 from bandsy_operator.constants import (
     APPLIED_HASH_ANNOTATION,
     CONFIG_HASH_ANNOTATION,
@@ -21,7 +22,6 @@ from bandsy_operator.constants import (
 from bandsy_operator.kube import KubeApi, ObjectRef
 from conftest import RESYNC_SECONDS, KubectlRunner, OperatorProcess, install_local_samples
 from factories import environment_body, service_body, tags
-from kubelet import make_deployment_ready
 from waiting import eventually
 
 pytestmark = [pytest.mark.integration, pytest.mark.asyncio(loop_scope="session")]

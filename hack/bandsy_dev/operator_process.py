@@ -1,0 +1,139 @@
+"""The operator as its users run it, for tests, benchmarks and fault injection: a separate
+``python -m bandsy_operator`` process with the shipped ServiceAccount's permissions, and kubectl."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+import urllib.request
+from pathlib import Path
+
+import yaml
+
+from .kube import REPO_ROOT, kubectl_path
+from .procs import ManagedProcess, free_port
+
+
+class KubectlRunner:
+    """kubectl as a user runs it, against one cluster."""
+
+    def __init__(self, kubeconfig: str) -> None:
+        self.binary = str(kubectl_path())
+        self.env = {**os.environ, "KUBECONFIG": kubeconfig}
+
+    def __call__(
+        self, *args: str, input: str | None = None, check: bool = True
+    ) -> subprocess.CompletedProcess[str]:
+        result = subprocess.run(
+            [self.binary, *args], input=input, capture_output=True, text=True, env=self.env
+        )
+        if check and result.returncode != 0:
+            raise AssertionError(f"kubectl {' '.join(args)} failed:\n{result.stderr}")
+        return result
+
+
+class OperatorProcess:
+    """``python -m bandsy_operator`` as a separate process, logging to a file."""
+
+    def __init__(
+        self,
+        kubeconfig: str,
+        log_file: Path,
+        resync_seconds: float,
+        extra_env: dict[str, str] | None = None,
+    ) -> None:
+        self.log_file = log_file
+        self.liveness_port = free_port()
+        self.metrics_port = free_port()
+        self.env = {
+            **os.environ,
+            "KUBECONFIG": kubeconfig,
+            "BANDSY_RESYNC_INTERVAL": str(resync_seconds),
+            "BANDSY_LIVENESS_PORT": str(self.liveness_port),
+            "BANDSY_METRICS_PORT": str(self.metrics_port),
+            **(extra_env or {}),
+        }
+        self.process: ManagedProcess | None = None
+
+    def start(self) -> None:
+        # Each start appends, so a log read after restarts covers every life of the operator.
+        self.process = ManagedProcess(
+            "bandsy-operator",
+            [sys.executable, "-m", "bandsy_operator"],
+            self.log_file,
+            env=self.env,
+        )
+        starts = self.log().count(" started")
+        self.process.start()
+        self.process.wait_until(
+            lambda: self.log().count(" started") > starts, timeout=60, what="started"
+        )
+
+    def stop(self) -> None:
+        if self.process is not None:
+            self.process.stop()
+
+    def kill(self) -> None:
+        if self.process is not None:
+            self.process.kill()
+
+    def running(self) -> bool:
+        return self.process is not None and self.process.running()
+
+    @property
+    def pid(self) -> int:
+        assert self.process is not None, "the operator was never started"
+        return self.process.pid
+
+    def log(self) -> str:
+        if not self.log_file.exists():
+            return ""
+        return self.log_file.read_text(errors="replace")
+
+    def metrics(self) -> dict[str, float]:
+        """The operator's own ``/metrics``: one value per sample name and labels."""
+        url = f"http://127.0.0.1:{self.metrics_port}/metrics"
+        with urllib.request.urlopen(url, timeout=5) as response:
+            return parse_prometheus(response.read().decode())
+
+    def peak_rss_bytes(self) -> int:
+        """VmHWM: the highest resident set size the process has had."""
+        status = Path(f"/proc/{self.pid}/status").read_text()
+        match = re.search(r"^VmHWM:\s+(\d+) kB", status, re.MULTILINE)
+        assert match is not None, "no VmHWM in /proc/<pid>/status"
+        return int(match.group(1)) * 1024
+
+
+def parse_prometheus(text: str) -> dict[str, float]:
+    """Prometheus text format to ``{'name{labels}': value}`` (comments dropped)."""
+    samples: dict[str, float] = {}
+    for line in text.splitlines():
+        if line and not line.startswith("#"):
+            name, _, value = line.rpartition(" ")
+            samples[name] = float(value)
+    return samples
+
+
+def least_privilege_kubeconfig(kubectl: KubectlRunner, admin_kubeconfig: str, path: Path) -> str:
+    """A kubeconfig for the operator's ServiceAccount, bound to exactly the shipped ClusterRole,
+    so whatever runs the operator this way also proves deploy/rbac.yaml is enough."""
+    kubectl(
+        "apply",
+        "--server-side",
+        "-f",
+        str(REPO_ROOT / "deploy" / "namespace.yaml"),
+        "-f",
+        str(REPO_ROOT / "deploy" / "rbac.yaml"),
+    )
+    token = kubectl(
+        "-n", "bandsy-system", "create", "token", "bandsy-operator", "--duration=6h"
+    ).stdout.strip()
+    config = yaml.safe_load(Path(admin_kubeconfig).read_text())
+    config["users"] = [{"name": "bandsy-operator", "user": {"token": token}}]
+    for context in config["contexts"]:
+        context["context"]["user"] = "bandsy-operator"
+    path.write_text(yaml.safe_dump(config))
+    path.chmod(0o600)
+    return str(path)
