@@ -1,0 +1,440 @@
+"""``make bench``: start fresh local servers, run the operator as it ships, measure SPEC §9.
+
+Scenarios, in order, on one cluster: converge (N services x 3 environments with Postgres, from
+empty to all Ready) and its floor; idle cost of two forced resyncs; latency of tag edits; memory
+at N services; then with the large count (the extra services in one environment, without
+databases): memory and a restart. Prints a table; writes JSON with the machine's description.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import random
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Awaitable, Callable
+from contextlib import AsyncExitStack
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+from lightkube.resources.apps_v1 import Deployment
+from lightkube.types import PatchType
+
+from bandsy_operator.backends.postgres import ssl_argument
+from bandsy_operator.kube import BandsyServiceResource, KubeApi
+
+from ..kube import REPO_ROOT
+from ..kubelet import SimulatedKubelet
+from ..local_env import LocalEnvironment
+from ..operator_process import KubectlRunner, OperatorProcess, least_privilege_kubeconfig
+from . import floor, probes, workload
+
+MiB = 1024 * 1024
+CONVERGE_TIMEOUT = 1800.0
+
+
+class Bench:
+    def __init__(self, args: argparse.Namespace, env: LocalEnvironment, workdir: Path) -> None:
+        self.args = args
+        self.env = env
+        self.workdir = workdir
+        self.variables = env.variables()
+        self.kubectl = KubectlRunner(self.variables["KUBECONFIG"])
+        self.results: dict[str, Any] = {}
+        self.operator: OperatorProcess | None = None
+        self.api: KubeApi
+
+    # -- setup ----------------------------------------------------------------------------------
+
+    def install(self) -> str:
+        self.kubectl("apply", "--server-side", "-f", str(REPO_ROOT / "crds"))
+        self.kubectl("wait", "--for=condition=Established", "crd", "--all", "--timeout=60s")
+        return least_privilege_kubeconfig(
+            self.kubectl, self.variables["KUBECONFIG"], self.workdir / "operator-kubeconfig"
+        )
+
+    def start_operator(self, kubeconfig: str) -> OperatorProcess:
+        operator = OperatorProcess(
+            kubeconfig,
+            self.workdir / "operator.log",
+            resync_seconds=self.args.resync,
+            extra_env={"BANDSY_WORKERS": str(self.args.workers)},
+        )
+        operator.start()
+        self.operator = operator
+        return operator
+
+    async def pg(self) -> asyncpg.Connection:
+        conn: asyncpg.Connection = await asyncpg.connect(
+            host=self.variables["BANDSY_PG_HOST"],
+            port=int(self.variables["BANDSY_PG_PORT"]),
+            user=self.variables["BANDSY_PG_ADMIN_USER"],
+            password=self.variables["BANDSY_PG_ADMIN_PASSWORD"],
+            database="postgres",
+            ssl=ssl_argument("require"),
+        )
+        return conn
+
+    async def services(self) -> list[dict[str, Any]]:
+        return await self.api.list(*probes.SERVICES)
+
+    async def apply_all(self, bodies: list[dict[str, Any]]) -> None:
+        limit = asyncio.Semaphore(self.args.workers)
+
+        async def one(body: dict[str, Any]) -> None:
+            async with limit:
+                await self.api.apply(body)
+
+        await asyncio.gather(*(one(b) for b in bodies))
+
+    async def until_ready(self, service_environments: int, within: float) -> float:
+        async def all_ready() -> bool:
+            return await probes.count_ready(self.services) >= service_environments
+
+        return await probes.wait_until(all_ready, within, f"{service_environments} Ready")
+
+    async def until_idle(self, within: float = 600.0, reconciles_at_least: float = 0) -> float:
+        operator = self.operator
+        assert operator is not None
+
+        async def idle() -> bool:
+            return probes.idle(operator, reconciles_at_least)
+
+        return await probes.wait_until(idle, within, "idle", interval=0.2)
+
+    # -- scenarios ------------------------------------------------------------------------------
+
+    async def converge(self) -> None:
+        n = self.args.services
+        started = time.perf_counter()
+        await self.apply_all(
+            [workload.environment(name, self.variables) for name in workload.ENVIRONMENTS]
+        )
+        await self.apply_all(
+            [workload.service(i, workload.ENVIRONMENTS, postgres=True) for i in range(n)]
+        )
+        await self.until_ready(n * len(workload.ENVIRONMENTS), CONVERGE_TIMEOUT)
+        seconds = time.perf_counter() - started
+        await self.until_idle()
+
+        environments = await self.api.list(probes.SERVICES[0], "BandsyEnvironment")
+        work = await floor.snapshot(self.api, environments, await self.services(), "bandsy-system")
+        pool = await asyncpg.create_pool(
+            min_size=self.args.workers,
+            max_size=self.args.workers,
+            host=self.variables["BANDSY_PG_HOST"],
+            port=int(self.variables["BANDSY_PG_PORT"]),
+            user=self.variables["BANDSY_PG_ADMIN_USER"],
+            password=self.variables["BANDSY_PG_ADMIN_PASSWORD"],
+            database="postgres",
+            ssl=ssl_argument("require"),
+        )
+        try:
+            floor_seconds = await floor.run(self.api, pool, work, self.args.workers)
+            await floor.clean_up(self.api, pool, work)
+        finally:
+            await pool.close()
+        self.results["converge"] = {
+            "services": n,
+            "service_environments": n * len(workload.ENVIRONMENTS),
+            "objects": work.object_count,
+            "databases": work.account_count,
+            "workers": self.args.workers,
+            "operator_seconds": round(seconds, 2),
+            "floor_seconds": round(floor_seconds, 2),
+            "ratio": round(seconds / floor_seconds, 2),
+            "bar": "ratio <= 1.5",
+            "passed": seconds / floor_seconds <= 1.5,
+        }
+
+    async def idle_cost(self) -> None:
+        operator = self.operator
+        assert operator is not None
+        await self.until_idle()
+        api_before = probes.api_writes(self.kubectl)
+        sql_before = await probes.sql_writes(self.pg)
+        resyncs = operator.metrics().get("bandsy_resyncs_total", 0)
+        cycles = 2
+
+        async def resynced() -> bool:
+            return operator.metrics().get("bandsy_resyncs_total", 0) >= resyncs + cycles
+
+        await probes.wait_until(resynced, self.args.resync * (cycles + 1), "resynced twice")
+        await self.until_idle()
+        api = probes.difference(probes.api_writes(self.kubectl), api_before)
+        sql = probes.difference(await probes.sql_writes(self.pg), sql_before)
+        self.results["idle"] = {
+            "resync_cycles": cycles,
+            "resync_interval_seconds": self.args.resync,
+            "api_writes": sum(api.values()),
+            "api_writes_by_request": api,
+            "sql_writes": sum(sql.values()),
+            "sql_writes_by_statement": sql,
+            "bar": "0 API writes, 0 SQL writes",
+            "passed": not api and not sql,
+        }
+
+    async def latency(self) -> None:
+        await self.until_idle()
+        edits = self.args.edits
+        env = workload.ENVIRONMENTS[0]
+        arrived: dict[str, float] = {}
+        watch = asyncio.create_task(self._watch_images(env, arrived))
+        rng = random.Random(self.args.seed)
+        samples = []
+        try:
+            await asyncio.sleep(1.0)  # the watch's initial listing
+            for edit in range(edits):
+                name = workload.service_name(rng.randrange(self.args.services))
+                tag = f"release-1.0.{edit + 1}"
+                image = f"ghcr.io/feinwaru/{name}:{tag}"
+                patch = {"spec": {"environments": {env: {"image": {"tag": tag}}}}}
+                sent = time.perf_counter()
+                await self.api.client.patch(
+                    BandsyServiceResource, name, patch, patch_type=PatchType.MERGE
+                )
+
+                async def seen(image: str = image) -> bool:
+                    return image in arrived
+
+                await probes.wait_until(seen, 60, f"{image} on the Deployment", interval=0.005)
+                samples.append(arrived[image] - sent)
+                await asyncio.sleep(0.2)
+        finally:
+            watch.cancel()
+        samples.sort()
+        p95 = samples[min(len(samples) - 1, round(0.95 * len(samples)) - 1)]
+        self.results["latency"] = {
+            "service_environments_present": self.args.services * len(workload.ENVIRONMENTS),
+            "edits": edits,
+            "p50_seconds": round(statistics.median(samples), 3),
+            "p95_seconds": round(p95, 3),
+            "max_seconds": round(samples[-1], 3),
+            "bar": "p95 <= 1 s",
+            "passed": p95 <= 1.0,
+        }
+
+    async def _watch_images(self, namespace: str, arrived: dict[str, float]) -> None:
+        async for _, deployment in self.api.client.watch(Deployment, namespace=namespace):
+            assert deployment.spec is not None
+            for container in deployment.spec.template.spec.containers:  # type: ignore[union-attr]
+                if container.image is not None:
+                    arrived.setdefault(container.image, time.perf_counter())
+
+    def memory(self, label: str, services: int, databases: bool) -> None:
+        operator = self.operator
+        assert operator is not None
+        peak = operator.peak_rss_bytes()
+        self.results.setdefault("memory", {})[label] = {
+            "services": services,
+            "databases": databases,
+            "peak_rss_mib": round(peak / MiB, 1),
+            "bar": "<= 200 MiB at 1000 services",
+            "passed": peak <= 200 * MiB,
+        }
+
+    async def grow(self) -> None:
+        """Up to the large count; the extra services live in one environment, without databases
+        (300 more Postgres databases would measure Postgres, not the operator)."""
+        n, large = self.args.services, self.args.large
+        env = workload.ENVIRONMENTS[0]
+        await self.apply_all([workload.service(i, (env,), postgres=False) for i in range(n, large)])
+        total = n * len(workload.ENVIRONMENTS) + (large - n)
+        await self.until_ready(total, CONVERGE_TIMEOUT)
+        await self.until_idle()
+
+    async def restart(self, kubeconfig: str, custom_resources: int) -> None:
+        operator = self.operator
+        assert operator is not None
+        await self.until_idle()
+        operator.stop()
+        api_before = probes.api_writes(self.kubectl)
+        sql_before = await probes.sql_writes(self.pg)
+        started = time.perf_counter()
+        operator = self.start_operator(kubeconfig)
+        up = time.perf_counter() - started
+        await self.until_idle(reconciles_at_least=custom_resources)
+        seconds = time.perf_counter() - started
+        await asyncio.sleep(2.0)  # anything a late watch event would still cause
+        api = probes.difference(probes.api_writes(self.kubectl), api_before)
+        sql = probes.difference(await probes.sql_writes(self.pg), sql_before)
+        self.results["restart"] = {
+            "services": self.args.large,
+            "custom_resources": custom_resources,
+            "started_seconds": round(up, 2),
+            "idle_seconds": round(seconds, 2),
+            "api_writes": sum(api.values()),
+            "api_writes_by_request": api,
+            "sql_writes": sum(sql.values()),
+            "sql_writes_by_statement": sql,
+            "bar": "0 writes",
+            "passed": not api and not sql,
+        }
+
+    async def run(self) -> dict[str, Any]:
+        kubeconfig = self.install()
+        self.api = KubeApi.from_kubeconfig(self.variables["KUBECONFIG"])
+        kubelet = SimulatedKubelet(self.api)
+        async with AsyncExitStack() as stack:
+            stack.push_async_callback(self.api.close)
+            conn = await self.pg()
+            await conn.execute("CREATE EXTENSION IF NOT EXISTS pg_stat_statements")
+            await conn.close()
+            await self.api.apply(workload.admin_secret(self.variables))
+            kubelet.start()
+            stack.push_async_callback(kubelet.stop)
+            self.start_operator(kubeconfig)
+            try:
+                await self.step("converge", self.converge)
+                await self.step("idle", self.idle_cost)
+                await self.step("latency", self.latency)
+                self.memory("base", self.args.services, databases=True)
+                if self.args.large > self.args.services:
+                    await self.step("grow", self.grow)
+                    self.memory("large", self.args.large, databases=False)
+                    crs = self.args.large + len(workload.ENVIRONMENTS)
+                    await self.step("restart", lambda: self.restart(kubeconfig, crs))
+            finally:
+                assert self.operator is not None
+                self.operator.stop()
+                log = self.operator.log()
+                self.results["operator_log_tracebacks"] = log.count("Traceback")
+        return self.results
+
+    async def step(self, name: str, scenario: Callable[[], Awaitable[Any]]) -> Any:
+        print(f"bench: {name} ...", file=sys.stderr, flush=True)
+        started = time.perf_counter()
+        result = await scenario()
+        print(f"bench: {name} done in {time.perf_counter() - started:.1f} s", file=sys.stderr)
+        return result
+
+
+def machine() -> dict[str, Any]:
+    meminfo = Path("/proc/meminfo").read_text().split()
+    cpu = next(
+        (
+            line.split(":", 1)[1].strip()
+            for line in Path("/proc/cpuinfo").read_text().splitlines()
+            if line.startswith("model name")
+        ),
+        platform.processor(),
+    )
+    return {
+        "cpus": os.cpu_count(),
+        "cpu": cpu,
+        "memory_gib": round(int(meminfo[meminfo.index("MemTotal:") + 1]) / 1024 / 1024, 1),
+        "kernel": platform.release(),
+        "python": platform.python_version(),
+        "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
+
+
+def table(results: dict[str, Any]) -> str:
+    rows = [("scenario", "measured", "bar", "result")]
+    if "converge" in results:
+        c = results["converge"]
+        rows.append(
+            (
+                f"converge {c['services']} svc x 3 env "
+                f"({c['objects']} objects, {c['databases']} db)",
+                f"{c['operator_seconds']} s vs floor {c['floor_seconds']} s = {c['ratio']}x",
+                c["bar"],
+                _verdict(c),
+            )
+        )
+    if "idle" in results:
+        i = results["idle"]
+        rows.append(
+            (
+                f"idle: {i['resync_cycles']} resyncs",
+                f"{i['api_writes']} API writes, {i['sql_writes']} SQL writes",
+                i["bar"],
+                _verdict(i),
+            )
+        )
+    if "latency" in results:
+        lat = results["latency"]
+        rows.append(
+            (
+                f"latency: {lat['edits']} tag edits, {lat['service_environments_present']} svc-env",
+                f"p50 {lat['p50_seconds']} s, p95 {lat['p95_seconds']} s, "
+                f"max {lat['max_seconds']} s",
+                lat["bar"],
+                _verdict(lat),
+            )
+        )
+    for label, m in (results.get("memory") or {}).items():
+        rows.append(
+            (
+                f"memory: {m['services']} services" + ("" if m["databases"] else " (extra: no db)"),
+                f"peak RSS {m['peak_rss_mib']} MiB",
+                m["bar"],
+                _verdict(m) if label == "large" else "-",
+            )
+        )
+    if "restart" in results:
+        r = results["restart"]
+        rows.append(
+            (
+                f"restart with {r['services']} services",
+                f"idle after {r['idle_seconds']} s; "
+                f"{r['api_writes']} API, {r['sql_writes']} SQL writes",
+                r["bar"],
+                _verdict(r),
+            )
+        )
+    widths = [max(len(str(row[i])) for row in rows) for i in range(4)]
+    return "\n".join(
+        "  ".join(str(cell).ljust(width) for cell, width in zip(row, widths, strict=True))
+        for row in rows
+    )
+
+
+def _verdict(result: dict[str, Any]) -> str:
+    return "pass" if result["passed"] else "FAIL"
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(prog="python -m bandsy_dev.bench", description=__doc__)
+    parser.add_argument("--services", type=int, default=100, help="services x 3 environments")
+    parser.add_argument("--large", type=int, default=1000, help="services for memory/restart")
+    parser.add_argument("--edits", type=int, default=20, help="tag edits timed for latency")
+    parser.add_argument("--workers", type=int, default=16, help="operator workers = floor's")
+    parser.add_argument("--resync", type=float, default=20.0, help="resync interval, seconds")
+    parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--output", type=Path, default=Path(".local/bench.json"))
+    parser.add_argument("--keep", action="store_true", help="keep the servers' directory")
+    args = parser.parse_args()
+
+    workdir = Path(tempfile.mkdtemp(prefix="bandsy-bench-"))
+    env = LocalEnvironment(workdir / "servers")
+    env.start()
+    try:
+        results = asyncio.run(Bench(args, env, workdir).run())
+    finally:
+        env.stop()
+        if not args.keep:
+            import shutil
+
+            shutil.rmtree(workdir, ignore_errors=True)
+    report = {
+        "machine": machine(),
+        "arguments": vars(args) | {"output": str(args.output)},
+        "results": results,
+    }
+    args.output.parent.mkdir(parents=True, exist_ok=True)
+    args.output.write_text(json.dumps(report, indent=2) + "\n")
+    print(table(results))
+    print(f"\nwritten to {args.output}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
