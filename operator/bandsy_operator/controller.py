@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from .apply import Applier
+from .backends import Backend
 from .backends.mongo import MongoBackend
 from .backends.postgres import PostgresBackend
 from .backends.redis import RedisBackend
@@ -65,12 +66,18 @@ class Controller:
         self.world = World()
         self.queue: WorkQueue[Key] = WorkQueue()
         WORK_QUEUE_DEPTH.set_function(lambda: self.queue.depth)
-        applier = Applier(api)
+        applier = Applier(api, concurrency=settings.workers)
         recorder = EventRecorder(api)
+        self.backends: dict[str, Backend] = {
+            "postgres": PostgresBackend(pool_size=settings.workers),
+            "redis": RedisBackend(),
+            "mongo": MongoBackend(),
+        }
         databases = DatabaseReconciler(
             api,
             CredentialStore(api, settings.operator_namespace),
-            {"postgres": PostgresBackend(), "redis": RedisBackend(), "mongo": MongoBackend()},
+            self.backends,
+            concurrency=settings.workers,
         )
         self.environments = EnvironmentReconciler(api, applier, recorder, self.world)
         self.services = ServiceReconciler(api, applier, recorder, self.world, databases)
@@ -97,6 +104,7 @@ class Controller:
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+        await asyncio.gather(*(b.close() for b in self.backends.values()))
 
     async def _ensure_operator_namespace(self) -> None:
         """The credential store lives there; deploy/ creates it, a local run may not have."""
@@ -170,6 +178,9 @@ class Controller:
             related |= self.world.neighbours(after.model if after else None)
             for other in sorted(related):
                 self.queue.add(service_key(other))
+        self._propagate_readiness(before, after)
+
+    def _propagate_readiness(self, before: Known[Any] | None, after: Known[Any] | None) -> None:
         if _ready_states(before) != _ready_states(after):
             for env in _environments(before) | _environments(after):
                 self.queue.add(env_key(env))  # its "services: n/m ready" column
@@ -191,7 +202,11 @@ class Controller:
                     await self.environments.reconcile(key.name)
                     outcome = Outcome()
                 else:
+                    before = self.world.services.get(key.name)
                     outcome = await self.services.reconcile(key.name)
+                    # The reconcile stored its own status write in the world, so the watch
+                    # event that follows shows no change: compare here.
+                    self._propagate_readiness(before, self.world.services.get(key.name))
             except asyncio.CancelledError:
                 raise
             except Exception as error:

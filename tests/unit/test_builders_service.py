@@ -5,6 +5,7 @@ from typing import Any
 
 import pytest
 
+from bandsy_operator.backends.scram import scram_sha256_verifier, verifier_matches
 from bandsy_operator.builders.service import (
     DatabasePeer,
     ServiceInputs,
@@ -237,3 +238,11 @@ def test_any_change_changes_the_applied_hash(field: str) -> None:
         obj[kind]["metadata"]["annotations"][APPLIED_HASH_ANNOTATION] for obj in (base, changed)
     ]
     assert annotations[0] != annotations[1]
+
+
+def test_scram_verifier_matches_only_its_password() -> None:
+    verifier = scram_sha256_verifier("correct-horse")
+    assert verifier_matches("correct-horse", verifier)
+    assert not verifier_matches("wrong-horse", verifier)
+    assert not verifier_matches("correct-horse", "md5abcdef")
+    assert not verifier_matches("correct-horse", "SCRAM-SHA-256$4096:!!$x:y")

@@ -66,3 +66,7 @@ class Backend(Protocol):
     async def delete(self, server: Server, account: Account, keep_user: bool = False) -> None:
         """Drop the data, and the user unless another environment still uses it."""
         ...
+
+    async def close(self) -> None:
+        """Release pooled connections (the operator is stopping)."""
+        ...

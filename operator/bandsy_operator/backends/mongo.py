@@ -42,6 +42,9 @@ async def _user_command(database: Any, command: str, account: Account, password:
 class MongoBackend:
     name = "mongo"
 
+    async def close(self) -> None:
+        """Nothing pooled: each operation opens and closes its own connection."""
+
     @asynccontextmanager
     async def _client(
         self, server: Server, user: str = "", password: str = "", auth_source: str = "admin"

@@ -17,7 +17,7 @@ from typing import Any
 import asyncpg
 
 from . import Account, LoginRefusedError, Server, ServerUnreachableError
-from .scram import scram_sha256_verifier
+from .scram import scram_sha256_verifier, verifier_matches
 
 MAX_IDENTIFIER_BYTES = 63
 # Names come from templates; anything outside this set is refused before SQL is built.
@@ -60,19 +60,66 @@ def ssl_argument(sslmode: str) -> Any:
 
 
 UNREACHABLE = (OSError, asyncio.TimeoutError, asyncpg.PostgresConnectionError)
+POOL_SIZE = 16
+PoolKey = tuple[str, int, str, str, str]  # host, port, tls, admin user, admin password
 
 
 class PostgresBackend:
+    """Admin work runs on one small connection pool per server and admin credential: a
+    converged account then costs two catalog reads on a warm connection, no handshake."""
+
     name = "postgres"
+
+    def __init__(self, pool_size: int = POOL_SIZE) -> None:
+        self.pool_size = pool_size
+        self._pools: dict[PoolKey, asyncpg.Pool] = {}
+        self._pools_lock = asyncio.Lock()
+        # Whether the admin may read pg_authid (superusers may): then a password is checked
+        # against the stored verifier instead of by logging in.
+        self._reads_verifiers: dict[PoolKey, bool] = {}
+
+    async def close(self) -> None:
+        pools, self._pools = list(self._pools.values()), {}
+        await asyncio.gather(*(pool.close() for pool in pools), return_exceptions=True)
+
+    async def _pool(self, server: Server) -> tuple[PoolKey, asyncpg.Pool]:
+        admin = await server.admin()
+        key = (server.host, server.port, server.tls, admin.username, admin.password)
+        async with self._pools_lock:
+            pool = self._pools.get(key)
+            if pool is None:
+                # A new admin password retires the pool of the old one.
+                for old in [k for k in self._pools if k[:3] == key[:3]]:
+                    await self._pools.pop(old).close()
+                # min_size=0: creating the pool connects nothing; acquiring does.
+                pool = self._pools[key] = await asyncpg.create_pool(
+                    host=server.host,
+                    port=server.port,
+                    user=admin.username,
+                    password=admin.password,
+                    database="postgres",
+                    ssl=ssl_argument(server.tls),
+                    timeout=CONNECT_TIMEOUT,
+                    min_size=0,
+                    max_size=self.pool_size,
+                )
+        return key, pool
+
+    @asynccontextmanager
+    async def _admin(self, server: Server) -> AsyncIterator[tuple[PoolKey, asyncpg.Connection]]:
+        key, pool = await self._pool(server)
+        async with _errors_mapped(server, key[3]), pool.acquire() as conn:
+            yield key, conn
 
     @asynccontextmanager
     async def _connect(
-        self, server: Server, database: str = "postgres", *, user: str = "", password: str = ""
+        self, server: Server, database: str, *, user: str = "", password: str = ""
     ) -> AsyncIterator[asyncpg.Connection]:
+        """A connection of its own: to a service's database, or as the service's user."""
         if not user:
             admin = await server.admin()
             user, password = admin.username, admin.password
-        try:
+        async with _errors_mapped(server, user):
             conn = await asyncpg.connect(
                 host=server.host,
                 port=server.port,
@@ -82,20 +129,10 @@ class PostgresBackend:
                 ssl=ssl_argument(server.tls),
                 timeout=CONNECT_TIMEOUT,
             )
-        except asyncpg.InvalidAuthorizationSpecificationError as error:
-            raise LoginRefusedError(f"postgres {server.address}: {error}") from None
-        except asyncpg.InvalidPasswordError:
-            raise LoginRefusedError(
-                f"postgres {server.address}: password authentication failed for {user!r}"
-            ) from None
-        except UNREACHABLE as error:
-            raise ServerUnreachableError(
-                f"postgres {server.address} unreachable: {error}"
-            ) from None
-        try:
-            yield conn
-        finally:
-            await conn.close()
+            try:
+                yield conn
+            finally:
+                await conn.close()
 
     async def can_login(self, server: Server, account: Account, password: str) -> bool:
         try:
@@ -107,19 +144,39 @@ class PostgresBackend:
             return False
         return True
 
+    async def _password_works(
+        self,
+        server: Server,
+        key: PoolKey,
+        conn: asyncpg.Connection,
+        account: Account,
+        password: str,
+    ) -> bool:
+        if self._reads_verifiers.get(key, True):
+            try:
+                verifier = await conn.fetchval(
+                    "SELECT rolpassword FROM pg_authid WHERE rolname = $1", account.user
+                )
+            except asyncpg.InsufficientPrivilegeError:
+                self._reads_verifiers[key] = False
+            else:
+                self._reads_verifiers[key] = True
+                return verifier is not None and verifier_matches(password, verifier)
+        return await self.can_login(server, account, password)
+
     async def ensure(self, server: Server, account: Account, password: str) -> list[str]:
         user = validate_identifier(account.user, "role")
         database = validate_identifier(account.database, "database")
         role, db = quote_identifier(user), quote_identifier(database)
         repairs: list[str] = []
-        async with self._connect(server) as conn:
+        async with self._admin(server) as (key, conn):
             found = await conn.fetchrow(
                 "SELECT rolcanlogin, rolsuper, rolcreatedb, rolcreaterole, rolreplication"
                 " FROM pg_roles WHERE rolname = $1",
                 user,
             )
-            verifier = quote_literal(scram_sha256_verifier(password))
             if found is None:
+                verifier = quote_literal(scram_sha256_verifier(password))
                 await conn.execute(f"CREATE ROLE {role} {ROLE_ATTRIBUTES} PASSWORD {verifier}")
                 repairs.append(f"created role {user}")
             elif not found["rolcanlogin"] or any(
@@ -145,6 +202,13 @@ class PostgresBackend:
                 # NULL means the defaults, which include CONNECT and TEMP for PUBLIC.
                 await conn.execute(f"REVOKE ALL ON DATABASE {db} FROM PUBLIC")
 
+            if found is not None and not await self._password_works(
+                server, key, conn, account, password
+            ):
+                verifier = quote_literal(scram_sha256_verifier(password))
+                await conn.execute(f"ALTER ROLE {role} PASSWORD {verifier}")
+                repairs.append(f"reset password of role {user}")
+
         if account.extensions:
             async with self._connect(server, database) as conn:
                 present = {
@@ -157,16 +221,11 @@ class PostgresBackend:
                             f"CREATE EXTENSION IF NOT EXISTS {quote_identifier(name)}"
                         )
                         repairs.append(f"created extension {name}")
-
-        if found is not None and not await self.can_login(server, account, password):
-            async with self._connect(server) as conn:
-                await conn.execute(f"ALTER ROLE {role} PASSWORD {verifier}")
-            repairs.append(f"reset password of role {user}")
         return repairs
 
     async def retain(self, server: Server, account: Account) -> None:
         role = quote_identifier(validate_identifier(account.user, "role"))
-        async with self._connect(server) as conn:
+        async with self._admin(server) as (_, conn):
             if await conn.fetchval(
                 "SELECT rolcanlogin FROM pg_roles WHERE rolname = $1", account.user
             ):
@@ -176,7 +235,7 @@ class PostgresBackend:
         user = validate_identifier(account.user, "role")
         database = validate_identifier(account.database, "database")
         role, db = quote_identifier(user), quote_identifier(database)
-        async with self._connect(server) as conn:
+        async with self._admin(server) as (_, conn):
             await conn.execute(
                 "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1",
                 database,
@@ -187,3 +246,18 @@ class PostgresBackend:
             if await conn.fetchval("SELECT 1 FROM pg_roles WHERE rolname = $1", user):
                 await conn.execute(f"DROP OWNED BY {role}")
                 await conn.execute(f"DROP ROLE {role}")
+
+
+@asynccontextmanager
+async def _errors_mapped(server: Server, user: str) -> AsyncIterator[None]:
+    """asyncpg's failures as the backend interface's: refused, or unreachable."""
+    try:
+        yield
+    except asyncpg.InvalidAuthorizationSpecificationError as error:
+        raise LoginRefusedError(f"postgres {server.address}: {error}") from None
+    except asyncpg.InvalidPasswordError:
+        raise LoginRefusedError(
+            f"postgres {server.address}: password authentication failed for {user!r}"
+        ) from None
+    except UNREACHABLE as error:
+        raise ServerUnreachableError(f"postgres {server.address} unreachable: {error}") from None

@@ -49,6 +49,9 @@ def _text(value: object) -> str:
 class RedisBackend:
     name = "redis"
 
+    async def close(self) -> None:
+        """Nothing pooled: each operation opens and closes its own connection."""
+
     @asynccontextmanager
     async def _connect(
         self, server: Server, user: str = "", password: str = ""

@@ -31,3 +31,18 @@ def scram_sha256_verifier(
     stored_key = hashlib.sha256(client_key).digest()
     server_key = hmac.new(salted, b"Server Key", hashlib.sha256).digest()
     return f"SCRAM-SHA-256${iterations}:{_b64(salt)}${_b64(stored_key)}:{_b64(server_key)}"
+
+
+def verifier_matches(password: str, verifier: str) -> bool:
+    """Whether ``password`` logs in against a stored ``SCRAM-SHA-256$…`` verifier: the check the
+    server does at login, without a login."""
+    try:
+        method, rest = verifier.split("$", 1)
+        params, keys = rest.split("$", 1)
+        iterations, salt = params.split(":", 1)
+        if method != "SCRAM-SHA-256":
+            return False
+        expected = scram_sha256_verifier(password, base64.b64decode(salt), int(iterations))
+    except ValueError:  # not a SCRAM verifier (md5, or malformed)
+        return False
+    return hmac.compare_digest(expected.rsplit("$", 1)[1], keys)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import logging
+from collections import defaultdict
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
@@ -118,6 +119,9 @@ class DatabaseReconciler:
         self.store = store
         self.backends = backends
         self._limit = asyncio.Semaphore(concurrency)
+        self._user_locks: defaultdict[tuple[str, str, str], asyncio.Lock] = defaultdict(
+            asyncio.Lock
+        )
 
     def server(self, env: Environment, backend: str) -> Server:
         settings = _settings(env, backend)
@@ -190,7 +194,8 @@ class DatabaseReconciler:
             if settings.egress_to is not None:
                 result.peers.append(DatabasePeer(settings.port, settings.egress_to))
             try:
-                async with self._limit:
+                # Environments of one service run concurrently and may share a user.
+                async with self._user_locks[(backend, ref.server, ref.user)], self._limit:
                     result.repairs += await self.backends[backend].ensure(
                         self.server(env, backend), account, credential.password
                     )

@@ -7,6 +7,7 @@ inventory. Nothing is pruned when any input failed to load or validate.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import datetime
 import logging
@@ -203,9 +204,14 @@ class ServiceReconciler:
                 known, {**status, "databases": _accounts(previous_accounts | planned_accounts)}
             )
             known = self.world.services[name]
-        for plan in plans:
-            if not plan.problems:
-                await self._build(service, plan, previous_accounts, known.status, now)
+        # Environments are independent until the status is written: build them together.
+        await asyncio.gather(
+            *(
+                self._build(service, plan, previous_accounts, known.status, now)
+                for plan in plans
+                if not plan.problems
+            )
+        )
 
         healthy = all(not plan.problems for plan in plans)
         wanted: inventory.Inventory = {plan.name: plan.refs() for plan in plans if plan.objects}
@@ -217,11 +223,13 @@ class ServiceReconciler:
                 known, {**status, "inventory": inventory.serialize(grown)}
             )
 
-        for plan in plans:
-            if plan.objects:
-                plan.applied = await self.applier.ensure_all(plan.objects, plan.known)
-                refused = [a.live for a in plan.applied if a.refused and a.live is not None]
-                plan.problems += [unmanaged_problem(obj) for obj in refused]
+        applied = await asyncio.gather(
+            *(self.applier.ensure_all(plan.objects, plan.known) for plan in plans)
+        )
+        for plan, results in zip(plans, applied, strict=True):
+            plan.applied = results
+            refused = [a.live for a in results if a.refused and a.live is not None]
+            plan.problems += [unmanaged_problem(obj) for obj in refused]
         accounts = planned_accounts
         if healthy and all(not plan.problems for plan in plans):
             pruned = await self.applier.prune(inventory.stale(previous, wanted))
