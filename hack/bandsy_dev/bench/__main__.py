@@ -10,15 +10,18 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import platform
 import random
+import signal
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from contextlib import AsyncExitStack
 from pathlib import Path
 from typing import Any
@@ -160,19 +163,22 @@ class Bench:
         await self.until_idle()
         api_before = probes.api_writes(self.kubectl)
         sql_before = await probes.sql_writes(self.pg)
-        resyncs = operator.metrics().get("bandsy_resyncs_total", 0)
-        cycles = 2
+        cycles, durations = 2, []
+        for _ in range(cycles):
+            resyncs = operator.metrics().get("bandsy_resyncs_total", 0)
 
-        async def resynced() -> bool:
-            return operator.metrics().get("bandsy_resyncs_total", 0) >= resyncs + cycles
+            async def resynced(before: float = resyncs) -> bool:
+                return operator.metrics().get("bandsy_resyncs_total", 0) > before
 
-        await probes.wait_until(resynced, self.args.resync * (cycles + 1), "resynced twice")
-        await self.until_idle()
+            await probes.wait_until(resynced, self.args.resync * 2, "resynced", interval=0.1)
+            durations.append(await self.until_idle())
         api = probes.difference(probes.api_writes(self.kubectl), api_before)
         sql = probes.difference(await probes.sql_writes(self.pg), sql_before)
         self.results["idle"] = {
             "resync_cycles": cycles,
             "resync_interval_seconds": self.args.resync,
+            # From the resync queueing everything to an empty queue again.
+            "resync_seconds": [round(d, 2) for d in durations],
             "api_writes": sum(api.values()),
             "api_writes_by_request": api,
             "sql_writes": sum(sql.values()),
@@ -311,9 +317,41 @@ class Bench:
     async def step(self, name: str, scenario: Callable[[], Awaitable[Any]]) -> Any:
         print(f"bench: {name} ...", file=sys.stderr, flush=True)
         started = time.perf_counter()
-        result = await scenario()
+        with self.profiled(name):
+            result = await scenario()
         print(f"bench: {name} done in {time.perf_counter() - started:.1f} s", file=sys.stderr)
+        if name in self.results:
+            print(f"bench: {json.dumps(self.results[name])}", file=sys.stderr, flush=True)
         return result
+
+    @contextlib.contextmanager
+    def profiled(self, name: str) -> Iterator[None]:
+        """With ``--profile DIR``: py-spy samples the operator during the scenario and writes a
+        flame graph (``DIR/<scenario>.svg``); py-spy writes it when interrupted."""
+        if self.args.profile is None or self.operator is None:
+            yield
+            return
+        self.args.profile.mkdir(parents=True, exist_ok=True)
+        output = self.args.profile / f"{name}.svg"
+        spy = subprocess.Popen(
+            [
+                str(Path(sys.executable).parent / "py-spy"),
+                "record",
+                "--pid",
+                str(self.operator.pid),
+                "--output",
+                str(output),
+                "--nonblocking",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        try:
+            yield
+        finally:
+            spy.send_signal(signal.SIGINT)
+            spy.wait(60)
+            print(f"bench: profile of {name} in {output}", file=sys.stderr)
 
 
 def machine() -> dict[str, Any]:
@@ -353,7 +391,7 @@ def table(results: dict[str, Any]) -> str:
         i = results["idle"]
         rows.append(
             (
-                f"idle: {i['resync_cycles']} resyncs",
+                f"idle: {i['resync_cycles']} resyncs ({max(i['resync_seconds'])} s each at most)",
                 f"{i['api_writes']} API writes, {i['sql_writes']} SQL writes",
                 i["bar"],
                 _verdict(i),
@@ -407,12 +445,15 @@ def main() -> int:
     parser.add_argument("--large", type=int, default=1000, help="services for memory/restart")
     parser.add_argument("--edits", type=int, default=20, help="tag edits timed for latency")
     parser.add_argument("--workers", type=int, default=16, help="operator workers = floor's")
-    parser.add_argument("--resync", type=float, default=20.0, help="resync interval, seconds")
+    parser.add_argument("--resync", type=float, default=60.0, help="resync interval, seconds")
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--output", type=Path, default=Path(".local/bench.json"))
     parser.add_argument("--keep", action="store_true", help="keep the servers' directory")
+    parser.add_argument("--profile", type=Path, help="write py-spy flame graphs into this dir")
     args = parser.parse_args()
 
+    # SIGTERM unwinds like Ctrl-C, so the servers (own sessions) are stopped too.
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
     workdir = Path(tempfile.mkdtemp(prefix="bandsy-bench-"))
     env = LocalEnvironment(workdir / "servers")
     env.start()
@@ -426,7 +467,7 @@ def main() -> int:
             shutil.rmtree(workdir, ignore_errors=True)
     report = {
         "machine": machine(),
-        "arguments": vars(args) | {"output": str(args.output)},
+        "arguments": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
         "results": results,
     }
     args.output.parent.mkdir(parents=True, exist_ok=True)

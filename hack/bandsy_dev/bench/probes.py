@@ -43,7 +43,11 @@ def difference(after: Counter[str], before: Counter[str]) -> dict[str, int]:
     return {key: n - before[key] for key, n in sorted(after.items()) if n > before[key]}
 
 
-READ_ONLY_SQL = re.compile(r"^\s*(select|show|begin|commit|rollback|set|reset)\b", re.IGNORECASE)
+# Reads and session housekeeping (a pooled connection's reset sends CLOSE ALL, UNLISTEN *).
+READ_ONLY_SQL = re.compile(
+    r"^\s*(select|show|begin|commit|rollback|set|reset|close|unlisten|discard|deallocate)\b",
+    re.IGNORECASE,
+)
 
 
 async def sql_writes(connect: Callable[[], Awaitable[asyncpg.Connection]]) -> Counter[str]:

@@ -102,6 +102,7 @@ class PostgresBackend:
                     timeout=CONNECT_TIMEOUT,
                     min_size=0,
                     max_size=self.pool_size,
+                    reset=_keep_session,
                 )
         return key, pool
 
@@ -246,6 +247,11 @@ class PostgresBackend:
             if await conn.fetchval("SELECT 1 FROM pg_roles WHERE rolname = $1", user):
                 await conn.execute(f"DROP OWNED BY {role}")
                 await conn.execute(f"DROP ROLE {role}")
+
+
+async def _keep_session(conn: asyncpg.Connection) -> None:
+    """Nothing to reset: admin work never LISTENs, SETs or opens cursors. asyncpg's default
+    reset would send ``CLOSE ALL; UNLISTEN *; RESET ALL`` after every use."""
 
 
 @asynccontextmanager

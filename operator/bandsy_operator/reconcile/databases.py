@@ -256,12 +256,16 @@ class DatabaseReconciler:
         user. A user shared with another environment or service stays; production data is
         never dropped. Returns what could not be reclaimed yet (server down, env gone)."""
         pending = []
-        for ref in stale:
+        ordered = sorted(stale, key=str)
+        for i, ref in enumerate(ordered):
             env = environments.get(ref.env)
             if env is None or _settings(env, ref.backend) is None:
                 log.warning("cannot reclaim %s: environment %s is gone", ref, ref.env)
                 continue
-            shared = (ref.backend, ref.server, ref.user) in still_used
+            # One user for several environments (a template without {env}) is removed by the
+            # last of them, once it owns no other database: DROP ROLE refuses before that.
+            later = {(r.backend, r.server, r.user) for r in ordered[i + 1 :]}
+            shared = (ref.backend, ref.server, ref.user) in still_used | later
             backend = self.backends[ref.backend]
             server = self.server(env, ref.backend)
             account = _account(ref)

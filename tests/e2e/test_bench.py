@@ -1,0 +1,57 @@
+"""``make bench`` at a toy size: the instrument itself works, and the behaviour it measures
+(no writes while idle or after a restart) holds. Timings are printed by ``make bench``, never
+asserted."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from conftest import REPO_ROOT
+
+pytestmark = pytest.mark.e2e
+
+
+def test_bench_runs_every_scenario_and_idle_writes_nothing(tmp_path: Path) -> None:
+    output = tmp_path / "bench.json"
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "bandsy_dev.bench",
+            "--services",
+            "3",
+            "--large",
+            "8",
+            "--edits",
+            "3",
+            "--resync",
+            "4",
+            "--output",
+            str(output),
+        ],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = json.loads(output.read_text())
+    assert report["machine"]["cpus"] >= 1
+    results = report["results"]
+    assert set(results) >= {"converge", "idle", "latency", "memory", "restart"}
+    converge = results["converge"]
+    assert converge["databases"] == 3 * 3
+    assert converge["floor_seconds"] > 0
+    assert converge["operator_seconds"] > 0
+    assert results["latency"]["edits"] == 3
+    assert set(results["memory"]) == {"base", "large"}
+    for scenario in ("idle", "restart"):
+        assert results[scenario]["api_writes_by_request"] == {}, scenario
+        assert results[scenario]["sql_writes_by_statement"] == {}, scenario
+    assert results["operator_log_tracebacks"] == 0
+    assert "converge" in result.stdout  # the table
