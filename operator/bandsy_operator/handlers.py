@@ -52,18 +52,20 @@ async def stop(memo: kopf.Memo, **_: Any) -> None:
     await controller.api.close()
 
 
+# Event handlers are async although they never await: kopf runs plain functions in a thread
+# pool, and the world view and the work queue belong to the event loop's thread.
 @kopf.on.event(GROUP, VERSION, ENVIRONMENT_PLURAL)
-def environment_event(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> None:
+async def environment_event(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> None:
     memo["controller"].environment_event(event["type"], event["object"])
 
 
 @kopf.on.event(GROUP, VERSION, SERVICE_PLURAL)
-def service_event(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> None:
+async def service_event(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> None:
     memo["controller"].service_event(event["type"], event["object"])
 
 
 @kopf.on.event("apps", "v1", "deployments", labels=OURS)
-def deployment_event(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+async def deployment_event(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
     memo["controller"].workload_event(body)
 
 

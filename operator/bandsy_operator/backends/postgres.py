@@ -59,7 +59,15 @@ def ssl_argument(sslmode: str) -> Any:
     return sslmode
 
 
-UNREACHABLE = (OSError, asyncio.TimeoutError, asyncpg.PostgresConnectionError)
+# Also a server starting up, shutting down or in recovery: it answers, but cannot serve yet.
+UNREACHABLE = (
+    OSError,
+    asyncio.TimeoutError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.CannotConnectNowError,
+    asyncpg.AdminShutdownError,
+    asyncpg.CrashShutdownError,
+)
 POOL_SIZE = 16
 PoolKey = tuple[str, int, str, str, str]  # host, port, tls, admin user, admin password
 
