@@ -24,6 +24,12 @@ from bandsy_dev.operator_process import (
 from bandsy_operator.kube import KubeApi
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    # tests/chaos kills and restarts its own operator: it must finish before the session one starts.
+    chaos = Path(__file__).parent / "chaos"
+    items.sort(key=lambda item: not item.path.is_relative_to(chaos))
+
+
 @pytest.fixture(scope="session")
 def local_env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalEnvironment | None]:
     """The servers this session started (None when reusing ``make cluster-up``'s)."""

@@ -3,9 +3,6 @@ isolation, names, rotation, reclaim, drift repair, server outage, shared credent
 
 from __future__ import annotations
 
-import asyncio
-import base64
-import json
 import uuid
 from pathlib import Path
 from typing import Any
@@ -24,6 +21,7 @@ from bandsy_operator.constants import CONFIG_HASH_ANNOTATION
 from bandsy_operator.kube import KubeApi, ObjectRef
 from conftest import KubectlRunner, OperatorProcess
 from factories import environment_body, service_body, tags
+from secrecy import assert_not_leaked, decode, generated_passwords, haystacks
 from waiting import eventually
 
 pytestmark = [pytest.mark.integration, pytest.mark.asyncio(loop_scope="session")]
@@ -35,10 +33,6 @@ def uid() -> str:
 
 def apply(kubectl: KubectlRunner, *bodies: dict[str, Any]) -> None:
     kubectl("apply", "--server-side", "-f", "-", input=yaml.safe_dump_all(bodies))
-
-
-def decode(secret: dict[str, Any]) -> dict[str, str]:
-    return {k: base64.b64decode(v).decode() for k, v in (secret.get("data") or {}).items()}
 
 
 @pytest.fixture(scope="module")
@@ -629,34 +623,6 @@ async def test_no_generated_password_leaks(
 ) -> None:
     """Runs after the other database tests of this module: sweep every place a secret could
     leak to. (Module order is file order.)"""
-    passwords: set[str] = set()
-    for secret in await kube.list("v1", "Secret", namespace="bandsy-system"):
-        passwords.add(decode(secret)["password"])
-    for secret in await kube.list("v1", "Secret"):
-        name = secret["metadata"]["name"]
-        if secret["metadata"].get("labels", {}).get("app.kubernetes.io/managed-by") and (
-            name.endswith(("-secrets", "-postgres", "-redis", "-mongo"))
-        ):
-            for key, value in decode(secret).items():
-                if key.endswith("PASSWORD") or name.endswith("-secrets"):
-                    passwords.add(value)
-    passwords = {p for p in passwords if len(p) >= 16}
+    passwords = await generated_passwords(kube)
     assert len(passwords) > 5
-    await asyncio.sleep(1)
-    haystacks = {
-        "postgres log": Path(servers["BANDSY_PG_LOG_FILE"]).read_text(errors="replace"),
-        "ferretdb log": Path(servers["BANDSY_MONGO_LOG_FILE"]).read_text(errors="replace"),
-        "operator log": operator.log(),
-        "events": json.dumps(await kube.list("events.k8s.io/v1", "Event")),
-        "statuses": json.dumps(
-            [
-                o.get("status")
-                for kind in ("BandsyService", "BandsyEnvironment")
-                for o in await kube.list("bandsy.app/v1alpha1", kind)
-            ]
-        ),
-    }
-    for where, text in haystacks.items():
-        leaked = [p[:4] + "…" for p in passwords if p in text]
-        assert not leaked, f"generated passwords found in the {where}: {leaked}"
-    assert "SCRAM-SHA-256$4096:" in haystacks["postgres log"]  # verifiers only
+    assert_not_leaked(passwords, await haystacks(kube, servers, {"operator log": operator.log()}))
