@@ -735,7 +735,8 @@ async def test_malformed_resources_are_refused_or_reported(
         f"malformed CRs: {len(generated)} generated in {generation:.0f} s, {len(unique)} distinct; "
         f"{counts['refused']} refused by the API server {dict(refused_by)}, "
         f"{counts['reported']} accepted and reported {dict(reasons)}, "
-        f"{counts['valid']} valid after all (not created)",
+        f"{counts['valid']} valid after all, not created "
+        f"{[v.recipe.describe() for v in verdicts if v.outcome == 'valid'][:3]}",
     )
 
     async def reported() -> bool:
