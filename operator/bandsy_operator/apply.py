@@ -111,12 +111,16 @@ class Applier:
     async def ensure_all(
         self, objects: Sequence[Manifest], known: Mapping[ObjectRef, Manifest | None] | None = None
     ) -> list[Applied]:
+        """Concurrently, but Namespaces first: what lives in them cannot be created before."""
         known = known or {}
-        return list(
-            await asyncio.gather(
-                *(self.ensure(obj, known.get(ObjectRef.of(obj))) for obj in objects)
+        results: dict[int, Applied] = {}
+        for first in (True, False):
+            batch = [i for i, obj in enumerate(objects) if (obj["kind"] == "Namespace") == first]
+            applied = await asyncio.gather(
+                *(self.ensure(objects[i], known.get(ObjectRef.of(objects[i]))) for i in batch)
             )
-        )
+            results.update(zip(batch, applied, strict=True))
+        return [results[i] for i in range(len(objects))]
 
     async def prune(self, stale: Iterable[ObjectRef]) -> list[ObjectRef]:
         """Delete inventory entries we no longer want; objects without our label are left alone."""

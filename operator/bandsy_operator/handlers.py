@@ -37,6 +37,12 @@ async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> N
     # Our own Events mark transitions; kopf's per-handler success events are noise.
     settings.posting.level = logging.WARNING
     settings.watching.server_timeout = 300
+    # kopf keeps a worker (and the latest body) per object until it has been idle for a while.
+    # Our handlers return at once, so few short-lived workers suffice; at start-up, with every
+    # Deployment and service listed at once, this bounds memory instead of holding them all.
+    settings.batching.worker_limit = 32
+    settings.batching.idle_timeout = 1.0
+    settings.watching.chunk_size = 200
     operator_settings = OperatorSettings.from_env()
     controller = Controller(KubeApi.from_environment(), operator_settings)
     metrics.serve(operator_settings.metrics_port, controller.world)

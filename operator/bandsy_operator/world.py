@@ -43,14 +43,17 @@ def _known(body: dict[str, Any], parse: Callable[[dict[str, Any]], Model]) -> Kn
         return Known(body, None, f"invalid spec: {problems}")
 
 
-def _older(body: dict[str, Any], current: Known[Any] | None) -> bool:
-    """A watch event can arrive after we stored the response of our own newer write. The
-    resourceVersion is opaque by contract, but an etcd-backed API server uses the etcd revision,
-    so when both are integers the older body is dropped; otherwise every event is taken."""
+def _not_newer(body: dict[str, Any], current: Known[Any] | None) -> bool:
+    """A watch event can arrive after we stored the response of our own newer write, and every
+    object arrives twice at start-up (our listing, then kopf's). The same resourceVersion is the
+    same object, so it is not parsed again. Versions are opaque by contract, but an etcd-backed
+    API server uses the etcd revision, so when both are integers an older body is dropped too."""
     if current is None:
         return False
     new = str(body.get("metadata", {}).get("resourceVersion", ""))
     old = str(current.body.get("metadata", {}).get("resourceVersion", ""))
+    if new and new == old:
+        return True
     return new.isdigit() and old.isdigit() and int(new) < int(old)
 
 
@@ -66,7 +69,7 @@ class World:
 
     def observe_environment(self, body: dict[str, Any]) -> Known[Environment]:
         name = body["metadata"]["name"]
-        if _older(body, self.environments.get(name)):
+        if _not_newer(body, self.environments.get(name)):
             return self.environments[name]
         known = _known(body, parse_environment)
         self.environments[name] = known
@@ -82,7 +85,7 @@ class World:
 
     def observe_service(self, body: dict[str, Any]) -> Known[Service]:
         name = body["metadata"]["name"]
-        if _older(body, self.services.get(name)):
+        if _not_newer(body, self.services.get(name)):
             return self.services[name]
         known = _known(body, parse_service)
         self.services[name] = known
