@@ -586,7 +586,8 @@ async def test_api_server_restart_is_survived(
             for i, n in enumerate(names)
         ),
     )
-    await asyncio.sleep(rng.uniform(0.2, 1.5))
+    await asyncio.sleep(rng.uniform(0.05, 0.5))
+    depth = int(chaos.operator.metrics()["bandsy_work_queue_depth"])
     control_plane = local_env.kube
     address, ca = control_plane.server, control_plane.ca_file.read_bytes()
     log_from = len(chaos.operator.log())
@@ -617,7 +618,8 @@ async def test_api_server_restart_is_survived(
             assert image.endswith(":after-restart"), image
     say(
         pytestconfig,
-        f"API server down {returned - stopped:.0f} s mid-rollout of {count} services: "
+        f"API server down {returned - stopped:.0f} s mid-rollout of {count} services "
+        f"(work queue depth {depth} when it stopped): "
         f"converged {took:.1f} s after it was ready; {len(edited)} later edits rolled out",
     )
 
