@@ -64,7 +64,9 @@ class Controller:
         self.api = api
         self.settings = settings
         self.world = World()
-        self.queue: WorkQueue[Key] = WorkQueue()
+        # Retries back off to 15 s at most: a server back after an outage is used again within
+        # that, however long it was gone (SPEC §9: converged 30 s after it returns).
+        self.queue: WorkQueue[Key] = WorkQueue(max_delay=15.0)
         WORK_QUEUE_DEPTH.set_function(lambda: self.queue.depth)
         applier = Applier(api, concurrency=settings.workers)
         recorder = EventRecorder(api)

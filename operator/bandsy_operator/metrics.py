@@ -49,8 +49,10 @@ class WorldCollector(Collector):
         )
         held = 0
         kinds: Tally[str] = Tally()
-        statuses = [k.status for k in self.world.services.values()]
-        statuses += [k.status for k in self.world.environments.values()]
+        # Scrapes run on the HTTP server's thread: list() copies the views in one step under
+        # the GIL, so the event loop cannot resize them mid-iteration.
+        statuses = [k.status for k in list(self.world.services.values())]
+        statuses += [k.status for k in list(self.world.environments.values())]
         for status in statuses:
             for env in (status.get("environments") or {}).values():
                 held += any(

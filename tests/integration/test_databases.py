@@ -451,6 +451,23 @@ async def test_database_outage_is_reported_and_recovers(
     await eventually(recovered, timeout=30)
 
 
+async def test_an_extension_the_server_lacks_is_reported(
+    kube: KubeApi, kubectl: KubectlRunner, operator: OperatorProcess, db_env: str
+) -> None:
+    name = f"ext-{uid()}"
+    spec = {"enabled": True, "extensions": ["no_such_extension"]}
+    apply(kubectl, service_body(name, tags(**{db_env: "v1"}), postgres=spec))
+
+    async def refused() -> dict[str, Any]:
+        cond = env_condition(await bsvc(kube, name), db_env, "DatabaseReady")
+        assert cond.get("reason") == "DatabaseRefused", cond
+        return cond
+
+    cond = await eventually(refused, timeout=30)
+    assert cond["status"] == "False"
+    assert "no_such_extension" in cond["message"]
+
+
 async def test_environments_sharing_a_role_report_it(
     kube: KubeApi,
     kubectl: KubectlRunner,

@@ -40,7 +40,10 @@ class Account:
 
 
 class BackendUnavailableError(Exception):
-    """The server cannot be used right now; the message carries no secret."""
+    """The server cannot be used right now; the message carries no secret. ``reason`` is the
+    DatabaseReady condition's reason while it lasts."""
+
+    reason = "DatabaseUnreachable"
 
 
 class ServerUnreachableError(BackendUnavailableError):
@@ -49,6 +52,12 @@ class ServerUnreachableError(BackendUnavailableError):
 
 class LoginRefusedError(BackendUnavailableError):
     """The server answered and refused these credentials."""
+
+
+class StatementRefusedError(BackendUnavailableError):
+    """The server refused what the spec asks for (an extension it does not have, say)."""
+
+    reason = "DatabaseRefused"
 
 
 class Backend(Protocol):

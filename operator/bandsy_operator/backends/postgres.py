@@ -16,7 +16,13 @@ from typing import Any
 
 import asyncpg
 
-from . import Account, LoginRefusedError, Server, ServerUnreachableError
+from . import (
+    Account,
+    LoginRefusedError,
+    Server,
+    ServerUnreachableError,
+    StatementRefusedError,
+)
 from .scram import scram_sha256_verifier, verifier_matches
 
 MAX_IDENTIFIER_BYTES = 63
@@ -226,9 +232,17 @@ class PostgresBackend:
                 for extension in account.extensions:
                     if extension not in present:
                         name = validate_identifier(extension, "extension")
-                        await conn.execute(
-                            f"CREATE EXTENSION IF NOT EXISTS {quote_identifier(name)}"
-                        )
+                        try:
+                            await conn.execute(
+                                f"CREATE EXTENSION IF NOT EXISTS {quote_identifier(name)}"
+                            )
+                        except asyncpg.PostgresError as error:
+                            if isinstance(error, UNREACHABLE):
+                                raise
+                            raise StatementRefusedError(
+                                f"postgres {server.address}: extension {name!r} in database "
+                                f"{database!r}: {error}"
+                            ) from None
                         repairs.append(f"created extension {name}")
         return repairs
 

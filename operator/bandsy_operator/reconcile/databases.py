@@ -173,7 +173,7 @@ class DatabaseReconciler:
     async def reconcile(self, service: Service, env: Environment) -> DatabaseResult:
         """Credentials, server state and projections of every account ``plan`` allowed."""
         result = DatabaseResult()
-        failures: list[str] = []
+        failures: list[BackendUnavailableError] = []
         for backend in _enabled(service):
             settings = _settings(env, backend)
             assert settings is not None, "plan() refuses environments without the server"
@@ -201,13 +201,13 @@ class DatabaseReconciler:
                     )
             except BackendUnavailableError as error:
                 DATABASE_OPERATIONS.labels(backend, "ensure", "unreachable").inc()
-                failures.append(_redact(str(error), credential.password))
+                failures.append(type(error)(_redact(str(error), credential.password)))
             else:
                 DATABASE_OPERATIONS.labels(backend, "ensure", "success").inc()
         if failures:
             result.retry = True
             result.condition = ConditionUpdate(
-                DATABASE_READY, FALSE, "DatabaseUnreachable", "; ".join(failures)
+                DATABASE_READY, FALSE, failures[0].reason, "; ".join(map(str, failures))
             )
         elif result.accounts:
             result.condition = ConditionUpdate(
