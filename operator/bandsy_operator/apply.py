@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import asyncio
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
-from .constants import FIELD_MANAGER, MANAGED_BY_LABEL
+from .constants import APPLIED_HASH_ANNOTATION, FIELD_MANAGER, MANAGED_BY_LABEL
 from .kube import KubeApi, Manifest, ObjectRef
 
 _QUANTITY = re.compile(r"^([+-]?(?:\d+(?:\.\d*)?|\.\d+))(Ki|Mi|Gi|Ti|Pi|Ei|m|k|M|G|T|P|E)?$")
@@ -91,34 +91,67 @@ class Applied:
 
 
 class Applier:
-    """Applies desired manifests and prunes stale inventory entries, concurrently but bounded."""
+    """Applies desired manifests and prunes stale inventory entries, concurrently but bounded.
+
+    It remembers the applied-hash of what it last applied or found in place. A reconcile that a
+    watch event triggered may trust that memory and skip reading an object whose desired hash
+    is unchanged; the periodic resync always reads (``trust_confirmed=False``), so drift is
+    still found and repaired within one resync interval."""
 
     def __init__(self, api: KubeApi, concurrency: int = 8) -> None:
         self.api = api
         self._limit = asyncio.Semaphore(concurrency)
+        self._confirmed: dict[ObjectRef, str] = {}
 
-    async def ensure(self, desired: Manifest, live: Manifest | None = None) -> Applied:
-        """Make the object match ``desired``; pass ``live`` when already fetched."""
+    async def ensure(
+        self,
+        desired: Manifest,
+        live: Manifest | None = None,
+        *,
+        fetched: bool = False,
+        trust_confirmed: bool = False,
+    ) -> Applied:
+        """Make the object match ``desired``; ``fetched`` says ``live`` was already read (None
+        then means absent)."""
+        ref = ObjectRef.of(desired)
+        digest = (desired["metadata"].get("annotations") or {}).get(APPLIED_HASH_ANNOTATION)
+        if not fetched and trust_confirmed and digest and self._confirmed.get(ref) == digest:
+            return Applied(None, changed=False)
         async with self._limit:
-            if live is None:
-                live = await self.api.get(ObjectRef.of(desired))
+            if not fetched:
+                live = await self.api.get(ref)
             if live is not None and not is_managed(live):
+                self._confirmed.pop(ref, None)
                 return Applied(live, changed=False, refused=True)
             if live is not None and is_subset(desired, live):
-                return Applied(live, changed=False)
-            return Applied(await self.api.apply(desired), changed=True)
+                result = Applied(live, changed=False)
+            else:
+                result = Applied(await self.api.apply(desired), changed=True)
+        if digest:
+            self._confirmed[ref] = digest
+        return result
 
     async def ensure_all(
-        self, objects: Sequence[Manifest], known: Mapping[ObjectRef, Manifest | None] | None = None
+        self,
+        objects: Sequence[Manifest],
+        known: Mapping[ObjectRef, Manifest | None] | None = None,
+        *,
+        trust_confirmed: bool = False,
     ) -> list[Applied]:
-        """Concurrently, but Namespaces first: what lives in them cannot be created before."""
+        """Concurrently, but Namespaces first: what lives in them cannot be created before.
+        ``known`` holds objects already read (None: absent)."""
         known = known or {}
+
+        def one(obj: Manifest) -> Awaitable[Applied]:
+            ref = ObjectRef.of(obj)
+            if ref in known:
+                return self.ensure(obj, known[ref], fetched=True)
+            return self.ensure(obj, trust_confirmed=trust_confirmed)
+
         results: dict[int, Applied] = {}
         for first in (True, False):
             batch = [i for i, obj in enumerate(objects) if (obj["kind"] == "Namespace") == first]
-            applied = await asyncio.gather(
-                *(self.ensure(objects[i], known.get(ObjectRef.of(objects[i]))) for i in batch)
-            )
+            applied = await asyncio.gather(*(one(objects[i]) for i in batch))
             results.update(zip(batch, applied, strict=True))
         return [results[i] for i in range(len(objects))]
 
@@ -130,6 +163,7 @@ class Applier:
                 live = await self.api.get(ref)
                 if live is None or not is_managed(live):
                     return None
+                self._confirmed.pop(ref, None)
                 return ref if await self.api.delete(ref) else None
 
         results = await asyncio.gather(*(prune_one(ref) for ref in sorted(stale)))

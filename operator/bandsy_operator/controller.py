@@ -85,6 +85,8 @@ class Controller:
         self.services = ServiceReconciler(api, applier, recorder, self.world, databases)
         self._locks: defaultdict[Key, asyncio.Lock] = defaultdict(asyncio.Lock)
         self._tasks: list[asyncio.Task[None]] = []
+        # Services whose next reconcile must read every object (queued by start-up or resync).
+        self._verify: set[Key] = set()
 
     # -- lifecycle ------------------------------------------------------------------------------
 
@@ -139,10 +141,12 @@ class Controller:
             RESYNCS.inc()
 
     def enqueue_all(self) -> None:
+        """Start-up and resync: every object of every service is read again (drift)."""
         for name in sorted(self.world.environments):
             self.queue.add(env_key(name))
         for name in sorted(self.world.services):
             self.queue.add(service_key(name))
+            self._verify.add(service_key(name))
 
     # -- watch events ---------------------------------------------------------------------------
 
@@ -160,9 +164,11 @@ class Controller:
         for other in sorted(self.world.environments):
             self.queue.add(env_key(other))
         self.queue.add(env_key(name))
-        # Services render the environment's config, domain and policies.
+        # Services render the environment's config, domain and policies; a namespace deleted
+        # and created again took their objects with it, so they are read again too.
         for service in self.world.services_in(name):
             self.queue.add(service_key(service))
+            self._verify.add(service_key(service))
 
     def service_event(self, event_type: str | None, body: Mapping[str, Any]) -> None:
         name = body["metadata"]["name"]
@@ -205,7 +211,9 @@ class Controller:
                     outcome = Outcome()
                 else:
                     before = self.world.services.get(key.name)
-                    outcome = await self.services.reconcile(key.name)
+                    verify = key in self._verify
+                    outcome = await self.services.reconcile(key.name, verify=verify)
+                    self._verify.discard(key)
                     # The reconcile stored its own status write in the world, so the watch
                     # event that follows shows no change: compare here.
                     self._propagate_readiness(before, self.world.services.get(key.name))

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import logging
+import time
 from collections import defaultdict
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -33,6 +34,7 @@ from ..validation import Problem
 log = logging.getLogger(__name__)
 
 DATABASE_READY = "DatabaseReady"
+ADMIN_SECRET_TTL = 5.0
 ServerSettings = PostgresServer | RedisServer | MongoServer
 BACKENDS = ("postgres", "redis", "mongo")
 
@@ -119,6 +121,7 @@ class DatabaseReconciler:
         self.store = store
         self.backends = backends
         self._limit = asyncio.Semaphore(concurrency)
+        self._admins: dict[tuple[str, str], tuple[float, AdminCredentials]] = {}
         self._user_locks: defaultdict[tuple[str, str, str], asyncio.Lock] = defaultdict(
             asyncio.Lock
         )
@@ -136,7 +139,19 @@ class DatabaseReconciler:
         )
 
     def _admin_loader(self, ref: SecretRef) -> AdminLoader:
+        key = (ref.namespace, ref.name)
+
         async def load() -> AdminCredentials:
+            # Read at most every few seconds: every account check needs it, a rotation of the
+            # admin Secret is still seen at once for practical purposes.
+            cached = self._admins.get(key)
+            if cached is not None and time.monotonic() - cached[0] < ADMIN_SECRET_TTL:
+                return cached[1]
+            admin = await fetch()
+            self._admins[key] = (time.monotonic(), admin)
+            return admin
+
+        async def fetch() -> AdminCredentials:
             secret = await self.api.get(ObjectRef("v1", "Secret", ref.namespace, ref.name))
             data = (secret or {}).get("data") or {}
             if "username" not in data or "password" not in data:

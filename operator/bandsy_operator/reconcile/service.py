@@ -179,8 +179,9 @@ class ServiceReconciler:
         self.world = world
         self.databases = databases
 
-    async def reconcile(self, name: str) -> Outcome:
-        """Converge one service."""
+    async def reconcile(self, name: str, verify: bool = True) -> Outcome:
+        """Converge one service. Without ``verify`` (a watch event, not the resync), objects
+        unchanged since this operator last applied or read them are not read again."""
         known = self.world.services.get(name)
         if known is None or known.deleting:
             return Outcome()
@@ -224,7 +225,10 @@ class ServiceReconciler:
             )
 
         applied = await asyncio.gather(
-            *(self.applier.ensure_all(plan.objects, plan.known) for plan in plans)
+            *(
+                self.applier.ensure_all(plan.objects, plan.known, trust_confirmed=not verify)
+                for plan in plans
+            )
         )
         for plan, results in zip(plans, applied, strict=True):
             plan.applied = results
