@@ -5,6 +5,7 @@ asserted."""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -35,6 +36,7 @@ def test_bench_runs_every_scenario_and_idle_writes_nothing(tmp_path: Path) -> No
             str(output),
         ],
         cwd=REPO_ROOT,
+        env={**os.environ, "PYTHONPATH": str(REPO_ROOT / "hack")},
         capture_output=True,
         text=True,
         timeout=900,
@@ -49,7 +51,7 @@ def test_bench_runs_every_scenario_and_idle_writes_nothing(tmp_path: Path) -> No
     assert converge["floor_seconds"] > 0
     assert converge["operator_seconds"] > 0
     assert results["latency"]["edits"] == 3
-    assert set(results["memory"]) == {"base", "large"}
+    assert set(results["memory"]) == {"base", "large", "restart"}
     for scenario in ("idle", "restart"):
         assert results[scenario]["api_writes_by_request"] == {}, scenario
         assert results[scenario]["sql_writes_by_statement"] == {}, scenario
