@@ -85,10 +85,14 @@ class CredentialStore:
             annotations.get(ROTATION_ANNOTATION, ""),
         )
 
-    async def get_or_create(self, backend: str, server: str, user: str) -> Credential:
-        found = await self.get(backend, server, user)
-        if found is not None:
-            return found
+    async def get_or_create(
+        self, backend: str, server: str, user: str, likely_new: bool = False
+    ) -> Credential:
+        """``likely_new``: try the create first, which saves a read for a new account."""
+        if not likely_new:
+            found = await self.get(backend, server, user)
+            if found is not None:
+                return found
         fresh = Credential(backend, server, user, random_secret(PASSWORD_LENGTH), "")
         try:
             await self.api.create(self._manifest(fresh))

@@ -30,7 +30,7 @@ def test_bench_runs_every_scenario_and_idle_writes_nothing(tmp_path: Path) -> No
             "8",
             "--edits",
             "3",
-            "--resync",
+            "--idle-resync",
             "4",
             "--output",
             str(output),

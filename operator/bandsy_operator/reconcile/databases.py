@@ -8,7 +8,7 @@ import base64
 import logging
 import time
 from collections import defaultdict
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Set
 from dataclasses import dataclass, field
 
 from ..backends import (
@@ -185,7 +185,9 @@ class DatabaseReconciler:
                 problems.append(Problem("InvalidDatabaseName", str(error)))
         return accounts, problems
 
-    async def reconcile(self, service: Service, env: Environment) -> DatabaseResult:
+    async def reconcile(
+        self, service: Service, env: Environment, known_accounts: Set[AccountRef] = frozenset()
+    ) -> DatabaseResult:
         """Credentials, server state and projections of every account ``plan`` allowed."""
         result = DatabaseResult()
         failures: list[BackendUnavailableError] = []
@@ -193,7 +195,9 @@ class DatabaseReconciler:
             settings = _settings(env, backend)
             assert settings is not None, "plan() refuses environments without the server"
             ref, account = account_for(service, env, backend)
-            credential = await self.store.get_or_create(backend, ref.server, ref.user)
+            credential = await self.store.get_or_create(
+                backend, ref.server, ref.user, likely_new=ref not in known_accounts
+            )
             token = service.meta.annotations.get(ROTATE_CREDENTIALS_ANNOTATION, "")
             if token and token != credential.rotation:
                 credential = await self.store.rotate(credential, token)

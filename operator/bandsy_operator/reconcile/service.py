@@ -344,7 +344,7 @@ class ServiceReconciler:
                 f"{plan.name}: {plan.verdict.tag_to_apply} rolled out past the promotion gates "
                 f"({SKIP_GATES_ANNOTATION})",
             )
-        plan.database = await self.databases.reconcile(service, env)
+        plan.database = await self.databases.reconcile(service, env, known_accounts)
         drift = [r for r in plan.database.repairs if set(plan.accounts) & known_accounts]
         if drift:
             await self.recorder.post(
