@@ -19,7 +19,10 @@ from bandsy_operator.constants import (
     MANAGED_BY_LABEL,
 )
 from bandsy_operator.models import EgressTarget
-from factories import environment, service, tags
+from bandsy_operator.reconcile.databases import DatabaseResult
+from bandsy_operator.reconcile.service import service_inputs
+from bandsy_operator.world import World
+from factories import environment, service, service_body, tags
 
 
 def generator(length: int) -> str:
@@ -246,3 +249,14 @@ def test_scram_verifier_matches_only_its_password() -> None:
     assert not verifier_matches("wrong-horse", verifier)
     assert not verifier_matches("correct-horse", "md5abcdef")
     assert not verifier_matches("correct-horse", "SCRAM-SHA-256$4096:!!$x:y")
+
+
+def test_service_inputs_skip_a_dependency_deleted_since_validation() -> None:
+    web = service("web", tags(develop="v1"), dependsOn=["api", "db"], port=8080)
+    world = World()
+    body = service_body("db", tags(develop="v1"), port=5432)
+    world.observe_service({**body, "metadata": {**body["metadata"], "uid": "u", "generation": 1}})
+    inputs = service_inputs(
+        web, environment("develop"), world, None, DatabaseResult(), tag="v1"
+    )  # "api" is gone
+    assert inputs.dependency_ports == {"db": 5432}

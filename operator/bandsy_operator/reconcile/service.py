@@ -141,8 +141,12 @@ def service_inputs(
     """Everything the builders need, from the world view and what was read from the cluster.
     Shared by the reconciler and ``bandsyctl render`` so both produce the same objects."""
     services = world.valid_services()
+    # A dependency deleted since validation is skipped here; its deletion event queues this
+    # service again, and that reconcile reports it.
     dependency_ports = {
-        dep: port for dep in service.spec.depends_on if (port := services[dep].spec.port)
+        dep: port
+        for dep in service.spec.depends_on
+        if dep in services and (port := services[dep].spec.port)
     }
     existing = decode_secret(live_secret) if live_secret and is_managed(live_secret) else {}
     return ServiceInputs(
