@@ -79,9 +79,17 @@ class SimulatedKubelet:
                 async for _, obj in self.api.client.watch(Deployment, namespace="*", labels=labels):
                     deployment: dict[str, Any] = obj.to_dict()
                     if not is_ready(deployment):
+                        # From the event itself: the Deployment may be gone by now (a 404,
+                        # ignored), and a newer generation brings its own event.
                         meta = deployment["metadata"]
                         with contextlib.suppress(*CLIENT_ERRORS):
-                            await make_deployment_ready(self.api, meta["namespace"], meta["name"])
+                            await self.api.client.patch(
+                                Deployment.Status,
+                                meta["name"],
+                                {"status": ready_status(deployment)},
+                                namespace=meta["namespace"],
+                                patch_type=PatchType.MERGE,
+                            )
             except CLIENT_ERRORS as error:
                 log.debug("kubelet watch interrupted (%s); watching again", error)
                 await asyncio.sleep(0.5)

@@ -154,8 +154,7 @@ class Controller:
         name = body["metadata"]["name"]
         before = self.world.environments.get(name)
         if event_type == "DELETED":
-            self.world.forget_environment(name)
-            after = None
+            after = self.world.forget_environment(body)
         else:
             after = self.world.observe_environment(dict(body))
         if _trigger(before) == _trigger(after):
@@ -174,8 +173,7 @@ class Controller:
         name = body["metadata"]["name"]
         before = self.world.services.get(name)
         if event_type == "DELETED":
-            self.world.forget_service(name)
-            after = None
+            after = self.world.forget_service(body)
         else:
             after = self.world.observe_service(dict(body))
         if _trigger(before) != _trigger(after):

@@ -57,6 +57,15 @@ def _not_newer(body: dict[str, Any], current: Known[Any] | None) -> bool:
     return new.isdigit() and old.isdigit() and int(new) < int(old)
 
 
+def _other_object(deleted: Mapping[str, Any], current: Known[Any] | None) -> bool:
+    """kopf handles each object (by uid) in its own worker, so the deletion of an object can
+    arrive after the creation of its successor of the same name: that one is kept."""
+    if current is None:
+        return False
+    uid = deleted.get("metadata", {}).get("uid")
+    return bool(uid) and uid != current.body.get("metadata", {}).get("uid")
+
+
 class World:
     """Read-mostly: every reconcile asks for the valid models, so those maps are kept up to date
     on each observation instead of being rebuilt per question."""
@@ -79,9 +88,14 @@ class World:
             self._valid_environments.pop(name, None)
         return known
 
-    def forget_environment(self, name: str) -> None:
+    def forget_environment(self, body: Mapping[str, Any]) -> Known[Environment] | None:
+        """Drop a deleted environment; returns what remains known under its name."""
+        name = body["metadata"]["name"]
+        if _other_object(body, self.environments.get(name)):
+            return self.environments[name]
         self.environments.pop(name, None)
         self._valid_environments.pop(name, None)
+        return None
 
     def observe_service(self, body: dict[str, Any]) -> Known[Service]:
         name = body["metadata"]["name"]
@@ -95,9 +109,14 @@ class World:
             self._valid_services.pop(name, None)
         return known
 
-    def forget_service(self, name: str) -> None:
+    def forget_service(self, body: Mapping[str, Any]) -> Known[Service] | None:
+        """Drop a deleted service; returns what remains known under its name."""
+        name = body["metadata"]["name"]
+        if _other_object(body, self.services.get(name)):
+            return self.services[name]
         self.services.pop(name, None)
         self._valid_services.pop(name, None)
+        return None
 
     def valid_environments(self) -> Mapping[str, Environment]:
         """Parsed environments that are not being deleted (a read-only view)."""
