@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from . import ferretdb, postgres, redis_server
 from .ferretdb import FerretDBServer
@@ -105,6 +107,18 @@ class LocalEnvironment:
         env_file.write_text("".join(f"{key}={value}\n" for key, value in values.items()))
         env_file.chmod(0o600)
         return env_file
+
+
+def postgres_admin_args(variables: Mapping[str, str]) -> dict[str, Any]:
+    """asyncpg ``connect``/``create_pool`` arguments for the admin of cluster.env's PostgreSQL
+    (add ``ssl``: the server is hostssl only)."""
+    return {
+        "host": variables["BANDSY_PG_HOST"],
+        "port": int(variables["BANDSY_PG_PORT"]),
+        "user": variables["BANDSY_PG_ADMIN_USER"],
+        "password": variables["BANDSY_PG_ADMIN_PASSWORD"],
+        "database": "postgres",
+    }
 
 
 def read_cluster_env(path: Path) -> dict[str, str]:

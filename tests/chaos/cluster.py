@@ -15,6 +15,8 @@ import httpx2 as httpx
 import redis.asyncio as aioredis
 import yaml
 
+from bandsy_dev.bench.probes import api_writes
+from bandsy_dev.local_env import postgres_admin_args
 from bandsy_operator.constants import (
     APPLIED_HASH_ANNOTATION,
     CONFIG_HASH_ANNOTATION,
@@ -39,7 +41,6 @@ NAMESPACED_KINDS = [
     ("v1", "ResourceQuota"),
     ("rbac.authorization.k8s.io/v1", "RoleBinding"),
 ]
-WRITE_VERBS = {"POST", "PUT", "PATCH", "APPLY", "DELETE", "DELETECOLLECTION"}
 WRITTEN_RESOURCES = {
     "deployments",
     "services",
@@ -52,7 +53,6 @@ WRITTEN_RESOURCES = {
     "resourcequotas",
 }
 OURS = {MANAGED_BY_LABEL: FIELD_MANAGER}
-RBAC_GROUP = "rbac.authorization.k8s.io"
 
 
 class RawApi:
@@ -79,27 +79,14 @@ class RawApi:
         await self.client.aclose()
 
 
-def _labels(sample: str) -> dict[str, str]:
-    inside = sample[sample.index("{") + 1 : sample.rindex("}")]
-    pairs = (part.split("=", 1) for part in inside.split('",') if "=" in part)
-    return {key.strip(): value.strip().strip('"') for key, value in pairs}
-
-
 def write_requests(kubectl: KubectlRunner) -> dict[str, float]:
     """The API server's own count of write requests to the kinds the operator manages (objects,
     not their status): ``{resource: count}``, from ``/metrics`` read as the admin."""
     counts = dict.fromkeys(sorted(WRITTEN_RESOURCES), 0.0)
-    for line in kubectl("get", "--raw", "/metrics").stdout.splitlines():
-        if line.startswith("apiserver_request_total{"):
-            sample, _, value = line.rpartition(" ")
-            labels = _labels(sample)
-            if (
-                labels.get("verb") in WRITE_VERBS
-                and labels.get("resource") in WRITTEN_RESOURCES
-                and labels.get("group", "") in ("", "apps", "networking.k8s.io", RBAC_GROUP)
-                and not labels.get("subresource")
-            ):
-                counts[labels["resource"]] += float(value)
+    for request, n in api_writes(kubectl).items():
+        resource = request.partition(" ")[2]  # "VERB resource[/subresource]"
+        if resource in counts:
+            counts[resource] += n
     return counts
 
 
@@ -112,14 +99,7 @@ def pg_tls(servers: dict[str, str]) -> ssl.SSLContext:
 
 
 async def admin_fetch(servers: dict[str, str], sql: str, *args: Any) -> list[Any]:
-    conn = await asyncpg.connect(
-        host=servers["BANDSY_PG_HOST"],
-        port=int(servers["BANDSY_PG_PORT"]),
-        user=servers["BANDSY_PG_ADMIN_USER"],
-        password=servers["BANDSY_PG_ADMIN_PASSWORD"],
-        database="postgres",
-        ssl=pg_tls(servers),
-    )
+    conn = await asyncpg.connect(**postgres_admin_args(servers), ssl=pg_tls(servers))
     try:
         return list(await conn.fetch(sql, *args))
     finally:

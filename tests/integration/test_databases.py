@@ -16,7 +16,7 @@ from motor.motor_asyncio import AsyncIOMotorClient
 from pymongo.errors import OperationFailure
 from redis.exceptions import NoPermissionError
 
-from bandsy_dev.local_env import LocalEnvironment
+from bandsy_dev.local_env import LocalEnvironment, postgres_admin_args
 from bandsy_operator.constants import CONFIG_HASH_ANNOTATION
 from bandsy_operator.kube import KubeApi, ObjectRef
 from conftest import KubectlRunner, OperatorProcess
@@ -109,14 +109,7 @@ def env_condition(obj: dict[str, Any], env: str, type_: str) -> dict[str, Any]:
 
 
 async def admin_sql(servers: dict[str, str], sql: str, *args: Any) -> Any:
-    conn = await asyncpg.connect(
-        host=servers["BANDSY_PG_HOST"],
-        port=int(servers["BANDSY_PG_PORT"]),
-        user=servers["BANDSY_PG_ADMIN_USER"],
-        password=servers["BANDSY_PG_ADMIN_PASSWORD"],
-        database="postgres",
-        ssl="require",
-    )
+    conn = await asyncpg.connect(**postgres_admin_args(servers), ssl="require")
     try:
         return await conn.fetch(sql, *args)
     finally:

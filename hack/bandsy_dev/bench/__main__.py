@@ -35,7 +35,7 @@ from bandsy_operator.kube import BandsyServiceResource, KubeApi
 
 from ..kube import REPO_ROOT
 from ..kubelet import SimulatedKubelet
-from ..local_env import LocalEnvironment
+from ..local_env import LocalEnvironment, postgres_admin_args
 from ..operator_process import KubectlRunner, OperatorProcess, least_privilege_kubeconfig
 from . import floor, probes, workload
 
@@ -77,12 +77,7 @@ class Bench:
 
     async def pg(self) -> asyncpg.Connection:
         conn: asyncpg.Connection = await asyncpg.connect(
-            host=self.variables["BANDSY_PG_HOST"],
-            port=int(self.variables["BANDSY_PG_PORT"]),
-            user=self.variables["BANDSY_PG_ADMIN_USER"],
-            password=self.variables["BANDSY_PG_ADMIN_PASSWORD"],
-            database="postgres",
-            ssl=ssl_argument("require"),
+            **postgres_admin_args(self.variables), ssl=ssl_argument("require")
         )
         return conn
 
@@ -133,12 +128,8 @@ class Bench:
         pool = await asyncpg.create_pool(
             min_size=self.args.workers,
             max_size=self.args.workers,
-            host=self.variables["BANDSY_PG_HOST"],
-            port=int(self.variables["BANDSY_PG_PORT"]),
-            user=self.variables["BANDSY_PG_ADMIN_USER"],
-            password=self.variables["BANDSY_PG_ADMIN_PASSWORD"],
-            database="postgres",
             ssl=ssl_argument("require"),
+            **postgres_admin_args(self.variables),
         )
         try:
             floor_seconds = await floor.run(self.api, pool, work, self.args.workers)
