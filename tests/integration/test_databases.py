@@ -377,9 +377,9 @@ async def test_drift_is_repaired(
 
     await eventually(logs_in, timeout=30)
     role = creds["PGUSER"]
+    # The operator may repair this before a login could show it; the DriftRepaired Event
+    # checked below proves it saw the tampering.
     await admin_sql(servers, f"ALTER ROLE \"{role}\" PASSWORD 'tampered-by-hand' NOLOGIN")
-    with pytest.raises(asyncpg.InvalidPasswordError):
-        await pg_connect(creds)
     await eventually(logs_in, timeout=30)
 
     await admin_sql(servers, f'DROP DATABASE "{creds["PGDATABASE"]}" WITH (FORCE)')

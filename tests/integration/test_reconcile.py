@@ -269,6 +269,8 @@ async def test_drift_is_repaired_and_unmanaged_objects_are_left_alone(
     name = f"drift-{uid()}"
     apply(kubectl, service_body(name, tags(develop="develop-1a2b3c4"), port=8000))
     await eventually(lambda: kube.get(ObjectRef("apps/v1", "Deployment", "develop", name)))
+    # A service's objects are applied concurrently: the Deployment may come before the ConfigMap.
+    await eventually(lambda: kube.get(ObjectRef("v1", "ConfigMap", "develop", f"{name}-config")))
     kubectl("-n", "develop", "create", "configmap", f"{name}-unmanaged", "--from-literal=a=b")
     kubectl("-n", "develop", "delete", "configmap", f"{name}-config")
     kubectl("-n", "develop", "scale", "deployment", name, "--replicas=7")
