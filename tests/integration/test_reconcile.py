@@ -179,7 +179,7 @@ async def test_three_environments_and_three_services_converge(
     production = await get(kube, "apps/v1", "Deployment", "production", web)
     assert production["spec"]["replicas"] == 3
     assert "podAntiAffinity" in production["spec"]["template"]["spec"]["affinity"]
-    quota = await get(kube, "v1", "ResourceQuota", "production", "bandsy-quota")
+    quota = await eventually(lambda: get(kube, "v1", "ResourceQuota", "production", "bandsy-quota"))
     assert quota["spec"]["hard"]["pods"] == "60"
 
     # Status: rolling out until the (simulated) kubelet reports the pods ready.
@@ -248,9 +248,10 @@ async def test_external_service_gets_https_ingress(
     assert found["spec"]["rules"][0]["host"] == host
     assert found["spec"]["tls"] == [{"hosts": [host], "secretName": f"{web}-tls"}]
     assert found["metadata"]["annotations"]["cert-manager.io/cluster-issuer"] == "letsencrypt"
-    deployment = await get(kube, "apps/v1", "Deployment", env, web)
+    # A service's objects are applied concurrently: the Ingress may come before the others.
+    deployment = await eventually(lambda: get(kube, "apps/v1", "Deployment", env, web))
     assert deployment["spec"]["template"]["metadata"]["labels"]["bandsy.app/external"] == "true"
-    config = await get(kube, "v1", "ConfigMap", env, f"{web}-config")
+    config = await eventually(lambda: get(kube, "v1", "ConfigMap", env, f"{web}-config"))
     assert config["data"]["PUBLIC_URL"] == f"https://{host}"
     obj = await eventually(lambda: _with_url(kube, web))
     assert obj["status"]["url"] == f"https://{host}"
