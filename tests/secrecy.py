@@ -12,6 +12,7 @@ from typing import Any
 
 from bandsy_operator.constants import FIELD_MANAGER, MANAGED_BY_LABEL
 from bandsy_operator.kube import KubeApi
+from recorded_events import all_events
 
 PROJECTIONS = ("-secrets", "-postgres", "-redis", "-mongo")
 # Shorter values (a port, "require") would match by accident; generated ones are 16 or more.
@@ -56,7 +57,7 @@ async def haystacks(
     found = {
         "postgres log": Path(servers["BANDSY_PG_LOG_FILE"]).read_text(errors="replace"),
         "ferretdb log": Path(servers["BANDSY_MONGO_LOG_FILE"]).read_text(errors="replace"),
-        "events": json.dumps(await kube.list("events.k8s.io/v1", "Event")),
+        "events": json.dumps(await all_events(kube)),
         "statuses": json.dumps(
             [
                 o.get("status")

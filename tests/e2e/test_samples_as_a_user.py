@@ -27,6 +27,8 @@ async def test_samples_converge_and_read_well(
         for env in ENVIRONMENTS[:2]:  # production waits for preprod to run the tag Ready
             found = kubectl("-n", env, "get", "deployments", "-o", "name").stdout.split()
             assert {f"deployment.apps/{s}" for s in SERVICES} <= set(found), (env, found)
+        for env in ENVIRONMENTS:  # applied concurrently with the Deployments
+            kubectl("-n", env, "get", "secret", "api-secrets")
         return True
 
     await eventually(deployed, timeout=60)

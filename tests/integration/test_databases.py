@@ -21,6 +21,7 @@ from bandsy_operator.constants import CONFIG_HASH_ANNOTATION
 from bandsy_operator.kube import KubeApi, ObjectRef
 from conftest import KubectlRunner, OperatorProcess
 from factories import environment_body, service_body, tags
+from recorded_events import events_about
 from secrecy import assert_not_leaked, decode, generated_passwords, haystacks
 from waiting import eventually
 
@@ -112,6 +113,29 @@ async def admin_sql(servers: dict[str, str], sql: str, *args: Any) -> Any:
     conn = await asyncpg.connect(**postgres_admin_args(servers), ssl="require")
     try:
         return await conn.fetch(sql, *args)
+    finally:
+        await conn.close()
+
+
+async def drift_reported(kube: KubeApi, service: str, *phrases: str) -> bool:
+    """A DriftRepaired Event of ``service`` whose note holds one of ``phrases``."""
+    notes = [e["message"] for e in await events_about(kube, service, "DriftRepaired")]
+    assert any(phrase in note for note in notes for phrase in phrases), notes
+    return True
+
+
+async def drop_database_and_role(servers: dict[str, str], database: str, role: str) -> None:
+    """Drop both by hand, as a person would; the operator's repair may recreate the database
+    in between, which then holds the role: drop again until both are gone."""
+    conn = await asyncpg.connect(**postgres_admin_args(servers), ssl="require")
+    try:
+        while True:
+            await conn.execute(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
+            try:
+                await conn.execute(f'DROP ROLE IF EXISTS "{role}"')
+                return
+            except asyncpg.DependentObjectsStillInUseError:
+                continue
     finally:
         await conn.close()
 
@@ -277,8 +301,13 @@ async def test_rotation_issues_new_passwords_and_rolls(
     await eventually(new_works, timeout=30)
     with pytest.raises(asyncpg.InvalidPasswordError):
         await pg_connect(old)
-    new_redis = await projected(kube, db_env, name, "redis")
-    assert new_redis["REDIS_PASSWORD"] != old_redis["REDIS_PASSWORD"]
+
+    async def redis_rotated() -> bool:
+        new_redis = await projected(kube, db_env, name, "redis")
+        return new_redis["REDIS_PASSWORD"] != old_redis["REDIS_PASSWORD"]
+
+    # Each backend's Secret is applied concurrently with the others.
+    await eventually(redis_rotated)
     assert await eventually(lambda: _differs(deployment_hash, before))
 
 
@@ -382,23 +411,11 @@ async def test_drift_is_repaired(
     await admin_sql(servers, f"ALTER ROLE \"{role}\" PASSWORD 'tampered-by-hand' NOLOGIN")
     await eventually(logs_in, timeout=30)
 
-    await admin_sql(servers, f'DROP DATABASE "{creds["PGDATABASE"]}" WITH (FORCE)')
-    await admin_sql(servers, f'DROP ROLE "{role}"')
+    await drop_database_and_role(servers, creds["PGDATABASE"], role)
     await eventually(logs_in, timeout=30)
-
-    async def reported() -> bool:
-        # The Event follows the repair; the login can win that race.
-        events = await kube.list("events.k8s.io/v1", "Event", namespace="default")
-        notes = [
-            e["note"]
-            for e in events
-            if e["regarding"]["name"] == name and e["reason"] == "DriftRepaired"
-        ]
-        assert any("reset password" in n or "reset attributes" in n for n in notes), notes
-        assert any("created role" in n for n in notes), notes
-        return True
-
-    await eventually(reported, timeout=15)
+    # The Events follow the repairs; a login can win that race.
+    await eventually(lambda: drift_reported(kube, name, "reset password", "reset attributes"))
+    await eventually(lambda: drift_reported(kube, name, "created role"))
 
 
 async def test_database_outage_is_reported_and_recovers(
@@ -557,12 +574,15 @@ async def test_mongo_users_log_in_rotate_drift_and_reclaim(
     database = admin[creds["MONGODB_DATABASE"]]
     try:
         # Drift: a changed password and a dropped user are repaired.
+        # The operator may repair either before a login could show it; the DriftRepaired
+        # Events prove it saw both.
         await database.command(
             "updateUser", creds["MONGODB_USERNAME"], pwd="changed-by-hand", roles=[]
         )
-        assert not await mongo_login(creds)
+        await eventually(lambda: drift_reported(kube, keep, "reset password of user"))
         await eventually(lambda: mongo_login(creds), timeout=30)
         await database.command("dropUser", creds["MONGODB_USERNAME"])
+        await eventually(lambda: drift_reported(kube, keep, "created user"))
         await eventually(lambda: mongo_login(creds), timeout=30)
 
         # Rotation: a new password works, the old one stops.

@@ -14,6 +14,7 @@ from bandsy_dev.kubelet import make_deployment_ready
 from bandsy_operator.kube import KubeApi, ObjectRef
 from conftest import KubectlRunner, OperatorProcess
 from factories import environment_body, service_body, tags
+from recorded_events import events_about
 from waiting import eventually
 
 pytestmark = [pytest.mark.integration, pytest.mark.asyncio(loop_scope="session")]
@@ -155,10 +156,7 @@ async def test_a_release_walks_through_the_gates(
     assert entries[0]["changeCause"] == "hotfix for checkout"
     assert entries[1]["gatesSkipped"] is False
     assert entries[2]["changeCause"] == "first release"
-    events = await kube.list("events.k8s.io/v1", "Event", namespace="default")
-    skipped = [
-        e for e in events if e["regarding"]["name"] == name and e["reason"] == "GatesSkipped"
-    ]
+    skipped = await events_about(kube, name, "GatesSkipped")
     assert len(skipped) == 1
     assert skipped[0]["type"] == "Warning"
 

@@ -22,6 +22,7 @@ from bandsy_operator.constants import (
 from bandsy_operator.kube import KubeApi, ObjectRef
 from conftest import RESYNC_SECONDS, KubectlRunner, OperatorProcess, install_local_samples
 from factories import environment_body, service_body, tags
+from recorded_events import events_about
 from waiting import eventually
 
 pytestmark = [pytest.mark.integration, pytest.mark.asyncio(loop_scope="session")]
@@ -78,11 +79,6 @@ def condition(obj: dict[str, Any], type_: str) -> dict[str, Any]:
     return {}
 
 
-async def events_for(kube: KubeApi, name: str) -> list[dict[str, Any]]:
-    events = await kube.list("events.k8s.io/v1", "Event", namespace="default")
-    return [e for e in events if e["regarding"]["name"] == name]
-
-
 @pytest.fixture(scope="module")
 def sample_environments(
     kubectl: KubectlRunner, operator: OperatorProcess, servers: dict[str, str]
@@ -120,7 +116,7 @@ async def test_three_environments_and_three_services_converge(
         ),
     )
     for env in sample_environments:
-        namespace = json.loads(kubectl("get", "ns", env, "-o", "json").stdout)
+        namespace = await eventually(lambda env=env: get(kube, "v1", "Namespace", "", env))
         assert namespace["metadata"]["labels"]["bandsy.app/environment"] == env
 
         async def converged(env: str = env) -> bool:
@@ -158,24 +154,35 @@ async def test_three_environments_and_three_services_converge(
             return True
 
         await eventually(converged, timeout=60)
-        env_objects = await managed_objects(kube, env)
-        assert {
-            "NetworkPolicy/bandsy-default-deny",
-            "NetworkPolicy/bandsy-allow-dns",
-            "NetworkPolicy/bandsy-allow-ingress-controller",
-            "NetworkPolicy/bandsy-allow-from-namespaces",
-        } <= env_objects
 
-    config = await get(kube, "v1", "ConfigMap", "develop", f"{web}-config")
-    assert config["data"]["FEATURE_X"] == "true"
-    assert config["data"]["LOG_LEVEL"] == "debug"
-    assert config["data"][f"API_{s.upper()}_URL"] == f"http://{api}.develop.svc.cluster.local:9000"
-    policy = await get(kube, "networking.k8s.io/v1", "NetworkPolicy", "develop", api)
-    sources = [
-        p["podSelector"]["matchLabels"]["app.kubernetes.io/name"]
-        for p in policy["spec"]["ingress"][0]["from"]
-    ]
-    assert sources == sorted([web, worker])
+        async def environment_policies(env: str = env) -> bool:
+            # Applied by the environment's own reconcile, not ordered with the services'.
+            assert {
+                "NetworkPolicy/bandsy-default-deny",
+                "NetworkPolicy/bandsy-allow-dns",
+                "NetworkPolicy/bandsy-allow-ingress-controller",
+                "NetworkPolicy/bandsy-allow-from-namespaces",
+            } <= await managed_objects(kube, env)
+            return True
+
+        await eventually(environment_policies)
+
+    async def wired() -> bool:
+        # Each service's objects reflect its neighbours once they have been reconciled too.
+        config = await get(kube, "v1", "ConfigMap", "develop", f"{web}-config")
+        assert config["data"]["FEATURE_X"] == "true"
+        assert config["data"]["LOG_LEVEL"] == "debug"
+        url = f"http://{api}.develop.svc.cluster.local:9000"
+        assert config["data"][f"API_{s.upper()}_URL"] == url
+        policy = await get(kube, "networking.k8s.io/v1", "NetworkPolicy", "develop", api)
+        sources = [
+            p["podSelector"]["matchLabels"]["app.kubernetes.io/name"]
+            for p in policy["spec"]["ingress"][0]["from"]
+        ]
+        assert sources == sorted([web, worker])
+        return True
+
+    await eventually(wired)
     production = await get(kube, "apps/v1", "Deployment", "production", web)
     assert production["spec"]["replicas"] == 3
     assert "podAntiAffinity" in production["spec"]["template"]["spec"]["affinity"]
@@ -270,8 +277,10 @@ async def test_drift_is_repaired_and_unmanaged_objects_are_left_alone(
     name = f"drift-{uid()}"
     apply(kubectl, service_body(name, tags(develop="develop-1a2b3c4"), port=8000))
     await eventually(lambda: kube.get(ObjectRef("apps/v1", "Deployment", "develop", name)))
-    # A service's objects are applied concurrently: the Deployment may come before the ConfigMap.
+    # A service's objects are applied concurrently: the Deployment may come before the others.
     await eventually(lambda: kube.get(ObjectRef("v1", "ConfigMap", "develop", f"{name}-config")))
+    policy = ObjectRef("networking.k8s.io/v1", "NetworkPolicy", "develop", name)
+    await eventually(lambda: kube.get(policy))
     kubectl("-n", "develop", "create", "configmap", f"{name}-unmanaged", "--from-literal=a=b")
     kubectl("-n", "develop", "delete", "configmap", f"{name}-config")
     kubectl("-n", "develop", "scale", "deployment", name, "--replicas=7")
@@ -331,7 +340,8 @@ async def test_converged_objects_cost_no_writes(
     before = await versions()
     await asyncio.sleep(RESYNC_SECONDS * 2 + 1)  # two resync cycles
     after = await versions()
-    mine = {k: v for k, v in after.items() if name in k or k.startswith("BandsyEnvironment")}
+    environments = ("BandsyEnvironment/develop", "BandsyEnvironment/preprod")
+    mine = {k: v for k, v in after.items() if name in k or k in environments}
     assert mine == {k: before[k] for k in mine}
 
 
@@ -415,7 +425,7 @@ async def test_operator_side_validation_reports_and_keeps_objects(
 
     async def one_warning() -> bool:
         # The Event is posted right after the status write that the probe above saw.
-        warnings = [e for e in await events_for(kube, name) if e["type"] == "Warning"]
+        warnings = [e for e in await events_about(kube, name) if e["type"] == "Warning"]
         assert [e["reason"] for e in warnings].count("UnknownDependency") == 1, warnings
         return True
 
@@ -475,7 +485,11 @@ async def test_operator_side_validation_reports_and_keeps_objects(
     await asyncio.sleep(RESYNC_SECONDS * 2)
     secret = await get(kube, "v1", "Secret", "develop", secret_name)
     assert secret["data"]["STRIPE_API_KEY"] == value
-    assert condition(await bsvc(kube, name), "Ready")["reason"] != "SecretMissing"
+
+    async def filled() -> bool:
+        return condition(await bsvc(kube, name), "Ready")["reason"] != "SecretMissing"
+
+    await eventually(filled)
 
 
 async def test_generated_secret_is_kept_across_reconciles(
@@ -517,7 +531,7 @@ async def test_generated_secret_is_kept_across_reconciles(
     assert APPLIED_HASH_ANNOTATION in again["metadata"]["annotations"]
     status = json.dumps((await bsvc(kube, name))["status"])
     assert value not in status
-    assert value not in json.dumps(await events_for(kube, name))
+    assert value not in json.dumps(await events_about(kube, name))
 
 
 async def test_deletion(kube: KubeApi, kubectl: KubectlRunner, operator: OperatorProcess) -> None:
