@@ -22,13 +22,13 @@ from .backends.redis import RedisBackend
 from .constants import API_VERSION, ENVIRONMENT_KIND, SERVICE_KIND, SERVICE_LABEL
 from .credentials import CredentialStore
 from .events import EventRecorder
-from .kube import CLIENT_ERRORS, KubeApi, ObjectRef
+from .kube import CLIENT_ERRORS, KubeApi, ObjectRef, is_unreachable
 from .metrics import RECONCILE_SECONDS, RECONCILES, RESYNCS, WORK_QUEUE_DEPTH
 from .reconcile.databases import DatabaseReconciler
 from .reconcile.environment import EnvironmentReconciler
 from .reconcile.service import Outcome, ServiceReconciler
 from .settings import OperatorSettings
-from .workqueue import WorkQueue, run_workers
+from .workqueue import AwaitingServer, WorkQueue, run_workers
 from .world import Known, World
 
 log = logging.getLogger(__name__)
@@ -68,6 +68,7 @@ class Controller:
         # that, however long it was gone (SPEC §9: converged 30 s after it returns).
         self.queue: WorkQueue[Key] = WorkQueue(max_delay=15.0)
         WORK_QUEUE_DEPTH.set_function(lambda: self.queue.depth)
+        self._awaiting_api: AwaitingServer[Key] = AwaitingServer(self.queue)
         applier = Applier(api, concurrency=settings.workers)
         recorder = EventRecorder(api)
         self.backends: dict[str, Backend] = {
@@ -150,7 +151,12 @@ class Controller:
 
     # -- watch events ---------------------------------------------------------------------------
 
+    def _api_answered(self, done: Key | None = None) -> None:
+        if count := self._awaiting_api.answered(done):
+            log.info("the API server answers again: retrying %d reconciles now", count)
+
     def environment_event(self, event_type: str | None, body: Mapping[str, Any]) -> None:
+        self._api_answered()  # a watch delivered: after an outage, it has reconnected
         name = body["metadata"]["name"]
         before = self.world.environments.get(name)
         if event_type == "DELETED":
@@ -170,6 +176,7 @@ class Controller:
             self._verify.add(service_key(service))
 
     def service_event(self, event_type: str | None, body: Mapping[str, Any]) -> None:
+        self._api_answered()
         name = body["metadata"]["name"]
         before = self.world.services.get(name)
         if event_type == "DELETED":
@@ -192,6 +199,7 @@ class Controller:
                 self.queue.add(env_key(env))  # its "services: n/m ready" column
 
     def workload_event(self, body: Mapping[str, Any]) -> None:
+        self._api_answered()
         labels = body.get("metadata", {}).get("labels") or {}
         service = labels.get(SERVICE_LABEL)
         if service in self.world.services:
@@ -220,8 +228,11 @@ class Controller:
             except Exception as error:
                 result = "error"
                 delay = self.queue.retry(key)
+                if is_unreachable(error):
+                    self._awaiting_api.failed(key)
                 log.warning("reconcile %s failed, retrying in %.1f s: %s", key, delay, error)
             else:
+                self._api_answered(key)
                 if outcome.retry:  # converged but for an unreachable database: back off
                     result = "retry"
                     self.queue.retry(key)

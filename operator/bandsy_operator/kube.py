@@ -68,6 +68,14 @@ def is_not_found(error: ApiError) -> bool:
     return error.status.code == 404
 
 
+def is_unreachable(error: BaseException) -> bool:
+    """The API server was not there to answer (down, restarting, overloaded), as opposed to
+    answering no: worth retrying as soon as it is back."""
+    if isinstance(error, httpx.TransportError):
+        return True
+    return isinstance(error, ApiError) and (error.status.code or 0) in (429, 500, 502, 503, 504)
+
+
 def _resource(api_version: str, kind: str) -> Any:
     # lightkube's overloads are keyed on concrete resource classes; ours are chosen at run time.
     return resource_registry.load(api_version, kind)

@@ -54,6 +54,13 @@ class WorkQueue(Generic[Key]):
         self.add_after(key, delay)
         return delay
 
+    def expedite(self, key: Key) -> None:
+        """Process ``key`` now rather than when its pending timer fires."""
+        pending = self._timers.pop(key, None)
+        if pending is not None:
+            pending.cancel()
+        self.add(key)
+
     def forget(self, key: Key) -> None:
         """The key succeeded: its backoff starts again from the base."""
         self._failures.pop(key, None)
@@ -74,6 +81,31 @@ class WorkQueue(Generic[Key]):
         if key in self._dirty:
             self._dirty.discard(key)
             self.add(key)
+
+
+class AwaitingServer(Generic[Key]):
+    """Keys whose last attempt failed because a server could not be reached.
+
+    Their backoff grows while the server is away; once it answers again they are retried at
+    once instead of when each one's backoff runs out (SPEC §9: converged 30 s after it returns).
+    """
+
+    def __init__(self, queue: WorkQueue[Key]) -> None:
+        self.queue = queue
+        self._keys: set[Key] = set()
+
+    def failed(self, key: Key) -> None:
+        self._keys.add(key)
+
+    def answered(self, done: Key | None = None) -> int:
+        """The server answered (``done`` got through): retry every other waiting key now;
+        returns how many."""
+        if done is not None:
+            self._keys.discard(done)
+        waiting, self._keys = self._keys, set()
+        for key in sorted(waiting, key=str):
+            self.queue.expedite(key)
+        return len(waiting)
 
 
 async def run_workers(

@@ -1,0 +1,77 @@
+"""The work queue's timers, and retrying what waited for a server once it answers again."""
+
+from __future__ import annotations
+
+import asyncio
+
+import httpx2 as httpx
+import pytest
+from lightkube.core.exceptions import ApiError
+from lightkube.models.meta_v1 import Status
+
+from bandsy_operator.kube import is_unreachable
+from bandsy_operator.workqueue import AwaitingServer, WorkQueue
+
+
+async def drain(queue: WorkQueue[str]) -> list[str]:
+    """Keys queued right now, in order, each marked done."""
+    keys = []
+    while queue.depth:
+        key = await asyncio.wait_for(queue.get(), timeout=1)
+        queue.done(key)
+        keys.append(key)
+    return keys
+
+
+async def test_a_retry_waits_for_its_backoff() -> None:
+    queue: WorkQueue[str] = WorkQueue(base_delay=0.05, max_delay=1.0)
+    assert queue.retry("a") == 0.05
+    assert queue.retry("a") == 0.1
+    assert queue.depth == 0
+    await asyncio.sleep(0.2)
+    assert await drain(queue) == ["a"]
+    queue.forget("a")
+    assert queue.retry("a") == 0.05  # success resets the backoff
+
+
+async def test_expedite_runs_now_and_drops_the_pending_timer() -> None:
+    queue: WorkQueue[str] = WorkQueue(base_delay=0.2)
+    queue.retry("a")
+    queue.expedite("a")
+    assert await drain(queue) == ["a"]
+    await asyncio.sleep(0.3)
+    assert queue.depth == 0, "the cancelled backoff timer added the key again"
+
+
+async def test_keys_awaiting_a_server_are_retried_when_it_answers() -> None:
+    queue: WorkQueue[str] = WorkQueue(base_delay=10.0)
+    awaiting: AwaitingServer[str] = AwaitingServer(queue)
+    for key in ("a", "b", "c"):
+        queue.retry(key)
+        awaiting.failed(key)
+    # "b" got through: the server is back; it needs no second run, the others run now.
+    assert awaiting.answered(done="b") == 2
+    assert sorted(await drain(queue)) == ["a", "c"]
+    assert awaiting.answered() == 0  # each outage is answered once
+
+
+def api_error(code: int) -> ApiError:
+    return ApiError(status=Status(code=code, message=f"status {code}"))
+
+
+@pytest.mark.parametrize(
+    ("error", "unreachable"),
+    [
+        (httpx.ConnectError("connection refused"), True),
+        (httpx.ReadTimeout("timed out"), True),
+        (api_error(503), True),
+        (api_error(500), True),
+        (api_error(429), True),
+        (api_error(404), False),
+        (api_error(409), False),
+        (api_error(422), False),
+        (ValueError("a bug"), False),
+    ],
+)
+def test_unreachable_means_the_server_did_not_answer(error: Exception, unreachable: bool) -> None:
+    assert is_unreachable(error) is unreachable
