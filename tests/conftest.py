@@ -12,7 +12,6 @@ from pathlib import Path
 
 import pytest
 import pytest_asyncio
-import yaml
 
 from bandsy_dev.install import local_samples
 from bandsy_dev.local_env import LocalEnvironment, read_cluster_env
@@ -104,14 +103,7 @@ def install_local_samples(
     """deploy/samples as ``make run`` installs them (databases on the local servers), with
     production's 10-minute soak in preprod shortened to one second for tests."""
     documents = [d for d in local_samples(servers) if d["kind"] in kinds]
-    kubectl(
-        "apply",
-        "--server-side",
-        "--force-conflicts",
-        "-f",
-        "-",
-        input=yaml.safe_dump_all(documents),
-    )
+    kubectl.apply(*documents, force_conflicts=True)
     kubectl(
         "patch",
         "benv",

@@ -15,6 +15,8 @@ from typing import Any
 
 import yaml
 
+from bandsy_operator.manifest_yaml import dump_all
+
 from .kube import REPO_ROOT, kubectl_path
 
 CRDS = REPO_ROOT / "crds"
@@ -71,7 +73,7 @@ def main() -> int:
         _kubectl("apply", "--server-side", "-f", str(CRDS))
         _kubectl("wait", "--for=condition=Established", "crd", "--all", "--timeout=60s")
     if os.environ.get("BANDSY_PG_HOST"):
-        documents = yaml.safe_dump_all(local_samples(os.environ))
+        documents = dump_all(local_samples(os.environ))
         _kubectl("apply", "--server-side", "--force-conflicts", "-f", "-", stdin=documents)
     else:
         _kubectl("apply", "--server-side", "--force-conflicts", "-f", str(SAMPLES))

@@ -8,9 +8,13 @@ import re
 import subprocess
 import sys
 import urllib.request
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import yaml
+
+from bandsy_operator.manifest_yaml import dump_all
 
 from .kube import REPO_ROOT, kubectl_path
 from .procs import ManagedProcess, free_port
@@ -32,6 +36,13 @@ class KubectlRunner:
         if check and result.returncode != 0:
             raise AssertionError(f"kubectl {' '.join(args)} failed:\n{result.stderr}")
         return result
+
+    def apply(
+        self, *manifests: Mapping[str, Any], force_conflicts: bool = False
+    ) -> subprocess.CompletedProcess[str]:
+        """Server-side apply, as a user (or devops, with ``force_conflicts``) would."""
+        force = ["--force-conflicts"] if force_conflicts else []
+        return self("apply", "--server-side", *force, "-f", "-", input=dump_all(manifests))
 
 
 class OperatorProcess:

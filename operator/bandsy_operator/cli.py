@@ -13,7 +13,6 @@ from collections.abc import Callable, Coroutine, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-import yaml
 from lightkube.types import PatchType
 
 from . import naming, promotion
@@ -28,6 +27,7 @@ from .constants import (
 )
 from .credentials import CredentialStore
 from .kube import CLIENT_ERRORS, BandsyServiceResource, KubeApi, Manifest, ObjectRef
+from .manifest_yaml import dump_all
 from .reconcile.databases import DatabaseReconciler
 from .reconcile.service import decode_secret, gate_input, running_tag, service_inputs
 from .secrets_gen import random_secret
@@ -240,7 +240,7 @@ async def cmd_render(api: KubeApi, args: argparse.Namespace) -> int:
         for obj in objects:
             if obj["kind"] == "Secret":
                 obj.pop("data", None)
-    print(yaml.safe_dump_all(objects, sort_keys=False), end="")
+    print(dump_all(objects), end="")
     return 0
 
 

@@ -25,7 +25,6 @@ from typing import Any
 
 import pytest
 import pytest_asyncio
-import yaml
 from hypothesis import HealthCheck, Phase, given, seed, settings
 from pydantic import ValidationError
 
@@ -94,10 +93,6 @@ def say(config: pytest.Config, line: str) -> None:
         reporter.write_line(f"[chaos] {line}")
 
 
-def apply(kubectl: KubectlRunner, *bodies: dict[str, Any]) -> None:
-    kubectl("apply", "--server-side", "-f", "-", input=yaml.safe_dump_all(bodies))
-
-
 @dataclass
 class Chaos:
     """The module's world: its operator, environments, every valid service it applied (so each
@@ -117,7 +112,7 @@ class Chaos:
         for body in bodies:
             body["metadata"]["labels"] = dict(RUN_LABEL)
             self.expected[body["metadata"]["name"]] = body
-        apply(kubectl, *bodies)
+        kubectl.apply(*bodies)
 
 
 def database_environment(
@@ -186,9 +181,8 @@ async def chaos(
                 "metadata": {"name": f"chaos-{RUN}-admin-{suffix}", "namespace": "default"},
                 "stringData": {"username": servers[user], "password": servers[password]},
             }
-            apply(kubectl, secret)
-        apply(
-            kubectl,
+            kubectl.apply(secret)
+        kubectl.apply(
             *(database_environment(name, servers) for name in environments),
             # Names too long for PostgreSQL are only known once rendered: the operator's check.
             database_environment(

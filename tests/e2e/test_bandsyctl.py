@@ -8,7 +8,6 @@ import subprocess
 import sys
 import uuid
 from pathlib import Path
-from typing import Any
 
 import pytest
 import yaml
@@ -32,23 +31,19 @@ def run(
     )
 
 
-def apply(kubectl: KubectlRunner, *bodies: dict[str, Any]) -> None:
-    kubectl("apply", "--server-side", "-f", "-", input=yaml.safe_dump_all(bodies))
-
-
 @pytest.fixture(scope="module")
 def app(kubectl: KubectlRunner, operator: OperatorProcess) -> dict[str, str]:
     s = uuid.uuid4().hex[:5]
     names = {"dev": f"cdev-{s}", "prod": f"cprod-{s}", "svc": f"cli-{s}"}
-    apply(
-        kubectl,
+    kubectl.apply(
         environment_body(names["dev"], deletionPolicy="Delete", config={"LOG_LEVEL": "debug"}),
         environment_body(names["prod"], promotion={"from": names["dev"]}, deletionPolicy="Delete"),
         service_body(
             names["svc"],
             {names["dev"]: {"image": {"tag": "v1"}}, names["prod"]: {"image": {"tag": "v1"}}},
             port=8080,
-            config={"GREETING": 'say "hi"'},
+            # A number to kubectl's YAML reader unless render quotes it.
+            config={"GREETING": 'say "hi"', "SAMPLE_RATE": "1e-3"},
             secrets=[{"name": "SESSION_KEY", "generate": {"length": 24}}],
         ),
     )

@@ -11,7 +11,6 @@ from urllib.parse import quote
 import asyncpg
 import pytest
 import redis.asyncio as aioredis
-import yaml
 from motor.motor_asyncio import AsyncIOMotorClient
 from pymongo.errors import OperationFailure
 from redis.exceptions import NoPermissionError
@@ -32,10 +31,6 @@ def uid() -> str:
     return uuid.uuid4().hex[:6]
 
 
-def apply(kubectl: KubectlRunner, *bodies: dict[str, Any]) -> None:
-    kubectl("apply", "--server-side", "-f", "-", input=yaml.safe_dump_all(bodies))
-
-
 @pytest.fixture(scope="module")
 def admin_secrets(kubectl: KubectlRunner, servers: dict[str, str]) -> None:
     for name, user, password in (
@@ -49,7 +44,7 @@ def admin_secrets(kubectl: KubectlRunner, servers: dict[str, str]) -> None:
             "metadata": {"name": name, "namespace": "default"},
             "stringData": {"username": user, "password": password},
         }
-        apply(kubectl, body)
+        kubectl.apply(body)
 
 
 def database_env(name: str, servers: dict[str, str], **overrides: Any) -> dict[str, Any]:
@@ -145,7 +140,7 @@ def db_env(
     kubectl: KubectlRunner, servers: dict[str, str], admin_secrets: None, operator: OperatorProcess
 ) -> str:
     name = f"db-{uid()}"
-    apply(kubectl, database_env(name, servers))
+    kubectl.apply(database_env(name, servers))
     return name
 
 
@@ -154,8 +149,7 @@ async def test_every_credential_logs_in_and_is_isolated(
 ) -> None:
     a, b = f"alpha-{uid()}", f"beta-{uid()}"
     for name in (a, b):
-        apply(
-            kubectl,
+        kubectl.apply(
             service_body(
                 name,
                 tags(**{db_env: "v1"}),
@@ -238,11 +232,11 @@ async def test_long_names_work_and_too_long_names_are_refused(
         "userTemplate": "{service}-{env}-{env}-u",
         "databaseTemplate": "{service}-{env}-{env}-d",
     }
-    apply(kubectl, database_env(env, servers, postgres=templates))
+    kubectl.apply(database_env(env, servers, postgres=templates))
     fits = f"n{uid()}-".ljust(39, "x")  # role and database of exactly 63 bytes
     too_long = f"t{uid()}-".ljust(40, "x")  # 64 bytes
     for name in (fits, too_long):
-        apply(kubectl, service_body(name, tags(**{env: "v1"}), postgres={"enabled": True}))
+        kubectl.apply(service_body(name, tags(**{env: "v1"}), postgres={"enabled": True}))
     creds = await projected(kube, env, fits, "postgres")
     assert len(creds["PGDATABASE"].encode()) == len(creds["PGUSER"].encode()) == 63
 
@@ -275,7 +269,7 @@ async def test_rotation_issues_new_passwords_and_rolls(
     body = service_body(
         name, tags(**{db_env: "v1"}), postgres={"enabled": True}, redis={"enabled": True}
     )
-    apply(kubectl, body)
+    kubectl.apply(body)
     old = await projected(kube, db_env, name, "postgres")
     old_redis = await projected(kube, db_env, name, "redis")
 
@@ -320,7 +314,7 @@ async def test_retain_keeps_the_database_and_locks_the_role(
 ) -> None:
     name = f"keep-{uid()}"
     body = service_body(name, tags(**{db_env: "v1"}), postgres={"enabled": True})
-    apply(kubectl, body)
+    kubectl.apply(body)
     creds = await projected(kube, db_env, name, "postgres")
 
     async def write_row() -> bool:
@@ -341,7 +335,7 @@ async def test_retain_keeps_the_database_and_locks_the_role(
         servers, "SELECT 1 FROM pg_database WHERE datname=$1", creds["PGDATABASE"]
     )
 
-    apply(kubectl, body)
+    kubectl.apply(body)
     again = await projected(kube, db_env, name, "postgres")
 
     async def data_back() -> bool:
@@ -359,8 +353,7 @@ async def test_delete_drops_database_role_and_credential(
     kube: KubeApi, kubectl: KubectlRunner, servers: dict[str, str], db_env: str
 ) -> None:
     name = f"drop-{uid()}"
-    apply(
-        kubectl,
+    kubectl.apply(
         service_body(
             name,
             tags(**{db_env: "v1"}),
@@ -393,7 +386,7 @@ async def test_drift_is_repaired(
     kube: KubeApi, kubectl: KubectlRunner, servers: dict[str, str], db_env: str
 ) -> None:
     name = f"drift-{uid()}"
-    apply(kubectl, service_body(name, tags(**{db_env: "v1"}), postgres={"enabled": True}))
+    kubectl.apply(service_body(name, tags(**{db_env: "v1"}), postgres={"enabled": True}))
     creds = await projected(kube, db_env, name, "postgres")
 
     async def logs_in() -> bool:
@@ -427,7 +420,7 @@ async def test_database_outage_is_reported_and_recovers(
     if local_env is None:
         pytest.skip("needs the servers this session started (not BANDSY_CLUSTER_ENV)")
     db_user, plain = f"out-{uid()}", f"plain-{uid()}"
-    apply(kubectl, service_body(db_user, tags(**{db_env: "v1"}), postgres={"enabled": True}))
+    kubectl.apply(service_body(db_user, tags(**{db_env: "v1"}), postgres={"enabled": True}))
     creds = await projected(kube, db_env, db_user, "postgres")
     local_env.postgres.stop()
     try:
@@ -440,9 +433,9 @@ async def test_database_outage_is_reported_and_recovers(
         cond = await eventually(unreachable, timeout=30)
         assert creds["PGPASSWORD"] not in cond["message"]
         # Everything else keeps reconciling meanwhile.
-        apply(kubectl, service_body(plain, tags(**{db_env: "v1"})))
+        kubectl.apply(service_body(plain, tags(**{db_env: "v1"})))
         await eventually(lambda: kube.get(ObjectRef("apps/v1", "Deployment", db_env, plain)))
-        apply(kubectl, service_body(db_user, tags(**{db_env: "v2"}), postgres={"enabled": True}))
+        kubectl.apply(service_body(db_user, tags(**{db_env: "v2"}), postgres={"enabled": True}))
 
         async def retagged() -> bool:
             obj = await kube.get(ObjectRef("apps/v1", "Deployment", db_env, db_user))
@@ -466,7 +459,7 @@ async def test_an_extension_the_server_lacks_is_reported(
 ) -> None:
     name = f"ext-{uid()}"
     spec = {"enabled": True, "extensions": ["no_such_extension"]}
-    apply(kubectl, service_body(name, tags(**{db_env: "v1"}), postgres=spec))
+    kubectl.apply(service_body(name, tags(**{db_env: "v1"}), postgres=spec))
 
     async def refused() -> dict[str, Any]:
         cond = env_condition(await bsvc(kube, name), db_env, "DatabaseReady")
@@ -486,7 +479,7 @@ async def test_environments_sharing_a_role_report_it(
     operator: OperatorProcess,
 ) -> None:
     one, two = f"share-{uid()}", f"share-{uid()}"
-    apply(kubectl, database_env(one, servers), database_env(two, servers))
+    kubectl.apply(database_env(one, servers), database_env(two, servers))
 
     async def shared() -> bool:
         for env in (one, two):
@@ -506,7 +499,7 @@ async def test_environments_sharing_a_role_report_it(
 
     await eventually(shared, timeout=30)
     name = f"shared-{uid()}"
-    apply(kubectl, service_body(name, tags(**{one: "v1", two: "v1"}), postgres={"enabled": True}))
+    kubectl.apply(service_body(name, tags(**{one: "v1", two: "v1"}), postgres={"enabled": True}))
     first = await projected(kube, one, name, "postgres")
     second = await projected(kube, two, name, "postgres")
     assert first["PGUSER"] == second["PGUSER"]
@@ -543,9 +536,8 @@ async def test_mongo_users_log_in_rotate_drift_and_reclaim(
     kube: KubeApi, kubectl: KubectlRunner, servers: dict[str, str], db_env: str
 ) -> None:
     keep, drop = f"mkeep-{uid()}", f"mdrop-{uid()}"
-    apply(kubectl, service_body(keep, tags(**{db_env: "v1"}), mongo={"enabled": True}))
-    apply(
-        kubectl,
+    kubectl.apply(service_body(keep, tags(**{db_env: "v1"}), mongo={"enabled": True}))
+    kubectl.apply(
         service_body(
             drop,
             tags(**{db_env: "v1"}),
@@ -601,7 +593,7 @@ async def test_mongo_users_log_in_rotate_drift_and_reclaim(
         users = await database.command("usersInfo", new["MONGODB_USERNAME"])
         assert users["users"] == []
         assert await database["probe"].count_documents({}) > 0
-        apply(kubectl, service_body(keep, tags(**{db_env: "v1"}), mongo={"enabled": True}))
+        kubectl.apply(service_body(keep, tags(**{db_env: "v1"}), mongo={"enabled": True}))
         again = await projected(kube, db_env, keep, "mongo")
         await eventually(lambda: mongo_login(again), timeout=30)
 
@@ -622,7 +614,7 @@ async def test_mongo_outage_is_reported_and_recovers(
     if local_env is None:
         pytest.skip("needs the servers this session started (not BANDSY_CLUSTER_ENV)")
     name = f"mout-{uid()}"
-    apply(kubectl, service_body(name, tags(**{db_env: "v1"}), mongo={"enabled": True}))
+    kubectl.apply(service_body(name, tags(**{db_env: "v1"}), mongo={"enabled": True}))
     creds = await projected(kube, db_env, name, "mongo")
     await eventually(lambda: mongo_login(creds), timeout=30)
     local_env.mongo.stop()

@@ -8,7 +8,6 @@ import uuid
 from typing import Any
 
 import pytest
-import yaml
 
 from bandsy_dev.kubelet import make_deployment_ready
 from bandsy_operator.kube import KubeApi, ObjectRef
@@ -25,16 +24,11 @@ def uid() -> str:
     return uuid.uuid4().hex[:5]
 
 
-def apply(kubectl: KubectlRunner, *bodies: dict[str, Any]) -> None:
-    kubectl("apply", "--server-side", "-f", "-", input=yaml.safe_dump_all(bodies))
-
-
 @pytest.fixture(scope="module")
 def chain(kubectl: KubectlRunner, operator: OperatorProcess) -> tuple[str, str, str]:
     s = uid()
     dev, pre, prod = f"dev-{s}", f"pre-{s}", f"prod-{s}"
-    apply(
-        kubectl,
+    kubectl.apply(
         environment_body(dev, deletionPolicy="Delete"),
         environment_body(pre, imagePolicy={"tagPattern": "^release-"}, deletionPolicy="Delete"),
         environment_body(
@@ -84,7 +78,7 @@ async def test_a_release_walks_through_the_gates(
         body["metadata"]["annotations"] = {"bandsy.app/change-cause": cause}
         return body
 
-    apply(kubectl, release("release-1", "release-1", "first release"))
+    kubectl.apply(release("release-1", "release-1", "first release"))
     # Production waits for preprod to run release-1 Ready.
     await eventually(lambda: running(kube, pre, name))
 
@@ -111,7 +105,7 @@ async def test_a_release_walks_through_the_gates(
     await eventually(lambda: summary_is(kube, name, prod, "release-1"))
 
     # A tag the environment's policy refuses: blocked, release-1 keeps running.
-    apply(kubectl, release("hotfix-2", "release-1", "bad tag"))
+    kubectl.apply(release("hotfix-2", "release-1", "bad tag"))
 
     async def policy() -> bool:
         status = await env_status(kube, name, pre)
@@ -124,7 +118,7 @@ async def test_a_release_walks_through_the_gates(
 
     # Freeze production: release-2 is Ready upstream but cannot enter.
     kubectl("patch", "benv", prod, "--type=merge", "-p", '{"spec":{"promotion":{"freeze":true}}}')
-    apply(kubectl, release("release-2", "release-2", "second release"))
+    kubectl.apply(release("release-2", "release-2", "second release"))
     await eventually(lambda: _running_is(kube, pre, name, "release-2"))
     await make_deployment_ready(kube, pre, name)
 
@@ -141,7 +135,7 @@ async def test_a_release_walks_through_the_gates(
     # Break glass: release-3 straight to production, recorded.
     body = release("release-2", "release-3", "hotfix for checkout")
     body["metadata"]["annotations"]["bandsy.app/skip-gates"] = "release-3"
-    apply(kubectl, body)
+    kubectl.apply(body)
     await eventually(lambda: _running_is(kube, prod, name, "release-3"))
     await make_deployment_ready(kube, prod, name)
 

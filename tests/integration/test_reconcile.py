@@ -10,7 +10,6 @@ import uuid
 from typing import Any
 
 import pytest
-import yaml
 
 from bandsy_dev.kubelet import make_deployment_ready
 from bandsy_operator.constants import (
@@ -41,10 +40,6 @@ KINDS = [
 
 def uid() -> str:
     return uuid.uuid4().hex[:6]
-
-
-def apply(kubectl: KubectlRunner, *bodies: dict[str, Any]) -> None:
-    kubectl("apply", "--server-side", "-f", "-", input=yaml.safe_dump_all(bodies))
 
 
 async def managed_objects(kube: KubeApi, namespace: str, service: str | None = None) -> set[str]:
@@ -93,8 +88,7 @@ async def test_three_environments_and_three_services_converge(
     s = uid()
     web, api, worker = f"web-{s}", f"api-{s}", f"worker-{s}"
     environments = {"develop": "develop-3f2a9c1", "preprod": "release-1.7.2"}
-    apply(
-        kubectl,
+    kubectl.apply(
         service_body(
             api,
             tags(**environments, production="release-1.7.2"),
@@ -232,8 +226,7 @@ async def test_external_service_gets_https_ingress(
     kube: KubeApi, kubectl: KubectlRunner, operator: OperatorProcess
 ) -> None:
     env, web = f"ext-{uid()}", f"web-{uid()}"
-    apply(
-        kubectl,
+    kubectl.apply(
         environment_body(
             env,
             ingress={
@@ -275,7 +268,7 @@ async def test_drift_is_repaired_and_unmanaged_objects_are_left_alone(
     kube: KubeApi, kubectl: KubectlRunner, sample_environments: list[str]
 ) -> None:
     name = f"drift-{uid()}"
-    apply(kubectl, service_body(name, tags(develop="develop-1a2b3c4"), port=8000))
+    kubectl.apply(service_body(name, tags(develop="develop-1a2b3c4"), port=8000))
     await eventually(lambda: kube.get(ObjectRef("apps/v1", "Deployment", "develop", name)))
     # A service's objects are applied concurrently: the Deployment may come before the others.
     await eventually(lambda: kube.get(ObjectRef("v1", "ConfigMap", "develop", f"{name}-config")))
@@ -312,8 +305,8 @@ async def test_converged_objects_cost_no_writes(
     kube: KubeApi, kubectl: KubectlRunner, sample_environments: list[str]
 ) -> None:
     name = f"idle-{uid()}"
-    apply(
-        kubectl, service_body(name, tags(develop="develop-1a2b3c4", preprod="release-1"), port=8000)
+    kubectl.apply(
+        service_body(name, tags(develop="develop-1a2b3c4", preprod="release-1"), port=8000)
     )
     await eventually(lambda: kube.get(ObjectRef("apps/v1", "Deployment", "preprod", name)))
     for env in ("develop", "preprod"):
@@ -349,8 +342,7 @@ async def test_environment_edit_propagates_and_new_environment_deploys(
     kube: KubeApi, kubectl: KubectlRunner, operator: OperatorProcess
 ) -> None:
     env, later, name = f"prop-{uid()}", f"late-{uid()}", f"prop-{uid()}"
-    apply(
-        kubectl,
+    kubectl.apply(
         environment_body(env, config={"LOG_LEVEL": "info"}, deletionPolicy="Delete"),
         service_body(name, tags(**{env: "v1", later: "v1"})),
     )
@@ -368,10 +360,10 @@ async def test_environment_edit_propagates_and_new_environment_deploys(
         return True
 
     await eventually(unknown_environment)
-    apply(kubectl, environment_body(env, config={"LOG_LEVEL": "warn"}, deletionPolicy="Delete"))
+    kubectl.apply(environment_body(env, config={"LOG_LEVEL": "warn"}, deletionPolicy="Delete"))
     await eventually(lambda: log_level("warn"), timeout=15)
 
-    apply(kubectl, environment_body(later, deletionPolicy="Delete"))
+    kubectl.apply(environment_body(later, deletionPolicy="Delete"))
     await eventually(lambda: kube.get(ObjectRef("apps/v1", "Deployment", later, name)))
 
     async def recovered() -> bool:
@@ -386,8 +378,7 @@ async def test_operator_side_validation_reports_and_keeps_objects(
     kube: KubeApi, kubectl: KubectlRunner, sample_environments: list[str]
 ) -> None:
     name = f"val-{uid()}"
-    apply(
-        kubectl,
+    kubectl.apply(
         service_body(
             name, tags(develop="develop-1a2b3c4"), port=8000, secrets=[{"name": "STRIPE_API_KEY"}]
         ),
@@ -403,8 +394,7 @@ async def test_operator_side_validation_reports_and_keeps_objects(
     objects_before = await managed_objects(kube, "develop", name)
 
     # A dependency that does not exist: reported, nothing pruned.
-    apply(
-        kubectl,
+    kubectl.apply(
         service_body(
             name,
             tags(develop="develop-1a2b3c4"),
@@ -434,8 +424,7 @@ async def test_operator_side_validation_reports_and_keeps_objects(
     await one_warning()
 
     # External where the environment does not allow it: reported, nothing pruned.
-    apply(
-        kubectl,
+    kubectl.apply(
         service_body(
             name,
             tags(develop="develop-1a2b3c4"),
@@ -457,8 +446,7 @@ async def test_operator_side_validation_reports_and_keeps_objects(
     secret_name = f"{name}-secrets"
     deployment = await get(kube, "apps/v1", "Deployment", "develop", name)
     old_hash = deployment["spec"]["template"]["metadata"]["annotations"][CONFIG_HASH_ANNOTATION]
-    apply(
-        kubectl,
+    kubectl.apply(
         service_body(
             name, tags(develop="develop-1a2b3c4"), port=8000, secrets=[{"name": "STRIPE_API_KEY"}]
         ),
@@ -496,8 +484,7 @@ async def test_generated_secret_is_kept_across_reconciles(
     kube: KubeApi, kubectl: KubectlRunner, sample_environments: list[str]
 ) -> None:
     name = f"gen-{uid()}"
-    apply(
-        kubectl,
+    kubectl.apply(
         service_body(
             name,
             tags(develop="develop-1a2b3c4"),
@@ -508,8 +495,7 @@ async def test_generated_secret_is_kept_across_reconciles(
     first = await eventually(lambda: kube.get(ref))
     value = base64.b64decode(first["data"]["SESSION_KEY"]).decode()
     assert len(value) == 32
-    apply(
-        kubectl,
+    kubectl.apply(
         service_body(
             name,
             tags(develop="develop-2b3c4d5"),
@@ -536,8 +522,7 @@ async def test_generated_secret_is_kept_across_reconciles(
 
 async def test_deletion(kube: KubeApi, kubectl: KubectlRunner, operator: OperatorProcess) -> None:
     kept, dropped, name = f"keep-{uid()}", f"drop-{uid()}", f"del-{uid()}"
-    apply(
-        kubectl,
+    kubectl.apply(
         environment_body(kept, deletionPolicy="Retain"),
         environment_body(dropped, deletionPolicy="Delete"),
         service_body(name, tags(**{kept: "v1", dropped: "v1"}), port=80),
@@ -546,7 +531,7 @@ async def test_deletion(kube: KubeApi, kubectl: KubectlRunner, operator: Operato
         await eventually(lambda env=env: kube.get(ObjectRef("apps/v1", "Deployment", env, name)))
 
     # Removing an environment from the service removes its objects there.
-    apply(kubectl, service_body(name, tags(**{kept: "v1"}), port=80))
+    kubectl.apply(service_body(name, tags(**{kept: "v1"}), port=80))
 
     async def removed() -> bool:
         return not await managed_objects(kube, dropped, name)
@@ -579,9 +564,9 @@ async def test_suspended_service_is_left_alone(
     kube: KubeApi, kubectl: KubectlRunner, sample_environments: list[str]
 ) -> None:
     name = f"susp-{uid()}"
-    apply(kubectl, service_body(name, tags(develop="develop-1a2b3c4"), port=8000))
+    kubectl.apply(service_body(name, tags(develop="develop-1a2b3c4"), port=8000))
     await eventually(lambda: kube.get(ObjectRef("v1", "ConfigMap", "develop", f"{name}-config")))
-    apply(kubectl, service_body(name, tags(develop="develop-1a2b3c4"), port=8000, suspend=True))
+    kubectl.apply(service_body(name, tags(develop="develop-1a2b3c4"), port=8000, suspend=True))
 
     async def suspended() -> bool:
         obj = await bsvc(kube, name)
@@ -595,5 +580,5 @@ async def test_suspended_service_is_left_alone(
 
     await asyncio.sleep(RESYNC_SECONDS * 2 + 1)
     assert await kube.get(ObjectRef("v1", "ConfigMap", "develop", f"{name}-config")) is None
-    apply(kubectl, service_body(name, tags(develop="develop-1a2b3c4"), port=8000))
+    kubectl.apply(service_body(name, tags(develop="develop-1a2b3c4"), port=8000))
     await eventually(lambda: kube.get(ObjectRef("v1", "ConfigMap", "develop", f"{name}-config")))
