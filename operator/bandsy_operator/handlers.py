@@ -25,6 +25,11 @@ from .settings import OperatorSettings
 
 log = logging.getLogger(__name__)
 OURS = {MANAGED_BY_LABEL: FIELD_MANAGER}
+# kopf's retries of a failed API request, its watches' reconnects included. Its default grows to
+# 21 s between attempts (so watches came back up to 13 s after the API server did; one returning
+# also refuses requests with 403 for a moment, until its RBAC cache is filled) and gives up after
+# about a minute. This retries every 2 s and gives up after about five minutes.
+API_RETRY_BACKOFFS = (0.5, 1.0, 1.5) + (2.0,) * 150
 
 
 @kopf.on.startup()
@@ -37,6 +42,7 @@ async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> N
     # Our own Events mark transitions; kopf's per-handler success events are noise.
     settings.posting.level = logging.WARNING
     settings.watching.server_timeout = 300
+    settings.networking.error_backoffs = API_RETRY_BACKOFFS
     # kopf keeps a worker (and the latest body) per object until it has been idle for a while.
     # Our handlers return at once, so few short-lived workers suffice; at start-up, with every
     # Deployment and service listed at once, this bounds memory instead of holding them all.

@@ -69,11 +69,11 @@ def is_not_found(error: ApiError) -> bool:
 
 
 def is_unreachable(error: BaseException) -> bool:
-    """The API server was not there to answer (down, restarting, overloaded), as opposed to
-    answering no: worth retrying as soon as it is back."""
+    """The API server was not there to answer (down, restarting, behind a proxy that could not
+    reach it), as opposed to answering no or "slow down" (429): worth retrying once it is back."""
     if isinstance(error, httpx.TransportError):
         return True
-    return isinstance(error, ApiError) and (error.status.code or 0) in (429, 500, 502, 503, 504)
+    return isinstance(error, ApiError) and (error.status.code or 0) in (502, 503, 504)
 
 
 def _resource(api_version: str, kind: str) -> Any:

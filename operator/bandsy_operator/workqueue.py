@@ -7,6 +7,8 @@ so it runs once more afterwards. Failures are retried with exponential backoff p
 from __future__ import annotations
 
 import asyncio
+import math
+import time
 from collections.abc import Awaitable, Callable, Hashable
 from typing import Generic, TypeVar
 
@@ -88,11 +90,21 @@ class AwaitingServer(Generic[Key]):
 
     Their backoff grows while the server is away; once it answers again they are retried at
     once instead of when each one's backoff runs out (SPEC §9: converged 30 s after it returns).
+    At most one such wave per ``min_interval``: a server that answers some requests and fails
+    others is not hammered; the keys then keep their own backoff.
     """
 
-    def __init__(self, queue: WorkQueue[Key]) -> None:
+    def __init__(
+        self,
+        queue: WorkQueue[Key],
+        min_interval: float = 2.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.queue = queue
+        self.min_interval = min_interval
+        self._clock = clock
         self._keys: set[Key] = set()
+        self._last_wave = -math.inf
 
     def failed(self, key: Key) -> None:
         self._keys.add(key)
@@ -102,6 +114,10 @@ class AwaitingServer(Generic[Key]):
         returns how many."""
         if done is not None:
             self._keys.discard(done)
+        now = self._clock()
+        if not self._keys or now - self._last_wave < self.min_interval:
+            return 0
+        self._last_wave = now
         waiting, self._keys = self._keys, set()
         for key in sorted(waiting, key=str):
             self.queue.expedite(key)

@@ -44,8 +44,9 @@ async def test_expedite_runs_now_and_drops_the_pending_timer() -> None:
 
 
 async def test_keys_awaiting_a_server_are_retried_when_it_answers() -> None:
+    now = [100.0]
     queue: WorkQueue[str] = WorkQueue(base_delay=10.0)
-    awaiting: AwaitingServer[str] = AwaitingServer(queue)
+    awaiting: AwaitingServer[str] = AwaitingServer(queue, min_interval=2.0, clock=lambda: now[0])
     for key in ("a", "b", "c"):
         queue.retry(key)
         awaiting.failed(key)
@@ -53,6 +54,16 @@ async def test_keys_awaiting_a_server_are_retried_when_it_answers() -> None:
     assert awaiting.answered(done="b") == 2
     assert sorted(await drain(queue)) == ["a", "c"]
     assert awaiting.answered() == 0  # each outage is answered once
+
+    # A server failing some requests while answering others gets one wave per interval.
+    queue.retry("a")
+    awaiting.failed("a")
+    now[0] += 1.0
+    assert awaiting.answered() == 0
+    assert queue.depth == 0  # "a" keeps its own backoff
+    now[0] += 1.0
+    assert awaiting.answered() == 1
+    assert await drain(queue) == ["a"]
 
 
 def api_error(code: int) -> ApiError:
@@ -65,8 +76,9 @@ def api_error(code: int) -> ApiError:
         (httpx.ConnectError("connection refused"), True),
         (httpx.ReadTimeout("timed out"), True),
         (api_error(503), True),
-        (api_error(500), True),
-        (api_error(429), True),
+        (api_error(502), True),
+        (api_error(429), False),
+        (api_error(500), False),
         (api_error(404), False),
         (api_error(409), False),
         (api_error(422), False),
