@@ -65,10 +65,15 @@ class Controller:
         self.settings = settings
         self.world = World()
         # Retries back off to 15 s at most: a server back after an outage is used again within
-        # that, however long it was gone (SPEC §9: converged 30 s after it returns).
-        self.queue: WorkQueue[Key] = WorkQueue(max_delay=15.0)
+        # that, however long it was gone (SPEC §9: converged 30 s after it returns). Jitter
+        # spreads the retries of keys that failed together: the first to find the server back
+        # has the others retried at once (AwaitingServer).
+        self.queue: WorkQueue[Key] = WorkQueue(max_delay=15.0, jitter=0.5)
         WORK_QUEUE_DEPTH.set_function(lambda: self.queue.depth)
         self._awaiting_api: AwaitingServer[Key] = AwaitingServer(self.queue)
+        self._awaiting_databases: defaultdict[str, AwaitingServer[Key]] = defaultdict(
+            lambda: AwaitingServer(self.queue)
+        )
         applier = Applier(api, concurrency=settings.workers)
         recorder = EventRecorder(api)
         self.backends: dict[str, Backend] = {
@@ -155,6 +160,13 @@ class Controller:
         if count := self._awaiting_api.answered(done):
             log.info("the API server answers again: retrying %d reconciles now", count)
 
+    def _databases_answered(self, key: Key, outcome: Outcome) -> None:
+        for server in outcome.reached:
+            if count := self._awaiting_databases[server].answered(key):
+                log.info("%s answers again: retrying %d reconciles now", server, count)
+        for server in outcome.unreachable:
+            self._awaiting_databases[server].failed(key)
+
     def environment_event(self, event_type: str | None, body: Mapping[str, Any]) -> None:
         self._api_answered()  # a watch delivered: after an outage, it has reconnected
         name = body["metadata"]["name"]
@@ -233,6 +245,7 @@ class Controller:
                 log.warning("reconcile %s failed, retrying in %.1f s: %s", key, delay, error)
             else:
                 self._api_answered(key)
+                self._databases_answered(key, outcome)
                 if outcome.retry:  # converged but for an unreachable database: back off
                     result = "retry"
                     self.queue.retry(key)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+import random
 import time
 from collections.abc import Awaitable, Callable, Hashable
 from typing import Generic, TypeVar
@@ -16,7 +17,9 @@ Key = TypeVar("Key", bound=Hashable)
 
 
 class WorkQueue(Generic[Key]):
-    def __init__(self, base_delay: float = 0.5, max_delay: float = 60.0) -> None:
+    def __init__(
+        self, base_delay: float = 0.5, max_delay: float = 60.0, jitter: float = 0.0
+    ) -> None:
         self._queue: asyncio.Queue[Key] = asyncio.Queue()
         self._queued: set[Key] = set()
         self._active: set[Key] = set()
@@ -25,6 +28,9 @@ class WorkQueue(Generic[Key]):
         self._timers: dict[Key, asyncio.TimerHandle] = {}
         self.base_delay = base_delay
         self.max_delay = max_delay
+        # Up to this fraction is taken off each delay at random, so keys that failed together
+        # do not all retry together.
+        self.jitter = jitter
 
     def add(self, key: Key) -> None:
         if key in self._active:
@@ -53,6 +59,7 @@ class WorkQueue(Generic[Key]):
         failures = self._failures.get(key, 0)
         self._failures[key] = failures + 1
         delay: float = min(self.base_delay * 2.0**failures, self.max_delay)
+        delay *= 1.0 - self.jitter * random.random()
         self.add_after(key, delay)
         return delay
 

@@ -87,3 +87,10 @@ def api_error(code: int) -> ApiError:
 )
 def test_unreachable_means_the_server_did_not_answer(error: Exception, unreachable: bool) -> None:
     assert is_unreachable(error) is unreachable
+
+
+async def test_jitter_takes_up_to_its_fraction_off_each_delay() -> None:
+    queue: WorkQueue[str] = WorkQueue(base_delay=1.0, max_delay=8.0, jitter=0.5)
+    delays = [queue.retry("a") for _ in range(200)]
+    assert all(4.0 <= d <= 8.0 for d in delays[3:]), delays
+    assert len({round(d, 3) for d in delays[3:]}) > 100  # spread, not one value

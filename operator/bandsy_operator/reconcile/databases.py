@@ -18,6 +18,7 @@ from ..backends import (
     Backend,
     BackendUnavailableError,
     Server,
+    ServerUnreachableError,
 )
 from ..backends.postgres import InvalidIdentifierError, validate_identifier
 from ..builders.credentials import mongo_env, postgres_env, redis_env
@@ -70,6 +71,9 @@ class DatabaseResult:
     condition: ConditionUpdate | None = None
     repairs: list[str] = field(default_factory=list)
     retry: bool = False
+    # Servers ("backend|host:port") that did not answer, and those that did (even to refuse).
+    unreachable: set[str] = field(default_factory=set)
+    reached: set[str] = field(default_factory=set)
 
 
 def _enabled(service: Service) -> list[str]:
@@ -221,8 +225,11 @@ class DatabaseReconciler:
             except BackendUnavailableError as error:
                 DATABASE_OPERATIONS.labels(backend, "ensure", "unreachable").inc()
                 failures.append(type(error)(_redact(str(error), credential.password)))
+                answered = not isinstance(error, ServerUnreachableError)
+                (result.reached if answered else result.unreachable).add(f"{backend}|{ref.server}")
             else:
                 DATABASE_OPERATIONS.labels(backend, "ensure", "success").inc()
+                result.reached.add(f"{backend}|{ref.server}")
         if failures:
             result.retry = True
             result.condition = ConditionUpdate(

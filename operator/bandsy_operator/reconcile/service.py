@@ -55,6 +55,9 @@ class Outcome:
 
     retry: bool = False
     after: float | None = None
+    # Database servers ("backend|host:port") that did not answer this time, and those that did.
+    unreachable: frozenset[str] = frozenset()
+    reached: frozenset[str] = frozenset()
 
 
 class ReclaimPendingError(Exception):
@@ -274,9 +277,12 @@ class ServiceReconciler:
             for env, s in new_envs.items()
         ):
             waits.append(0.0)
+        databases = [p.database for p in plans if p.database is not None]
         return Outcome(
-            retry=any(p.database is not None and p.database.retry for p in plans),
+            retry=any(d.retry for d in databases),
             after=min(waits) if waits else None,
+            unreachable=frozenset().union(*(d.unreachable for d in databases)),
+            reached=frozenset().union(*(d.reached for d in databases)),
         )
 
     async def finalize(self, body: Mapping[str, Any]) -> None:
