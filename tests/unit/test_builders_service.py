@@ -249,6 +249,12 @@ def test_scram_verifier_matches_only_its_password() -> None:
     assert not verifier_matches("wrong-horse", verifier)
     assert not verifier_matches("correct-horse", "md5abcdef")
     assert not verifier_matches("correct-horse", "SCRAM-SHA-256$4096:!!$x:y")
+    # Remembered answers stay right: asked again, and after the verifier changes by hand.
+    assert verifier_matches("correct-horse", verifier)
+    assert not verifier_matches("wrong-horse", verifier)
+    changed = scram_sha256_verifier("changed-by-hand")
+    assert not verifier_matches("correct-horse", changed)
+    assert verifier_matches("changed-by-hand", changed)
 
 
 def test_service_inputs_skip_a_dependency_deleted_since_validation() -> None:
