@@ -32,6 +32,7 @@ from .workqueue import AwaitingServer, WorkQueue, run_workers
 from .world import Known, World
 
 log = logging.getLogger(__name__)
+API_SERVER = "the API server"
 
 
 @dataclass(frozen=True)
@@ -70,8 +71,8 @@ class Controller:
         # has the others retried at once (AwaitingServer).
         self.queue: WorkQueue[Key] = WorkQueue(max_delay=15.0, jitter=0.5)
         WORK_QUEUE_DEPTH.set_function(lambda: self.queue.depth)
-        self._awaiting_api: AwaitingServer[Key] = AwaitingServer(self.queue)
-        self._awaiting_databases: defaultdict[str, AwaitingServer[Key]] = defaultdict(
+        # Keys waiting for a server to answer again: API_SERVER, or a database "backend|host:port".
+        self._awaiting: defaultdict[str, AwaitingServer[Key]] = defaultdict(
             lambda: AwaitingServer(self.queue)
         )
         applier = Applier(api, concurrency=settings.workers)
@@ -156,19 +157,12 @@ class Controller:
 
     # -- watch events ---------------------------------------------------------------------------
 
-    def _api_answered(self, done: Key | None = None) -> None:
-        if count := self._awaiting_api.answered(done):
-            log.info("the API server answers again: retrying %d reconciles now", count)
-
-    def _databases_answered(self, key: Key, outcome: Outcome) -> None:
-        for server in outcome.reached:
-            if count := self._awaiting_databases[server].answered(key):
-                log.info("%s answers again: retrying %d reconciles now", server, count)
-        for server in outcome.unreachable:
-            self._awaiting_databases[server].failed(key)
+    def _answered(self, server: str, done: Key | None = None) -> None:
+        if count := self._awaiting[server].answered(done):
+            log.info("%s answers again: retrying %d reconciles now", server, count)
 
     def environment_event(self, event_type: str | None, body: Mapping[str, Any]) -> None:
-        self._api_answered()  # a watch delivered: after an outage, it has reconnected
+        self._answered(API_SERVER)  # a watch delivered: after an outage, it has reconnected
         name = body["metadata"]["name"]
         before = self.world.environments.get(name)
         if event_type == "DELETED":
@@ -188,7 +182,7 @@ class Controller:
             self._verify.add(service_key(service))
 
     def service_event(self, event_type: str | None, body: Mapping[str, Any]) -> None:
-        self._api_answered()
+        self._answered(API_SERVER)
         name = body["metadata"]["name"]
         before = self.world.services.get(name)
         if event_type == "DELETED":
@@ -211,7 +205,7 @@ class Controller:
                 self.queue.add(env_key(env))  # its "services: n/m ready" column
 
     def workload_event(self, body: Mapping[str, Any]) -> None:
-        self._api_answered()
+        self._answered(API_SERVER)
         labels = body.get("metadata", {}).get("labels") or {}
         service = labels.get(SERVICE_LABEL)
         if service in self.world.services:
@@ -241,11 +235,13 @@ class Controller:
                 result = "error"
                 delay = self.queue.retry(key)
                 if is_unreachable(error):
-                    self._awaiting_api.failed(key)
+                    self._awaiting[API_SERVER].failed(key)
                 log.warning("reconcile %s failed, retrying in %.1f s: %s", key, delay, error)
             else:
-                self._api_answered(key)
-                self._databases_answered(key, outcome)
+                for server in (API_SERVER, *outcome.reached):
+                    self._answered(server, done=key)
+                for server in outcome.unreachable:
+                    self._awaiting[server].failed(key)
                 if outcome.retry:  # converged but for an unreachable database: back off
                     result = "retry"
                     self.queue.retry(key)

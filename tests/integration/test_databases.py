@@ -104,8 +104,13 @@ def env_condition(obj: dict[str, Any], env: str, type_: str) -> dict[str, Any]:
     return next((c for c in status.get("conditions") or [] if c["type"] == type_), {})
 
 
+async def admin_connect(servers: dict[str, str]) -> asyncpg.Connection:
+    conn: asyncpg.Connection = await asyncpg.connect(**postgres_admin_args(servers), ssl="require")
+    return conn
+
+
 async def admin_sql(servers: dict[str, str], sql: str, *args: Any) -> Any:
-    conn = await asyncpg.connect(**postgres_admin_args(servers), ssl="require")
+    conn = await admin_connect(servers)
     try:
         return await conn.fetch(sql, *args)
     finally:
@@ -122,7 +127,7 @@ async def drift_reported(kube: KubeApi, service: str, *phrases: str) -> bool:
 async def drop_database_and_role(servers: dict[str, str], database: str, role: str) -> None:
     """Drop both by hand, as a person would; the operator's repair may recreate the database
     in between, which then holds the role: drop again until both are gone."""
-    conn = await asyncpg.connect(**postgres_admin_args(servers), ssl="require")
+    conn = await admin_connect(servers)
     try:
         while True:
             await conn.execute(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')

@@ -226,10 +226,10 @@ class DatabaseReconciler:
                 DATABASE_OPERATIONS.labels(backend, "ensure", "unreachable").inc()
                 failures.append(type(error)(_redact(str(error), credential.password)))
                 answered = not isinstance(error, ServerUnreachableError)
-                (result.reached if answered else result.unreachable).add(f"{backend}|{ref.server}")
             else:
                 DATABASE_OPERATIONS.labels(backend, "ensure", "success").inc()
-                result.reached.add(f"{backend}|{ref.server}")
+                answered = True
+            (result.reached if answered else result.unreachable).add(f"{backend}|{ref.server}")
         if failures:
             result.retry = True
             result.condition = ConditionUpdate(
