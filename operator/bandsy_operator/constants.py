@@ -32,6 +32,13 @@ CHANGE_CAUSE_ANNOTATION: Final = f"{GROUP}/change-cause"
 ROTATE_CREDENTIALS_ANNOTATION: Final = f"{GROUP}/rotate-credentials"
 SKIP_GATES_ANNOTATION: Final = f"{GROUP}/skip-gates"
 CLUSTER_ISSUER_ANNOTATION: Final = "cert-manager.io/cluster-issuer"
+# The annotations of our custom resources the operator acts on. Others changing (kopf's own
+# bookkeeping, kubectl's last-applied-configuration) need no reconcile.
+ACTIONABLE_ANNOTATIONS: Final = (
+    ROTATE_CREDENTIALS_ANNOTATION,
+    SKIP_GATES_ANNOTATION,
+    CHANGE_CAUSE_ANNOTATION,
+)
 
 PRODUCTION: Final = "production"
 DEVELOP: Final = "develop"

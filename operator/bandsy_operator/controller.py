@@ -19,7 +19,7 @@ from .backends import Backend
 from .backends.mongo import MongoBackend
 from .backends.postgres import PostgresBackend
 from .backends.redis import RedisBackend
-from .constants import API_VERSION, ENVIRONMENT_KIND, SERVICE_KIND, SERVICE_LABEL
+from .constants import ACTIONABLE_ANNOTATIONS, API_VERSION, ENVIRONMENT_KIND, SERVICE_KIND
 from .credentials import CredentialStore
 from .events import EventRecorder
 from .kube import CLIENT_ERRORS, KubeApi, ObjectRef, is_unreachable
@@ -53,11 +53,14 @@ def service_key(name: str) -> Key:
 
 
 def _trigger(known: Known[Any] | None) -> tuple[Any, ...] | None:
-    """What, when it changes, needs a reconcile: spec, annotations, deletion (not status)."""
+    """What, when it changes, needs a reconcile: spec, the annotations we act on, deletion (not
+    status, nor kopf's annotations: it writes its own on every new object)."""
     if known is None:
         return None
     meta = known.body.get("metadata", {})
-    return (known.generation, meta.get("annotations"), meta.get("deletionTimestamp"))
+    annotations = meta.get("annotations") or {}
+    actionable = tuple(annotations.get(key) for key in ACTIONABLE_ANNOTATIONS)
+    return (known.generation, actionable, meta.get("deletionTimestamp"))
 
 
 class Controller:
@@ -148,12 +151,13 @@ class Controller:
             RESYNCS.inc()
 
     def enqueue_all(self) -> None:
-        """Start-up and resync: every object of every service is read again (drift)."""
-        for name in sorted(self.world.environments):
-            self.queue.add(env_key(name))
-        for name in sorted(self.world.services):
-            self.queue.add(service_key(name))
-            self._verify.add(service_key(name))
+        """Start-up and resync: every object of every custom resource is read again (drift)."""
+        for key in [
+            *map(env_key, sorted(self.world.environments)),
+            *map(service_key, sorted(self.world.services)),
+        ]:
+            self.queue.add(key)
+            self._verify.add(key)
 
     # -- watch events ---------------------------------------------------------------------------
 
@@ -175,6 +179,7 @@ class Controller:
         for other in sorted(self.world.environments):
             self.queue.add(env_key(other))
         self.queue.add(env_key(name))
+        self._verify.add(env_key(name))
         # Services render the environment's config, domain and policies; a namespace deleted
         # and created again took their objects with it, so they are read again too.
         for service in self.world.services_in(name):
@@ -204,11 +209,9 @@ class Controller:
             for env in _environments(before) | _environments(after):
                 self.queue.add(env_key(env))  # its "services: n/m ready" column
 
-    def workload_event(self, body: Mapping[str, Any]) -> None:
+    def workload_event(self, event_type: str | None, body: Mapping[str, Any]) -> None:
         self._answered(API_SERVER)
-        labels = body.get("metadata", {}).get("labels") or {}
-        service = labels.get(SERVICE_LABEL)
-        if service in self.world.services:
+        if (service := self.world.workload_news(event_type, body)) is not None:
             self.queue.add(service_key(service))
 
     # -- work -----------------------------------------------------------------------------------
@@ -217,21 +220,26 @@ class Controller:
         async with self._locks[key]:
             started = time.perf_counter()
             result = "success"
+            # Taken now: a resync asking again while this runs gets a reconcile of its own.
+            verify = key in self._verify
+            self._verify.discard(key)
             try:
                 if key.kind == ENVIRONMENT_KIND:
-                    await self.environments.reconcile(key.name)
+                    await self.environments.reconcile(key.name, verify=verify)
                     outcome = Outcome()
                 else:
                     before = self.world.services.get(key.name)
-                    verify = key in self._verify
                     outcome = await self.services.reconcile(key.name, verify=verify)
-                    self._verify.discard(key)
                     # The reconcile stored its own status write in the world, so the watch
                     # event that follows shows no change: compare here.
                     self._propagate_readiness(before, self.world.services.get(key.name))
             except asyncio.CancelledError:
+                if verify:
+                    self._verify.add(key)
                 raise
             except Exception as error:
+                if verify:
+                    self._verify.add(key)
                 result = "error"
                 delay = self.queue.retry(key)
                 if is_unreachable(error):

@@ -42,9 +42,14 @@ def _decode(secret: Manifest, key: str) -> str:
 
 
 class CredentialStore:
+    """Remembers each credential it wrote or read. A reconcile a watch event triggered may use
+    that memory instead of reading the Secret again (``cached=True``), as the applier trusts what
+    it confirmed; the periodic resync reads, so a Secret edited by hand is still taken then."""
+
     def __init__(self, api: KubeApi, namespace: str) -> None:
         self.api = api
         self.namespace = namespace
+        self._known: dict[str, Credential] = {}  # by Secret name
 
     def _ref(self, backend: str, server: str, user: str) -> ObjectRef:
         return ObjectRef(
@@ -72,25 +77,43 @@ class CredentialStore:
             },
         }
 
-    async def get(self, backend: str, server: str, user: str) -> Credential | None:
-        secret = await self.api.get(self._ref(backend, server, user))
+    def _remember(self, credential: Credential) -> Credential:
+        self._known[credential.secret_name] = credential
+        return credential
+
+    async def get(
+        self, backend: str, server: str, user: str, *, cached: bool = False
+    ) -> Credential | None:
+        ref = self._ref(backend, server, user)
+        if cached and (known := self._known.get(ref.name)) is not None:
+            return known
+        secret = await self.api.get(ref)
         if secret is None:
+            self._known.pop(ref.name, None)
             return None
         annotations = secret["metadata"].get("annotations") or {}
-        return Credential(
-            backend,
-            server,
-            user,
-            _decode(secret, "password"),
-            annotations.get(ROTATION_ANNOTATION, ""),
+        return self._remember(
+            Credential(
+                backend,
+                server,
+                user,
+                _decode(secret, "password"),
+                annotations.get(ROTATION_ANNOTATION, ""),
+            )
         )
 
     async def get_or_create(
-        self, backend: str, server: str, user: str, likely_new: bool = False
+        self,
+        backend: str,
+        server: str,
+        user: str,
+        *,
+        likely_new: bool = False,
+        cached: bool = False,
     ) -> Credential:
         """``likely_new``: try the create first, which saves a read for a new account."""
         if not likely_new:
-            found = await self.get(backend, server, user)
+            found = await self.get(backend, server, user, cached=cached)
             if found is not None:
                 return found
         fresh = Credential(backend, server, user, random_secret(PASSWORD_LENGTH), "")
@@ -102,7 +125,7 @@ class CredentialStore:
             found = await self.get(backend, server, user)
             assert found is not None
             return found
-        return fresh
+        return self._remember(fresh)
 
     async def rotate(self, credential: Credential, token: str) -> Credential:
         rotated = Credential(
@@ -113,7 +136,9 @@ class CredentialStore:
             token,
         )
         await self.api.apply(self._manifest(rotated))
-        return rotated
+        return self._remember(rotated)
 
     async def forget(self, backend: str, server: str, user: str) -> None:
-        await self.api.delete(self._ref(backend, server, user))
+        ref = self._ref(backend, server, user)
+        self._known.pop(ref.name, None)
+        await self.api.delete(ref)

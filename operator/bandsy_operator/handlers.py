@@ -77,8 +77,8 @@ async def service_event(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> None
 
 
 @kopf.on.event("apps", "v1", "deployments", labels=OURS)
-async def deployment_event(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
-    memo["controller"].workload_event(body)
+async def deployment_event(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> None:
+    memo["controller"].workload_event(event["type"], event["object"])
 
 
 @kopf.on.delete(GROUP, VERSION, SERVICE_PLURAL)

@@ -30,6 +30,11 @@ def union(a: Inventory, b: Inventory) -> Inventory:
     return {env: a.get(env, frozenset()) | b.get(env, frozenset()) for env in a.keys() | b.keys()}
 
 
+def refs(inventory: Inventory) -> frozenset[ObjectRef]:
+    """Every object, whichever environment it is listed under."""
+    return frozenset().union(*inventory.values())
+
+
 def stale(previous: Inventory, current: Inventory) -> set[ObjectRef]:
     """Objects in ``previous`` that ``current`` no longer wants (in any environment)."""
     wanted = set().union(*current.values()) if current else set()

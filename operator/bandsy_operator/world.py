@@ -9,6 +9,7 @@ from typing import Any, Generic, TypeVar
 
 from pydantic import ValidationError
 
+from .constants import SERVICE_LABEL
 from .models import Environment, Service, parse_environment, parse_service
 
 Model = TypeVar("Model", Environment, Service)
@@ -43,18 +44,25 @@ def _known(body: dict[str, Any], parse: Callable[[dict[str, Any]], Model]) -> Kn
         return Known(body, None, f"invalid spec: {problems}")
 
 
-def _not_newer(body: dict[str, Any], current: Known[Any] | None) -> bool:
-    """A watch event can arrive after we stored the response of our own newer write, and every
-    object arrives twice at start-up (our listing, then kopf's). The same resourceVersion is the
-    same object, so it is not parsed again. Versions are opaque by contract, but an etcd-backed
-    API server uses the etcd revision, so when both are integers an older body is dropped too."""
-    if current is None:
-        return False
-    new = str(body.get("metadata", {}).get("resourceVersion", ""))
-    old = str(current.body.get("metadata", {}).get("resourceVersion", ""))
+def version_not_newer(new: str, old: str) -> bool:
+    """The same resourceVersion is the same object. Versions are opaque by contract, but an
+    etcd-backed API server uses the etcd revision, so when both are integers an older one is
+    recognised too."""
     if new and new == old:
         return True
     return new.isdigit() and old.isdigit() and int(new) < int(old)
+
+
+def _resource_version(body: Mapping[str, Any]) -> str:
+    return str(body.get("metadata", {}).get("resourceVersion", ""))
+
+
+def _not_newer(body: dict[str, Any], current: Known[Any] | None) -> bool:
+    """A watch event can arrive after we stored the response of our own newer write, and every
+    object arrives twice at start-up (our listing, then kopf's): neither is parsed again."""
+    if current is None:
+        return False
+    return version_not_newer(_resource_version(body), _resource_version(current.body))
 
 
 def _other_object(deleted: Mapping[str, Any], current: Known[Any] | None) -> bool:
@@ -66,6 +74,9 @@ def _other_object(deleted: Mapping[str, Any], current: Known[Any] | None) -> boo
     return bool(uid) and uid != current.body.get("metadata", {}).get("uid")
 
 
+WorkloadKey = tuple[str, str]  # namespace, name
+
+
 class World:
     """Read-mostly: every reconcile asks for the valid models, so those maps are kept up to date
     on each observation instead of being rebuilt per question."""
@@ -75,6 +86,8 @@ class World:
         self.services: dict[str, Known[Service]] = {}
         self._valid_environments: dict[str, Environment] = {}
         self._valid_services: dict[str, Service] = {}
+        # The resourceVersion of each Deployment that its service's published status reflects.
+        self._reflected: dict[WorkloadKey, str] = {}
 
     def observe_environment(self, body: dict[str, Any]) -> Known[Environment]:
         name = body["metadata"]["name"]
@@ -155,3 +168,34 @@ class World:
         )
         related.discard(service.name)
         return related
+
+    # -- workloads ------------------------------------------------------------------------------
+
+    def reflect_workloads(self, versions: Mapping[WorkloadKey, str]) -> None:
+        """A service's status was published from these Deployment versions."""
+        self._reflected.update(versions)
+
+    def workload_news(self, event_type: str | None, body: Mapping[str, Any]) -> str | None:
+        """The service to reconcile for a watch event about one of our Deployments, or None when
+        the event tells nothing its status does not reflect already: the echo of our own apply,
+        a version a reconcile has read, or a Deployment outside the service's environments."""
+        meta = body.get("metadata", {})
+        service = str((meta.get("labels") or {}).get(SERVICE_LABEL, ""))
+        known = self.services.get(service)
+        if known is None or known.model is None:
+            return None
+        namespace = meta.get("namespace", "")
+        environments = self._valid_environments
+        if not any(
+            env in environments and environments[env].namespace == namespace
+            for env in known.model.spec.environments
+        ):
+            return None
+        key = (namespace, meta.get("name", ""))
+        if event_type == "DELETED":
+            self._reflected.pop(key, None)
+            return service
+        reflected = self._reflected.get(key)
+        if reflected is not None and version_not_newer(_resource_version(body), reflected):
+            return None
+        return service

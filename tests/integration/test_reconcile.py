@@ -301,6 +301,44 @@ async def test_drift_is_repaired_and_unmanaged_objects_are_left_alone(
     assert unmanaged["data"] == {"a": "b"}
 
 
+async def test_an_object_in_the_way_is_refused_until_handed_over(
+    kube: KubeApi, kubectl: KubectlRunner, sample_environments: list[str]
+) -> None:
+    """A new service's objects are created without being read first: one that already exists
+    under the same name, made by someone else, must still be found and left alone."""
+    name = f"taken-{uid()}"
+    config_map = f"{name}-config"
+    kubectl("-n", "develop", "create", "configmap", config_map, "--from-literal=OWNER=someone")
+    kubectl.apply(service_body(name, tags(develop="develop-1a2b3c4"), port=8000))
+
+    async def refused() -> dict[str, Any] | None:
+        envs = (await bsvc(kube, name)).get("status", {}).get("environments") or {}
+        ready = condition({"status": envs.get("develop") or {}}, "Ready")
+        return ready if ready.get("reason") == "ObjectNotManaged" else None
+
+    ready = await eventually(refused)
+    assert f"ConfigMap develop/{config_map}" in ready["message"]
+    # The rest of the service is applied; the ConfigMap is as its owner made it.
+    await eventually(lambda: kube.get(ObjectRef("apps/v1", "Deployment", "develop", name)))
+    config = await get(kube, "v1", "ConfigMap", "develop", config_map)
+    assert config["data"] == {"OWNER": "someone"}
+    assert MANAGED_BY_LABEL not in (config["metadata"].get("labels") or {})
+    assert {f["manager"] for f in config["metadata"]["managedFields"]} == {"kubectl-create"}
+
+    # Handed over with the label, it is the operator's at the next reconcile (the resync).
+    kubectl(
+        "-n", "develop", "label", "configmap", config_map, f"{MANAGED_BY_LABEL}=bandsy-operator"
+    )
+
+    async def taken() -> bool:
+        config = await get(kube, "v1", "ConfigMap", "develop", config_map)
+        assert config["data"].get("BANDSY_SERVICE") == name
+        return (await refused()) is None
+
+    await eventually(taken)
+    kubectl("delete", "bsvc", name, "--wait=true", "--timeout=60s")
+
+
 async def test_converged_objects_cost_no_writes(
     kube: KubeApi, kubectl: KubectlRunner, sample_environments: list[str]
 ) -> None:

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from bandsy_operator.constants import SERVICE_LABEL
 from bandsy_operator.world import World
-from factories import service_body, tags
+from factories import environment_body, service_body, tags
 
 
 def stored(uid: str, resource_version: str) -> dict[str, Any]:
@@ -32,3 +33,41 @@ def test_an_older_or_repeated_version_is_not_taken() -> None:
     assert world.observe_service(stored("a", "20")) is first  # parsed once
     assert world.observe_service(stored("a", "19")) is first
     assert world.observe_service(stored("a", "21")) is not first
+
+
+def deployment(namespace: str, resource_version: str, service: str = "web") -> dict[str, Any]:
+    return {
+        "metadata": {
+            "name": service,
+            "namespace": namespace,
+            "resourceVersion": resource_version,
+            "labels": {SERVICE_LABEL: service},
+        }
+    }
+
+
+def world_with_web() -> World:
+    world = World()
+    world.observe_environment(environment_body("develop"))
+    world.observe_environment(environment_body("production", namespace="prod"))
+    world.observe_service(stored("a", "1"))  # web, in develop only
+    return world
+
+
+def test_a_deployment_event_is_news_until_a_status_reflects_that_version() -> None:
+    world = world_with_web()
+    assert world.workload_news("ADDED", deployment("develop", "30")) == "web"
+    world.reflect_workloads({("develop", "web"): "31"})  # our apply's response
+    assert world.workload_news("MODIFIED", deployment("develop", "31")) is None  # its echo
+    assert world.workload_news("MODIFIED", deployment("develop", "30")) is None  # a late one
+    assert world.workload_news("MODIFIED", deployment("develop", "32")) == "web"  # the kubelet
+    # A deletion is always news, and forgets the version.
+    assert world.workload_news("DELETED", deployment("develop", "33")) == "web"
+    assert world.workload_news(None, deployment("develop", "31")) == "web"
+
+
+def test_deployments_outside_the_services_environments_are_not_its_business() -> None:
+    world = world_with_web()
+    assert world.workload_news("ADDED", deployment("floor-develop", "5")) is None
+    assert world.workload_news("ADDED", deployment("prod", "5")) is None  # web is not there
+    assert world.workload_news("ADDED", deployment("develop", "5", service="api")) is None

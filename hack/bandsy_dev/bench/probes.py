@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import re
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Any
 
 import asyncpg
@@ -22,21 +24,35 @@ _SAMPLE = re.compile(r"^apiserver_request_total\{(?P<labels>[^}]*)\} (?P<value>\
 _LABEL = re.compile(r'(\w+)="([^"]*)"')
 
 
-def api_writes(kubectl: KubectlRunner) -> Counter[str]:
-    """Write requests the API server has served, by ``verb resource[/subresource]``."""
+def api_requests(kubectl: KubectlRunner, verbs: frozenset[str] | None = None) -> Counter[str]:
+    """Requests the API server has served, by ``verb resource[/subresource]`` (only ``verbs``
+    when given)."""
     counts: Counter[str] = Counter()
     for line in kubectl("get", "--raw", "/metrics").stdout.splitlines():
         match = _SAMPLE.match(line)
         if match is None:
             continue
         labels = dict(_LABEL.findall(match.group("labels")))
-        if labels.get("verb") not in WRITE_VERBS or labels.get("resource") in IGNORED_RESOURCES:
+        if verbs is not None and labels.get("verb") not in verbs:
+            continue
+        if labels.get("resource") in IGNORED_RESOURCES:
             continue
         resource = labels.get("resource", "")
         if labels.get("subresource"):
             resource += "/" + labels["subresource"]
         counts[f"{labels['verb']} {resource}"] += int(float(match.group("value")))
     return counts
+
+
+def api_writes(kubectl: KubectlRunner) -> Counter[str]:
+    return api_requests(kubectl, WRITE_VERBS)
+
+
+def by_verb(requests: dict[str, int]) -> dict[str, int]:
+    verbs: Counter[str] = Counter()
+    for request, n in requests.items():
+        verbs[request.split()[0]] += n
+    return dict(verbs.most_common())
 
 
 def difference(after: Counter[str], before: Counter[str]) -> dict[str, int]:
@@ -101,3 +117,42 @@ def reconciles(operator: OperatorProcess) -> float:
 
 
 SERVICES = (API_VERSION, "BandsyService")
+
+# The servers on this machine, by process name; everything else is "other".
+_COMPONENTS = ("kube-apiserver", "etcd", "kube-controller-manager", "postgres", "redis-server")
+_TICK = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_ticks(operator_pid: int) -> Counter[str]:
+    """CPU ticks used so far by each component: live processes with their reaped children
+    (a finished Postgres backend is in its postmaster's, a kubectl run in the bench's), so
+    the difference of two readings is what each component used in between."""
+    ticks: Counter[str] = Counter()
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            line = Path(entry.path, "stat").read_text()
+        except OSError:  # gone since the listing
+            continue
+        pid, comm = int(entry.name), line[line.index("(") + 1 : line.rindex(")")]
+        fields = line[line.rindex(")") + 2 :].split()
+        used = sum(int(f) for f in fields[11:15])  # utime stime cutime cstime
+        if pid == operator_pid:
+            ticks["operator"] += used
+        elif pid == os.getpid():
+            ticks["bench (kubelet simulation, probes, floor client)"] += used
+        else:
+            ticks[comm if comm in _COMPONENTS else "other"] += used
+    total = Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]
+    # user nice system idle iowait irq softirq steal: all but idle and iowait are busy.
+    ticks["machine busy"] = sum(int(total[i]) for i in (0, 1, 2, 5, 6, 7))
+    return ticks
+
+
+def cpu_seconds(before: Counter[str], after: Counter[str]) -> dict[str, float]:
+    return {
+        key: round((after[key] - before[key]) / _TICK, 1)
+        for key in sorted(after, key=lambda k: before[k] - after[k])
+        if after[key] > before[key]
+    }

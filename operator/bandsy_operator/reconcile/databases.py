@@ -190,9 +190,15 @@ class DatabaseReconciler:
         return accounts, problems
 
     async def reconcile(
-        self, service: Service, env: Environment, known_accounts: Set[AccountRef] = frozenset()
+        self,
+        service: Service,
+        env: Environment,
+        known_accounts: Set[AccountRef] = frozenset(),
+        *,
+        verify: bool = True,
     ) -> DatabaseResult:
-        """Credentials, server state and projections of every account ``plan`` allowed."""
+        """Credentials, server state and projections of every account ``plan`` allowed; without
+        ``verify``, credentials already read or written are not read again."""
         result = DatabaseResult()
         failures: list[BackendUnavailableError] = []
         for backend in _enabled(service):
@@ -200,7 +206,11 @@ class DatabaseReconciler:
             assert settings is not None, "plan() refuses environments without the server"
             ref, account = account_for(service, env, backend)
             credential = await self.store.get_or_create(
-                backend, ref.server, ref.user, likely_new=ref not in known_accounts
+                backend,
+                ref.server,
+                ref.user,
+                likely_new=ref not in known_accounts,
+                cached=not verify,
             )
             token = service.meta.annotations.get(ROTATE_CREDENTIALS_ANNOTATION, "")
             if token and token != credential.rotation:

@@ -31,7 +31,10 @@ class EnvironmentReconciler:
         self.recorder = recorder
         self.world = world
 
-    async def reconcile(self, name: str) -> None:
+    async def reconcile(self, name: str, verify: bool = True) -> None:
+        """Converge one environment. Without ``verify`` (a service's readiness changed, another
+        environment changed), objects unchanged since this operator last applied or read them
+        are not read again: the periodic resync reads them all."""
         known = self.world.environments.get(name)
         if known is None or known.deleting:
             return
@@ -51,7 +54,9 @@ class EnvironmentReconciler:
             )
             known = self.world.environments[name]
 
-        applied = await self.applier.ensure_all(objects)
+        applied = await self.applier.ensure_all(
+            objects, trust_confirmed=not verify, inventory=inventory.refs(previous)
+        )
         problems = [unmanaged_problem(a.live) for a in applied if a.refused and a.live is not None]
         if problems:
             wanted = grown

@@ -215,7 +215,7 @@ class ServiceReconciler:
         # Environments are independent until the status is written: build them together.
         await asyncio.gather(
             *(
-                self._build(service, plan, previous_accounts, known.status, now)
+                self._build(service, plan, previous_accounts, known.status, now, verify)
                 for plan in plans
                 if not plan.problems
             )
@@ -231,9 +231,15 @@ class ServiceReconciler:
                 known, {**status, "inventory": inventory.serialize(grown)}
             )
 
+        applied_before = inventory.refs(previous)
         applied = await asyncio.gather(
             *(
-                self.applier.ensure_all(plan.objects, plan.known, trust_confirmed=not verify)
+                self.applier.ensure_all(
+                    plan.objects,
+                    plan.known,
+                    trust_confirmed=not verify,
+                    inventory=applied_before,
+                )
                 for plan in plans
             )
         )
@@ -263,6 +269,15 @@ class ServiceReconciler:
         new_status = self._status(service, plans, status, wanted, now)
         new_status["databases"] = _accounts(accounts)
         await self._publish(known, service, status, new_status)
+        self.world.reflect_workloads(
+            {
+                (meta["namespace"], meta["name"]): meta["resourceVersion"]
+                for plan in plans
+                for applied in plan.applied
+                if applied.live is not None and applied.live["kind"] == "Deployment"
+                for meta in [applied.live["metadata"]]
+            }
+        )
         return self._outcome(plans, status, new_status)
 
     @staticmethod
@@ -337,6 +352,7 @@ class ServiceReconciler:
         known_accounts: set[AccountRef],
         previous: Mapping[str, Any],
         now: datetime.datetime,
+        verify: bool,
     ) -> None:
         env = self.world.valid_environments()[plan.name]
         deployment_ref = ObjectRef("apps/v1", "Deployment", env.namespace, service.name)
@@ -354,7 +370,7 @@ class ServiceReconciler:
                 f"{plan.name}: {plan.verdict.tag_to_apply} rolled out past the promotion gates "
                 f"({SKIP_GATES_ANNOTATION})",
             )
-        plan.database = await self.databases.reconcile(service, env, known_accounts)
+        plan.database = await self.databases.reconcile(service, env, known_accounts, verify=verify)
         drift = [r for r in plan.database.repairs if set(plan.accounts) & known_accounts]
         if drift:
             await self.recorder.post(
