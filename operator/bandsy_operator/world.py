@@ -86,8 +86,8 @@ class World:
         self.services: dict[str, Known[Service]] = {}
         self._valid_environments: dict[str, Environment] = {}
         self._valid_services: dict[str, Service] = {}
-        # The resourceVersion of each Deployment that its service's published status reflects.
-        self._reflected: dict[WorkloadKey, str] = {}
+        # The newest body of each of our Deployments: from its watch events and our own writes.
+        self._workloads: dict[WorkloadKey, dict[str, Any]] = {}
 
     def observe_environment(self, body: dict[str, Any]) -> Known[Environment]:
         name = body["metadata"]["name"]
@@ -171,14 +171,31 @@ class World:
 
     # -- workloads ------------------------------------------------------------------------------
 
-    def reflect_workloads(self, versions: Mapping[WorkloadKey, str]) -> None:
-        """A service's status was published from these Deployment versions."""
-        self._reflected.update(versions)
+    def workload(self, namespace: str, name: str) -> dict[str, Any] | None:
+        """The newest body seen of one of our Deployments, or None when there is none yet."""
+        return self._workloads.get((namespace, name))
+
+    def observe_workload(self, body: Mapping[str, Any]) -> bool:
+        """Remember a Deployment's body (what we applied or read); False when it is not newer
+        than the one remembered, such as the echo of our own apply."""
+        meta = body.get("metadata", {})
+        key = (meta.get("namespace", ""), meta.get("name", ""))
+        known = self._workloads.get(key)
+        if known is not None and version_not_newer(
+            _resource_version(body), _resource_version(known)
+        ):
+            return False
+        # Without managedFields, the bulk of a body, which nothing here reads.
+        self._workloads[key] = {
+            **body,
+            "metadata": {k: v for k, v in meta.items() if k != "managedFields"},
+        }
+        return True
 
     def workload_news(self, event_type: str | None, body: Mapping[str, Any]) -> str | None:
         """The service to reconcile for a watch event about one of our Deployments, or None when
-        the event tells nothing its status does not reflect already: the echo of our own apply,
-        a version a reconcile has read, or a Deployment outside the service's environments."""
+        the event tells nothing new: the echo of our own apply, a version already seen, or a
+        Deployment outside the service's environments."""
         meta = body.get("metadata", {})
         service = str((meta.get("labels") or {}).get(SERVICE_LABEL, ""))
         known = self.services.get(service)
@@ -191,11 +208,7 @@ class World:
             for env in known.model.spec.environments
         ):
             return None
-        key = (namespace, meta.get("name", ""))
         if event_type == "DELETED":
-            self._reflected.pop(key, None)
+            self._workloads.pop((namespace, meta.get("name", "")), None)
             return service
-        reflected = self._reflected.get(key)
-        if reflected is not None and version_not_newer(_resource_version(body), reflected):
-            return None
-        return service
+        return service if self.observe_workload(body) else None

@@ -54,16 +54,28 @@ def world_with_web() -> World:
     return world
 
 
-def test_a_deployment_event_is_news_until_a_status_reflects_that_version() -> None:
+def test_a_deployment_event_is_news_only_with_a_newer_version() -> None:
     world = world_with_web()
     assert world.workload_news("ADDED", deployment("develop", "30")) == "web"
-    world.reflect_workloads({("develop", "web"): "31"})  # our apply's response
+    assert world.workload("develop", "web") == deployment("develop", "30")
+    assert world.observe_workload(deployment("develop", "31"))  # our apply's response
     assert world.workload_news("MODIFIED", deployment("develop", "31")) is None  # its echo
     assert world.workload_news("MODIFIED", deployment("develop", "30")) is None  # a late one
+    assert not world.observe_workload(deployment("develop", "30"))  # an older read
     assert world.workload_news("MODIFIED", deployment("develop", "32")) == "web"  # the kubelet
-    # A deletion is always news, and forgets the version.
+    assert world.workload("develop", "web") == deployment("develop", "32")
+    # A deletion is always news, and forgets the body.
     assert world.workload_news("DELETED", deployment("develop", "33")) == "web"
+    assert world.workload("develop", "web") is None
     assert world.workload_news(None, deployment("develop", "31")) == "web"
+
+
+def test_a_remembered_deployment_leaves_its_managed_fields_out() -> None:
+    world = world_with_web()
+    body = deployment("develop", "7")
+    body["metadata"]["managedFields"] = [{"manager": "bandsy-operator"}]
+    world.observe_workload(body)
+    assert "managedFields" not in (world.workload("develop", "web") or {})["metadata"]
 
 
 def test_deployments_outside_the_services_environments_are_not_its_business() -> None:

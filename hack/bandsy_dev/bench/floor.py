@@ -55,8 +55,9 @@ class Workload:
 def relocated(live: Manifest, namespaces: dict[str, str]) -> Manifest:
     """``live`` as a manifest for the floor's namespace, without server-set fields."""
     manifest = {k: v for k, v in live.items() if k != "status"}
+    # The ownerReferences stay: the owners are cluster-scoped, and the garbage collector's work
+    # for them is part of applying these objects.
     meta = {k: v for k, v in live["metadata"].items() if k not in _SERVER_FIELDS}
-    meta.pop("ownerReferences", None)  # the owners are the operator's custom resources
     if manifest["kind"] == "Namespace":
         meta["name"] = namespaces[meta["name"]]
     elif meta.get("namespace"):

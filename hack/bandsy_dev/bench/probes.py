@@ -100,10 +100,6 @@ async def wait_until(
     return time.perf_counter() - started
 
 
-async def count_ready(list_services: Callable[[], Awaitable[list[dict[str, Any]]]]) -> int:
-    return sum(ready_environments(s) for s in await list_services())
-
-
 def idle(operator: OperatorProcess, reconciles_at_least: float = 0) -> bool:
     """Nothing queued or running, and at least ``reconciles_at_least`` reconciles done."""
     samples = operator.metrics()
@@ -140,6 +136,8 @@ def cpu_ticks(operator_pid: int) -> Counter[str]:
         used = sum(int(f) for f in fields[11:15])  # utime stime cutime cstime
         if pid == operator_pid:
             ticks["operator"] += used
+        elif comm == "postgres":
+            ticks[_postgres_part(pid)] += used
         elif pid == os.getpid():
             ticks["bench (kubelet simulation, probes, floor client)"] += used
         else:
@@ -148,6 +146,20 @@ def cpu_ticks(operator_pid: int) -> Counter[str]:
     # user nice system idle iowait irq softirq steal: all but idle and iowait are busy.
     ticks["machine busy"] = sum(int(total[i]) for i in (0, 1, 2, 5, 6, 7))
     return ticks
+
+
+def _postgres_part(pid: int) -> str:
+    """A server process by its title ("postgres: checkpointer"); finished backends are in the
+    postmaster's reaped-children time."""
+    try:
+        title = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[0].decode(errors="replace")
+    except OSError:
+        return "postgres"
+    if not title.startswith("postgres: "):
+        return "postgres (postmaster, finished backends)"
+    if "(" in title:  # "postgres: user db 127.0.0.1(port) ACTION"
+        return "postgres backends"
+    return "postgres " + title.removeprefix("postgres: ").split()[0]
 
 
 def cpu_seconds(before: Counter[str], after: Counter[str]) -> dict[str, float]:

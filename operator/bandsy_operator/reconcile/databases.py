@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import hashlib
 import logging
 import time
 from collections import defaultdict
@@ -126,9 +127,13 @@ class DatabaseReconciler:
         self.backends = backends
         self._limit = asyncio.Semaphore(concurrency)
         self._admins: dict[tuple[str, str], tuple[float, AdminCredentials]] = {}
+        self._admin_locks: defaultdict[tuple[str, str], asyncio.Lock] = defaultdict(asyncio.Lock)
         self._user_locks: defaultdict[tuple[str, str, str], asyncio.Lock] = defaultdict(
             asyncio.Lock
         )
+        # Accounts ensured on their server, with the digest of the password they were ensured
+        # with: trusted by reconciles a watch event triggered, checked again by the resync.
+        self._ensured: dict[tuple[str, str, Account], str] = {}
 
     def server(self, env: Environment, backend: str) -> Server:
         settings = _settings(env, backend)
@@ -146,14 +151,15 @@ class DatabaseReconciler:
         key = (ref.namespace, ref.name)
 
         async def load() -> AdminCredentials:
-            # Read at most every few seconds: every account check needs it, a rotation of the
-            # admin Secret is still seen at once for practical purposes.
-            cached = self._admins.get(key)
-            if cached is not None and time.monotonic() - cached[0] < ADMIN_SECRET_TTL:
-                return cached[1]
-            admin = await fetch()
-            self._admins[key] = (time.monotonic(), admin)
-            return admin
+            # Read at most every few seconds, by one of the account checks that all need it: a
+            # rotation of the admin Secret is still seen at once for practical purposes.
+            async with self._admin_locks[key]:
+                cached = self._admins.get(key)
+                if cached is not None and time.monotonic() - cached[0] < ADMIN_SECRET_TTL:
+                    return cached[1]
+                admin = await fetch()
+                self._admins[key] = (time.monotonic(), admin)
+                return admin
 
         async def fetch() -> AdminCredentials:
             secret = await self.api.get(ObjectRef("v1", "Secret", ref.namespace, ref.name))
@@ -226,6 +232,11 @@ class DatabaseReconciler:
             result.credentials[backend] = self._projection(settings, ref, credential.password)
             if settings.egress_to is not None:
                 result.peers.append(DatabasePeer(settings.port, settings.egress_to))
+            ensured_key = (backend, ref.server, account)
+            digest = hashlib.sha256(credential.password.encode()).hexdigest()
+            if not verify and self._ensured.get(ensured_key) == digest:
+                continue
+            self._ensured.pop(ensured_key, None)
             try:
                 # Environments of one service run concurrently and may share a user.
                 async with self._user_locks[(backend, ref.server, ref.user)], self._limit:
@@ -238,6 +249,7 @@ class DatabaseReconciler:
                 answered = not isinstance(error, ServerUnreachableError)
             else:
                 DATABASE_OPERATIONS.labels(backend, "ensure", "success").inc()
+                self._ensured[ensured_key] = digest
                 answered = True
             (result.reached if answered else result.unreachable).add(f"{backend}|{ref.server}")
         if failures:
@@ -306,6 +318,10 @@ class DatabaseReconciler:
             server = self.server(env, ref.backend)
             account = _account(ref)
             operation = "delete" if delete and ref.env != PRODUCTION else "retain"
+            # Whatever happens next, the account is no longer as it was ensured.
+            for key in [k for k in self._ensured if k[:2] == (ref.backend, ref.server)]:
+                if key[2].user == ref.user:
+                    del self._ensured[key]
             try:
                 if operation == "delete":
                     await backend.delete(server, account, keep_user=shared)

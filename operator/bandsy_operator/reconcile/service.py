@@ -11,7 +11,7 @@ import asyncio
 import base64
 import datetime
 import logging
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -185,6 +185,7 @@ class ServiceReconciler:
         self.recorder = recorder
         self.world = world
         self.databases = databases
+        self._secrets: dict[ObjectRef, Manifest] = {}  # each service Secret, as last seen
 
     async def reconcile(self, name: str, verify: bool = True) -> Outcome:
         """Converge one service. Without ``verify`` (a watch event, not the resync), objects
@@ -245,11 +246,14 @@ class ServiceReconciler:
         )
         for plan, results in zip(plans, applied, strict=True):
             plan.applied = results
+            self._remember_inputs(plan)
             refused = [a.live for a in results if a.refused and a.live is not None]
             plan.problems += [unmanaged_problem(obj) for obj in refused]
         accounts = planned_accounts
         if healthy and all(not plan.problems for plan in plans):
-            pruned = await self.applier.prune(inventory.stale(previous, wanted))
+            stale = inventory.stale(previous, wanted)
+            pruned = await self.applier.prune(stale)
+            self._forget(stale)
             if pruned:
                 log.info("%s: pruned %s", name, ", ".join(map(str, pruned)))
             retired = previous_accounts - planned_accounts
@@ -269,15 +273,6 @@ class ServiceReconciler:
         new_status = self._status(service, plans, status, wanted, now)
         new_status["databases"] = _accounts(accounts)
         await self._publish(known, service, status, new_status)
-        self.world.reflect_workloads(
-            {
-                (meta["namespace"], meta["name"]): meta["resourceVersion"]
-                for plan in plans
-                for applied in plan.applied
-                if applied.live is not None and applied.live["kind"] == "Deployment"
-                for meta in [applied.live["metadata"]]
-            }
-        )
         return self._outcome(plans, status, new_status)
 
     @staticmethod
@@ -305,9 +300,9 @@ class ServiceReconciler:
         database accounts. Raises ReclaimPendingError while a server is unreachable."""
         name = body["metadata"]["name"]
         status = body.get("status") or {}
-        pruned = await self.applier.prune(
-            inventory.stale(inventory.parse(status.get("inventory") or []), {})
-        )
+        stale = inventory.stale(inventory.parse(status.get("inventory") or []), {})
+        pruned = await self.applier.prune(stale)
+        self._forget(stale)
         log.info("%s deleted: removed %d objects", name, len(pruned))
         accounts = {AccountRef.parse(a) for a in status.get("databases") or []}
         if not accounts:
@@ -356,7 +351,9 @@ class ServiceReconciler:
     ) -> None:
         env = self.world.valid_environments()[plan.name]
         deployment_ref = ObjectRef("apps/v1", "Deployment", env.namespace, service.name)
-        live_deployment = await self.api.get(deployment_ref)
+        live_deployment = None if verify else self.world.workload(env.namespace, service.name)
+        if live_deployment is None:
+            live_deployment = await self.api.get(deployment_ref)
         plan.known[deployment_ref] = live_deployment
         plan.verdict = promotion.evaluate(
             gate_input(service, env, previous, running_tag(live_deployment), now)
@@ -381,7 +378,9 @@ class ServiceReconciler:
                 f"{plan.name}: {'; '.join(drift)}",
             )
         secret_ref = ObjectRef("v1", "Secret", env.namespace, naming.secrets(service.name))
-        live_secret = await self.api.get(secret_ref)
+        live_secret = None if verify else self._secrets.get(secret_ref)
+        if live_secret is None:
+            live_secret = await self.api.get(secret_ref)
         plan.known[secret_ref] = live_secret
         plan.inputs = service_inputs(
             service,
@@ -395,6 +394,23 @@ class ServiceReconciler:
         if plan.verdict.tag_to_apply is None:  # blocked before its first rollout
             plan.objects = [o for o in plan.objects if o["kind"] != "Deployment"]
         plan.missing_secrets = missing_provided_secrets(plan.inputs)
+
+    def _remember_inputs(self, plan: EnvironmentPlan) -> None:
+        """What a reconcile a watch event triggers reads instead of the API server: each
+        Deployment as applied (its watch events keep it current) and each service Secret, whose
+        generated values the next build keeps. The resync reads both again."""
+        for result in plan.applied:
+            live = result.live
+            if live is None:
+                continue
+            if live["kind"] == "Deployment":
+                self.world.observe_workload(live)
+            elif live["kind"] == "Secret" and ObjectRef.of(live) in plan.known:
+                self._secrets[ObjectRef.of(live)] = live
+
+    def _forget(self, refs: Iterable[ObjectRef]) -> None:
+        for ref in refs:
+            self._secrets.pop(ref, None)
 
     # -- status ---------------------------------------------------------------------------------
 
