@@ -14,7 +14,6 @@ SERVICE_PLURAL: Final = "bandsyservices"
 
 FIELD_MANAGER: Final = "bandsy-operator"
 FINALIZER: Final = f"{GROUP}/finalizer"
-STORAGE_PREFIX: Final = GROUP
 
 # Labels on everything the operator creates (SPEC §4).
 MANAGED_BY_LABEL: Final = "app.kubernetes.io/managed-by"

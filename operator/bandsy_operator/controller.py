@@ -1,7 +1,7 @@
 """The controller: watches feed the world view and a work queue; workers run the reconcilers.
 
-kopf delivers watch events and runs finalizers; everything else happens here so that a change
-to one object can re-reconcile others (an environment edit re-renders all its services).
+kopf delivers watch events; everything else happens here, the finalizer included, so that a
+change to one object can re-reconcile others (an environment edit re-renders all its services).
 """
 
 from __future__ import annotations
@@ -19,7 +19,13 @@ from .backends import Backend
 from .backends.mongo import MongoBackend
 from .backends.postgres import PostgresBackend
 from .backends.redis import RedisBackend
-from .constants import ACTIONABLE_ANNOTATIONS, API_VERSION, ENVIRONMENT_KIND, SERVICE_KIND
+from .constants import (
+    ACTIONABLE_ANNOTATIONS,
+    API_VERSION,
+    ENVIRONMENT_KIND,
+    FINALIZER,
+    SERVICE_KIND,
+)
 from .credentials import CredentialStore
 from .events import EventRecorder
 from .kube import CLIENT_ERRORS, KubeApi, ObjectRef, is_unreachable
@@ -224,7 +230,9 @@ class Controller:
             verify = key in self._verify
             self._verify.discard(key)
             try:
-                if key.kind == ENVIRONMENT_KIND:
+                if await self._finalizer(key):
+                    outcome = Outcome()
+                elif key.kind == ENVIRONMENT_KIND:
                     await self.environments.reconcile(key.name, verify=verify)
                     outcome = Outcome()
                 else:
@@ -261,13 +269,33 @@ class Controller:
                 RECONCILE_SECONDS.labels(key.kind).observe(time.perf_counter() - started)
             RECONCILES.labels(key.kind, result).inc()
 
-    async def finalize_service(self, body: Mapping[str, Any]) -> None:
-        async with self._locks[service_key(body["metadata"]["name"])]:
-            await self.services.finalize(body)
-
-    async def finalize_environment(self, body: Mapping[str, Any]) -> None:
-        async with self._locks[env_key(body["metadata"]["name"])]:
-            await self.environments.finalize(body)
+    async def _finalizer(self, key: Key) -> bool:
+        """Our finalizer goes on before anything is made for a custom resource; once it is being
+        deleted, the clean-up runs and then the finalizer comes off. True while it is being
+        deleted: there is nothing else to do for it."""
+        known: Known[Any] | None = (
+            self.world.environments if key.kind == ENVIRONMENT_KIND else self.world.services
+        ).get(key.name)
+        if known is None:
+            return False
+        meta = known.body["metadata"]
+        finalizers = list(meta.get("finalizers") or [])
+        if not known.deleting:
+            if FINALIZER not in finalizers:
+                updated = await self.api.set_finalizers(key.kind, meta, [*finalizers, FINALIZER])
+                if key.kind == ENVIRONMENT_KIND:
+                    self.world.observe_environment(updated)
+                else:
+                    self.world.observe_service(updated)
+            return False
+        if FINALIZER in finalizers:
+            if key.kind == ENVIRONMENT_KIND:
+                await self.environments.finalize(known.body)
+            else:
+                await self.services.finalize(known.body)  # ReclaimPendingError: retried
+            # Not observed: the deletion event may already have made the world forget it.
+            await self.api.set_finalizers(key.kind, meta, [f for f in finalizers if f != FINALIZER])
+        return True
 
 
 def _environments(known: Known[Any] | None) -> set[str]:

@@ -1,8 +1,13 @@
-"""kopf wiring: thin handlers that feed the controller. No logic lives here."""
+"""kopf wiring: thin handlers that feed the controller. No logic lives here.
+
+kopf delivers watch events; the controller does the rest, its finalizer included (kopf's own
+would cost two patches of every new object and a deep copy of every body on every event).
+"""
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterable
 from typing import Any
 
 import kopf
@@ -11,16 +16,13 @@ from . import metrics
 from .constants import (
     ENVIRONMENT_PLURAL,
     FIELD_MANAGER,
-    FINALIZER,
     GROUP,
     MANAGED_BY_LABEL,
     SERVICE_PLURAL,
-    STORAGE_PREFIX,
     VERSION,
 )
 from .controller import Controller
 from .kube import KubeApi
-from .reconcile.service import ReclaimPendingError
 from .settings import OperatorSettings
 
 log = logging.getLogger(__name__)
@@ -32,13 +34,26 @@ OURS = {MANAGED_BY_LABEL: FIELD_MANAGER}
 API_RETRY_BACKOFFS = (0.5, 1.0, 1.5) + (2.0,) * 150
 
 
+class NoDiffBase(kopf.DiffBaseStorage):
+    """kopf keeps a copy of every object's spec (built from a deep copy of the whole body, on
+    every event) to detect changes for its change handlers. There are none here: the controller
+    compares what it needs and runs its own finalizer. So nothing is built, stored or patched."""
+
+    def build(
+        self, *, body: kopf.Body, extra_fields: Iterable[Any] | None = None
+    ) -> kopf.BodyEssence:
+        return kopf.BodyEssence()
+
+    def fetch(self, *, body: kopf.Body) -> kopf.BodyEssence | None:
+        return None
+
+    def store(self, *, body: kopf.Body, patch: kopf.Patch, essence: kopf.BodyEssence) -> None:
+        pass
+
+
 @kopf.on.startup()
 async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
-    settings.persistence.finalizer = FINALIZER
-    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=STORAGE_PREFIX)
-    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
-        prefix=STORAGE_PREFIX, key="last-handled-configuration"
-    )
+    settings.persistence.diffbase_storage = NoDiffBase()
     # Our own Events mark transitions; kopf's per-handler success events are noise.
     settings.posting.level = logging.WARNING
     settings.watching.server_timeout = 300
@@ -79,18 +94,3 @@ async def service_event(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> None
 @kopf.on.event("apps", "v1", "deployments", labels=OURS)
 async def deployment_event(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> None:
     memo["controller"].workload_event(event["type"], event["object"])
-
-
-@kopf.on.delete(GROUP, VERSION, SERVICE_PLURAL)
-async def service_deleted(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
-    try:
-        await memo["controller"].finalize_service(body)
-    except ReclaimPendingError as pending:
-        raise kopf.TemporaryError(
-            f"database accounts not reclaimed yet: {pending}", delay=10
-        ) from None
-
-
-@kopf.on.delete(GROUP, VERSION, ENVIRONMENT_PLURAL)
-async def environment_deleted(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
-    await memo["controller"].finalize_environment(body)

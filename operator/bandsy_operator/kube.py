@@ -7,6 +7,7 @@ print exactly what is applied.
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -76,6 +77,12 @@ def is_unreachable(error: BaseException) -> bool:
     if isinstance(error, httpx.TransportError):
         return True
     return isinstance(error, ApiError) and (error.status.code or 0) in (502, 503, 504)
+
+
+def without_managed_fields(body: Mapping[str, Any]) -> Manifest:
+    """A body to keep in memory: managedFields, often its bulk, is nothing we read."""
+    meta = {k: v for k, v in body.get("metadata", {}).items() if k != "managedFields"}
+    return {**body, "metadata": meta}
 
 
 def _resource(api_version: str, kind: str) -> Any:
@@ -180,6 +187,16 @@ class KubeApi:
             field_manager=FIELD_MANAGER,
             force=True,
         )
+        return _as_dict(obj)
+
+    async def set_finalizers(
+        self, kind: str, meta: Mapping[str, Any], finalizers: Sequence[str]
+    ) -> Manifest:
+        """Replace the finalizers of one of our custom resources, read at ``meta``'s version: a
+        merge patch replaces the whole list, so a newer version is a conflict (409), not lost."""
+        res = BandsyServiceResource if kind == SERVICE_KIND else BandsyEnvironmentResource
+        body = {"metadata": {"finalizers": finalizers, "resourceVersion": meta["resourceVersion"]}}
+        obj = await self.client.patch(res, meta["name"], body, patch_type=PatchType.MERGE)
         return _as_dict(obj)
 
     async def delete(self, ref: ObjectRef) -> bool:

@@ -10,6 +10,7 @@ from typing import Any, Generic, TypeVar
 from pydantic import ValidationError
 
 from .constants import SERVICE_LABEL
+from .kube import without_managed_fields
 from .models import Environment, Service, parse_environment, parse_service
 
 Model = TypeVar("Model", Environment, Service)
@@ -185,11 +186,7 @@ class World:
             _resource_version(body), _resource_version(known)
         ):
             return False
-        # Without managedFields, the bulk of a body, which nothing here reads.
-        self._workloads[key] = {
-            **body,
-            "metadata": {k: v for k, v in meta.items() if k != "managedFields"},
-        }
+        self._workloads[key] = without_managed_fields(body)
         return True
 
     def workload_news(self, event_type: str | None, body: Mapping[str, Any]) -> str | None:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import hashlib
 import logging
 import time
 from collections import defaultdict
@@ -131,9 +130,6 @@ class DatabaseReconciler:
         self._user_locks: defaultdict[tuple[str, str, str], asyncio.Lock] = defaultdict(
             asyncio.Lock
         )
-        # Accounts ensured on their server, with the digest of the password they were ensured
-        # with: trusted by reconciles a watch event triggered, checked again by the resync.
-        self._ensured: dict[tuple[str, str, Account], str] = {}
 
     def server(self, env: Environment, backend: str) -> Server:
         settings = _settings(env, backend)
@@ -232,11 +228,6 @@ class DatabaseReconciler:
             result.credentials[backend] = self._projection(settings, ref, credential.password)
             if settings.egress_to is not None:
                 result.peers.append(DatabasePeer(settings.port, settings.egress_to))
-            ensured_key = (backend, ref.server, account)
-            digest = hashlib.sha256(credential.password.encode()).hexdigest()
-            if not verify and self._ensured.get(ensured_key) == digest:
-                continue
-            self._ensured.pop(ensured_key, None)
             try:
                 # Environments of one service run concurrently and may share a user.
                 async with self._user_locks[(backend, ref.server, ref.user)], self._limit:
@@ -249,7 +240,6 @@ class DatabaseReconciler:
                 answered = not isinstance(error, ServerUnreachableError)
             else:
                 DATABASE_OPERATIONS.labels(backend, "ensure", "success").inc()
-                self._ensured[ensured_key] = digest
                 answered = True
             (result.reached if answered else result.unreachable).add(f"{backend}|{ref.server}")
         if failures:
@@ -318,10 +308,6 @@ class DatabaseReconciler:
             server = self.server(env, ref.backend)
             account = _account(ref)
             operation = "delete" if delete and ref.env != PRODUCTION else "retain"
-            # Whatever happens next, the account is no longer as it was ensured.
-            for key in [k for k in self._ensured if k[:2] == (ref.backend, ref.server)]:
-                if key[2].user == ref.user:
-                    del self._ensured[key]
             try:
                 if operation == "delete":
                     await backend.delete(server, account, keep_user=shared)
