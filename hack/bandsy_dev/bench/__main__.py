@@ -130,15 +130,21 @@ class Bench:
         competes for them) and the API requests served meanwhile, by verb."""
         pid = self.operator.pid if self.operator is not None and self.operator.running() else 0
         cpu, requests = probes.cpu_ticks(pid), probes.api_requests(self.kubectl)
+        sql = await probes.sql_time(self.pg)
         started = time.perf_counter()
         await work()
         seconds = time.perf_counter() - started
         served = probes.difference(probes.api_requests(self.kubectl), requests)
+        sql_ms = {k: v - sql.get(k, 0.0) for k, v in (await probes.sql_time(self.pg)).items()}
         return {
             "seconds": round(seconds, 2),
             "cpu_seconds": probes.cpu_seconds(cpu, probes.cpu_ticks(pid)),
             "api_requests": probes.by_verb(served),
             "api_requests_by_resource": dict(Counter(served).most_common()),
+            # Where PostgreSQL's time went, by statement (pg_stat_statements).
+            "sql_exec_ms": {
+                k: round(v) for k, v in sorted(sql_ms.items(), key=lambda kv: -kv[1]) if round(v)
+            },
         }
 
     async def converge(self) -> None:

@@ -80,6 +80,21 @@ async def sql_writes(connect: Callable[[], Awaitable[asyncpg.Connection]]) -> Co
     return counts
 
 
+async def sql_time(connect: Callable[[], Awaitable[asyncpg.Connection]]) -> dict[str, float]:
+    """Milliseconds the Postgres server has spent executing each kind of statement so far
+    (pg_stat_statements), by the statement's first two words."""
+    conn = await connect()
+    try:
+        rows = await conn.fetch("SELECT query, total_exec_time FROM pg_stat_statements")
+    finally:
+        await conn.close()
+    spent: dict[str, float] = {}
+    for row in rows:
+        kind = " ".join(row["query"].split()[:2]).upper()
+        spent[kind] = spent.get(kind, 0.0) + float(row["total_exec_time"])
+    return spent
+
+
 def ready_environments(service: dict[str, Any]) -> int:
     environments = (service.get("status") or {}).get("environments") or {}
     return sum(
