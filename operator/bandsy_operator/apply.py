@@ -88,6 +88,9 @@ class Applied:
     changed: bool
     # The object exists without our managed-by label: never ours to modify.
     refused: bool = False
+    # Presumed absent, it is there and ours (an inventory lost, say): left as it is, since what
+    # was built for it assumed nothing existed. The caller builds again from what it reads.
+    existed: bool = False
 
 
 class Applier:
@@ -113,8 +116,8 @@ class Applier:
         presumed_absent: bool = False,
     ) -> Applied:
         """Make the object match ``desired``; ``fetched`` says ``live`` was already read (None
-        then means absent). ``presumed_absent`` (not in the inventory yet): try creating it
-        first, which costs one request instead of two when it is indeed new."""
+        then means absent). ``presumed_absent`` (not in the inventory yet): create it without a
+        read, one request instead of two when it is indeed new; see ``Applied.existed``."""
         ref = ObjectRef.of(desired)
         digest = (desired["metadata"].get("annotations") or {}).get(APPLIED_HASH_ANNOTATION)
         if not fetched and trust_confirmed and digest and self._confirmed.get(ref) == digest:
@@ -132,6 +135,8 @@ class Applier:
             if live is not None and not is_managed(live):
                 self._confirmed.pop(ref, None)
                 return Applied(live, changed=False, refused=True)
+            if live is not None and presumed_absent and not fetched:
+                return Applied(live, changed=False, existed=True)
             if live is not None and is_subset(desired, live):
                 result = Applied(live, changed=False)
             else:

@@ -339,6 +339,43 @@ async def test_an_object_in_the_way_is_refused_until_handed_over(
     kubectl("delete", "bsvc", name, "--wait=true", "--timeout=60s")
 
 
+async def test_an_object_of_ours_outside_the_inventory_is_read_not_overwritten(
+    kube: KubeApi, kubectl: KubectlRunner, sample_environments: list[str]
+) -> None:
+    """New objects are created without a read, from values built for nothing existing. One that
+    exists with our label (an inventory lost) must be read first: its generated value stays."""
+    name = f"adopt-{uid()}"
+    kept = "k" * 32
+    kubectl.apply(
+        {
+            "apiVersion": "v1",
+            "kind": "Secret",
+            "metadata": {
+                "name": f"{name}-secrets",
+                "namespace": "develop",
+                "labels": {MANAGED_BY_LABEL: "bandsy-operator"},
+            },
+            "stringData": {"SESSION_KEY": kept},
+        }
+    )
+    kubectl.apply(
+        service_body(
+            name,
+            tags(develop="develop-1a2b3c4"),
+            secrets=[{"name": "SESSION_KEY", "generate": {"length": 32}}],
+        )
+    )
+
+    async def adopted() -> dict[str, Any]:
+        secret = await get(kube, "v1", "Secret", "develop", f"{name}-secrets")
+        assert APPLIED_HASH_ANNOTATION in (secret["metadata"].get("annotations") or {})
+        return secret
+
+    secret = await eventually(adopted)
+    assert base64.b64decode(secret["data"]["SESSION_KEY"]).decode() == kept
+    kubectl("delete", "bsvc", name, "--wait=true", "--timeout=60s")
+
+
 async def test_converged_objects_cost_no_writes(
     kube: KubeApi, kubectl: KubectlRunner, sample_environments: list[str]
 ) -> None:

@@ -13,7 +13,7 @@ from typing import Any
 
 import asyncpg
 
-from bandsy_operator.constants import API_VERSION
+from bandsy_operator.constants import API_VERSION, ENVIRONMENT_PLURAL, SERVICE_PLURAL
 
 from ..operator_process import KubectlRunner, OperatorProcess
 
@@ -128,9 +128,16 @@ def reconciles(operator: OperatorProcess) -> float:
 
 
 SERVICES = (API_VERSION, "BandsyService")
+CUSTOM_RESOURCES = (ENVIRONMENT_PLURAL, SERVICE_PLURAL)
 
 # The servers on this machine, by process name; everything else is "other".
-_COMPONENTS = ("kube-apiserver", "etcd", "kube-controller-manager", "postgres", "redis-server")
+# (A process name is cut to 15 characters: the controller manager is "kube-controller".)
+_COMPONENTS = {
+    "kube-apiserver": "kube-apiserver",
+    "etcd": "etcd",
+    "kube-controller": "kube-controller-manager",
+    "redis-server": "redis-server",
+}
 _TICK = os.sysconf("SC_CLK_TCK")
 
 
@@ -156,7 +163,7 @@ def cpu_ticks(operator_pid: int) -> Counter[str]:
         elif pid == os.getpid():
             ticks["bench (kubelet simulation, probes, floor client)"] += used
         else:
-            ticks[comm if comm in _COMPONENTS else "other"] += used
+            ticks[_COMPONENTS.get(comm, "other")] += used
     total = Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]
     # user nice system idle iowait irq softirq steal: all but idle and iowait are busy.
     ticks["machine busy"] = sum(int(total[i]) for i in (0, 1, 2, 5, 6, 7))

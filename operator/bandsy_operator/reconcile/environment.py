@@ -55,8 +55,13 @@ class EnvironmentReconciler:
             known = self.world.environments[name]
 
         applied = await self.applier.ensure_all(
-            objects, trust_confirmed=not verify, inventory=inventory.refs(previous)
+            objects,
+            trust_confirmed=not verify,
+            inventory=None if verify else inventory.refs(previous),
         )
+        if any(result.existed for result in applied):
+            await self.reconcile(name, verify=True)  # built for new objects: read them all
+            return
         problems = [unmanaged_problem(a.live) for a in applied if a.refused and a.live is not None]
         if problems:
             wanted = grown

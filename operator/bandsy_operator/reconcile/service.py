@@ -241,11 +241,14 @@ class ServiceReconciler:
                     plan.objects,
                     plan.known,
                     trust_confirmed=not verify,
-                    inventory=applied_before,
+                    inventory=None if verify else applied_before,
                 )
                 for plan in plans
             )
         )
+        if any(result.existed for results in applied for result in results):
+            # Built for objects presumed new, some of which are ours already: read them all.
+            return await self.reconcile(name, verify=True)
         for plan, results in zip(plans, applied, strict=True):
             plan.applied = results
             self._remember_inputs(plan)
@@ -355,9 +358,9 @@ class ServiceReconciler:
         env = self.world.valid_environments()[plan.name]
         deployment_ref = ObjectRef("apps/v1", "Deployment", env.namespace, service.name)
         live_deployment = None
-        # One never applied is presumed absent, and created without a read: the applier still
-        # finds one in the way (its promotion gates see no tag running yet, as for a new one).
-        if deployment_ref in applied_before:
+        # Outside the inventory, it is presumed absent (see Applied.existed): the promotion gates
+        # see no tag running yet, as for a new one.
+        if verify or deployment_ref in applied_before:
             if not verify:
                 live_deployment = self.world.workload(env.namespace, service.name)
             if live_deployment is None:
@@ -386,10 +389,15 @@ class ServiceReconciler:
                 f"{plan.name}: {'; '.join(drift)}",
             )
         secret_ref = ObjectRef("v1", "Secret", env.namespace, naming.secrets(service.name))
-        live_secret = None if verify else self._secrets.get(secret_ref)
-        if live_secret is None:
-            live_secret = await self.api.get(secret_ref)
-        plan.known[secret_ref] = live_secret
+        live_secret = None
+        # Outside the inventory, it is presumed absent (see Applied.existed): new values are
+        # generated for it.
+        if verify or secret_ref in applied_before:
+            if not verify:
+                live_secret = self._secrets.get(secret_ref)
+            if live_secret is None:
+                live_secret = await self.api.get(secret_ref)
+            plan.known[secret_ref] = live_secret
         plan.inputs = service_inputs(
             service,
             env,
