@@ -193,13 +193,14 @@ class Bench:
         try:
             # PostgreSQL creating hundreds of databases is the floor's bulk, and this machine
             # makes one run vary by up to 2x: the median of several is the reference.
-            for _ in range(self.args.floor_runs):
+            for index in range(self.args.floor_runs):
+                repetition = work.repetition(index)
 
-                async def floor_run() -> None:
-                    await floor.run(self.api, pool, work, self.args.workers)
+                async def floor_run(repetition: floor.Workload = repetition) -> None:
+                    await floor.run(self.api, pool, repetition, self.args.workers)
 
                 floor_runs.append(await self.measured(floor_run))
-                await floor.clean_up(self.api, pool, work)
+                await floor.clean_up(self.api, pool, repetition)
         finally:
             await pool.close()
         crs = n + len(workload.ENVIRONMENTS)
