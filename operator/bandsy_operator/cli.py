@@ -29,7 +29,13 @@ from .credentials import CredentialStore
 from .kube import CLIENT_ERRORS, BandsyServiceResource, KubeApi, Manifest, ObjectRef
 from .manifest_yaml import dump_all
 from .reconcile.databases import DatabaseReconciler
-from .reconcile.service import decode_secret, gate_input, running_tag, service_inputs
+from .reconcile.service import (
+    decode_secret,
+    gate_input,
+    running_tag,
+    service_inputs,
+    service_secret,
+)
 from .secrets_gen import random_secret
 from .settings import OperatorSettings
 from .world import World
@@ -206,9 +212,7 @@ async def rendered_objects(api: KubeApi, world: World, name: str, env_name: str)
     known = _service(world, name)
     env = _environment(world, known, env_name)
     service = known.model
-    live_secret = await api.get(
-        ObjectRef("v1", "Secret", env.namespace, naming.secrets(service.name))
-    )
+    live_secret = await api.get(service_secret(env.namespace, service.name))
     deployment = await api.get(ObjectRef("apps/v1", "Deployment", env.namespace, service.name))
     verdict = promotion.evaluate(
         gate_input(

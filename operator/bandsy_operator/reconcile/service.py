@@ -91,6 +91,11 @@ class EnvironmentPlan:
         return frozenset(ObjectRef.of(obj) for obj in self.objects)
 
 
+def service_secret(namespace: str, service: str) -> ObjectRef:
+    """The Secret of a service's own keys, whose generated values every build keeps."""
+    return ObjectRef("v1", "Secret", namespace, naming.secrets(service))
+
+
 def running_tag(deployment: Manifest | None) -> str | None:
     if deployment is None:
         return None
@@ -388,7 +393,7 @@ class ServiceReconciler:
                 "DriftRepaired",
                 f"{plan.name}: {'; '.join(drift)}",
             )
-        secret_ref = ObjectRef("v1", "Secret", env.namespace, naming.secrets(service.name))
+        secret_ref = service_secret(env.namespace, service.name)
         live_secret = None
         # Outside the inventory, it is presumed absent (see Applied.existed): new values are
         # generated for it.
@@ -415,14 +420,17 @@ class ServiceReconciler:
         """What a reconcile a watch event triggers reads instead of the API server: each
         Deployment as applied (its watch events keep it current) and each service Secret, whose
         generated values the next build keeps. The resync reads both again."""
+        if plan.inputs is None:
+            return
+        secret_ref = service_secret(plan.inputs.namespace, plan.inputs.name)
         for result in plan.applied:
             live = result.live
             if live is None:
                 continue
             if live["kind"] == "Deployment":
                 self.world.observe_workload(live)
-            elif live["kind"] == "Secret" and ObjectRef.of(live) in plan.known:
-                self._secrets[ObjectRef.of(live)] = without_managed_fields(live)
+            elif ObjectRef.of(live) == secret_ref:
+                self._secrets[secret_ref] = without_managed_fields(live)
 
     def _forget(self, refs: Iterable[ObjectRef]) -> None:
         for ref in refs:
