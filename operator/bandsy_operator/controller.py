@@ -39,6 +39,9 @@ from .world import Known, World
 
 log = logging.getLogger(__name__)
 API_SERVER = "the API server"
+# Deployment status changes come in bursts (a service's environments roll out together, a
+# rollout reports each step): one reconcile after a burst instead of one per event.
+WORKLOAD_SETTLE_SECONDS = 0.5
 
 
 @dataclass(frozen=True)
@@ -218,7 +221,7 @@ class Controller:
     def workload_event(self, event_type: str | None, body: Mapping[str, Any]) -> None:
         self._answered(API_SERVER)
         if (service := self.world.workload_news(event_type, body)) is not None:
-            self.queue.add(service_key(service))
+            self.queue.add_soon(service_key(service), WORKLOAD_SETTLE_SECONDS)
 
     # -- work -----------------------------------------------------------------------------------
 

@@ -54,6 +54,14 @@ class WorkQueue(Generic[Key]):
 
         self._timers[key] = loop.call_later(delay, fire)
 
+    def add_soon(self, key: Key, delay: float) -> None:
+        """Add ``key`` within ``delay`` seconds, so that more news about it in the meantime
+        costs no extra run; at once if it is waiting or running already (it runs anyway)."""
+        if key in self._queued or key in self._active:
+            self.add(key)
+        else:
+            self.add_after(key, delay)
+
     def retry(self, key: Key) -> float:
         """Schedule a retry with backoff; returns the delay."""
         failures = self._failures.get(key, 0)

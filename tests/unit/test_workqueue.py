@@ -43,6 +43,29 @@ async def test_expedite_runs_now_and_drops_the_pending_timer() -> None:
     assert queue.depth == 0, "the cancelled backoff timer added the key again"
 
 
+async def test_news_within_the_settle_time_costs_one_run() -> None:
+    queue: WorkQueue[str] = WorkQueue()
+    for _ in range(3):
+        queue.add_soon("a", 0.1)
+    assert queue.depth == 0
+    await asyncio.sleep(0.2)
+    assert await drain(queue) == ["a"]
+    await asyncio.sleep(0.2)
+    assert queue.depth == 0
+
+
+async def test_news_about_a_waiting_or_running_key_joins_that_run() -> None:
+    queue: WorkQueue[str] = WorkQueue()
+    queue.add("a")
+    queue.add_soon("a", 10.0)  # waiting: it runs anyway, and will see the news
+    assert await drain(queue) == ["a"]
+    queue.add("b")
+    running = await queue.get()
+    queue.add_soon("b", 10.0)  # running: once more, right after
+    queue.done(running)
+    assert await drain(queue) == ["b"]
+
+
 async def test_keys_awaiting_a_server_are_retried_when_it_answers() -> None:
     now = [100.0]
     queue: WorkQueue[str] = WorkQueue(base_delay=10.0)
