@@ -56,10 +56,8 @@ class WorkQueue(Generic[Key]):
 
     def add_soon(self, key: Key, delay: float) -> None:
         """Add ``key`` within ``delay`` seconds, so that more news about it in the meantime
-        costs no extra run; at once if it is waiting or running already (it runs anyway)."""
-        if key in self._queued or key in self._active:
-            self.add(key)
-        else:
+        costs no extra run; nothing to do if it is waiting (that run will see the news)."""
+        if key not in self._queued:
             self.add_after(key, delay)
 
     def retry(self, key: Key) -> float:

@@ -54,16 +54,22 @@ async def test_news_within_the_settle_time_costs_one_run() -> None:
     assert queue.depth == 0
 
 
-async def test_news_about_a_waiting_or_running_key_joins_that_run() -> None:
+async def test_news_about_a_waiting_key_joins_its_run_and_a_running_key_runs_again() -> None:
     queue: WorkQueue[str] = WorkQueue()
     queue.add("a")
-    queue.add_soon("a", 10.0)  # waiting: it runs anyway, and will see the news
+    queue.add_soon("a", 0.05)  # waiting: that run will see the news
     assert await drain(queue) == ["a"]
+    await asyncio.sleep(0.1)
+    assert queue.depth == 0
     queue.add("b")
     running = await queue.get()
-    queue.add_soon("b", 10.0)  # running: once more, right after
+    queue.add_soon("b", 0.05)  # running: it started before the news, so once more, soon
+    queue.add_soon("b", 0.05)
     queue.done(running)
+    await asyncio.sleep(0.1)
     assert await drain(queue) == ["b"]
+    await asyncio.sleep(0.1)
+    assert queue.depth == 0
 
 
 async def test_keys_awaiting_a_server_are_retried_when_it_answers() -> None:

@@ -121,8 +121,8 @@ class Bench:
         installed a moment ago pays. The operator does not run yet: only the collector watches."""
 
         async def watched() -> bool:
-            served = probes.api_requests(self.kubectl, frozenset({"WATCH"}))
-            return all(served[f"WATCH {plural}"] for plural in probes.CUSTOM_RESOURCES)
+            watches = probes.active_watches(self.kubectl)
+            return all(watches[plural] for plural in probes.CUSTOM_RESOURCES)
 
         await probes.wait_until(watched, 120, "our custom resources watched by the collector")
 

@@ -44,6 +44,23 @@ def api_requests(kubectl: KubectlRunner, verbs: frozenset[str] | None = None) ->
     return counts
 
 
+_WATCHES = re.compile(r"^apiserver_longrunning_requests\{(?P<labels>[^}]*)\} (?P<value>\S+)$")
+
+
+def active_watches(kubectl: KubectlRunner) -> Counter[str]:
+    """Watches open right now, by resource (a watch is counted in apiserver_request_total only
+    once it ends)."""
+    counts: Counter[str] = Counter()
+    for line in kubectl("get", "--raw", "/metrics").stdout.splitlines():
+        match = _WATCHES.match(line)
+        if match is None:
+            continue
+        labels = dict(_LABEL.findall(match.group("labels")))
+        if labels.get("verb") == "WATCH":
+            counts[labels.get("resource", "")] += int(float(match.group("value")))
+    return counts
+
+
 def api_writes(kubectl: KubectlRunner) -> Counter[str]:
     return api_requests(kubectl, WRITE_VERBS)
 
