@@ -283,18 +283,31 @@ class ServiceReconciler:
         new_status = self._status(service, plans, status, wanted, now)
         new_status["databases"] = _accounts(accounts)
         await self._publish(known, service, status, new_status)
-        return self._outcome(plans, status, new_status)
+        return self._outcome(plans, status, new_status, self._upstreams(service))
+
+    def _upstreams(self, service: Service) -> set[str]:
+        """The service's environments that another of its environments promotes from."""
+        environments = self.world.valid_environments()
+        return {
+            upstream
+            for name in service.spec.environments
+            if name in environments
+            and (upstream := environments[name].spec.promotion.from_) is not None
+        }
 
     @staticmethod
     def _outcome(
-        plans: list[EnvironmentPlan], before: Mapping[str, Any], after: Mapping[str, Any]
+        plans: list[EnvironmentPlan],
+        before: Mapping[str, Any],
+        after: Mapping[str, Any],
+        upstreams: set[str],
     ) -> Outcome:
         waits = [p.verdict.retry_after for p in plans if p.verdict and p.verdict.retry_after]
         old_envs, new_envs = before.get("environments") or {}, after.get("environments") or {}
         # A tag that just became Ready upstream may open a downstream gate: look again now.
         if any(
-            (old_envs.get(env) or {}).get("readyTag") != s.get("readyTag")
-            for env, s in new_envs.items()
+            (old_envs.get(env) or {}).get("readyTag") != (new_envs.get(env) or {}).get("readyTag")
+            for env in upstreams
         ):
             waits.append(0.0)
         databases = [p.database for p in plans if p.database is not None]
