@@ -375,15 +375,14 @@ class ServiceReconciler:
     ) -> None:
         env = self.world.valid_environments()[plan.name]
         deployment_ref = ObjectRef("apps/v1", "Deployment", env.namespace, service.name)
-        live_deployment = None
-        # Outside the inventory, it is presumed absent (see Applied.existed): the promotion gates
-        # see no tag running yet, as for a new one.
-        if verify or deployment_ref in applied_before:
-            if not verify:
-                live_deployment = self.world.workload(env.namespace, service.name)
-            if live_deployment is None:
-                live_deployment = await self.api.get(deployment_ref)
-            plan.known[deployment_ref] = live_deployment
+        # Not applied yet, the promotion gates see no tag running, as for a new one.
+        live_deployment = await self._read_input(
+            plan,
+            deployment_ref,
+            self.world.workload(env.namespace, service.name),
+            applied_before,
+            verify,
+        )
         plan.verdict = promotion.evaluate(
             gate_input(service, env, previous, running_tag(live_deployment), now)
         )
@@ -407,15 +406,10 @@ class ServiceReconciler:
                 f"{plan.name}: {'; '.join(drift)}",
             )
         secret_ref = service_secret(env.namespace, service.name)
-        live_secret = None
-        # Outside the inventory, it is presumed absent (see Applied.existed): new values are
-        # generated for it.
-        if verify or secret_ref in applied_before:
-            if not verify:
-                live_secret = self._secrets.get(secret_ref)
-            if live_secret is None:
-                live_secret = await self.api.get(secret_ref)
-            plan.known[secret_ref] = live_secret
+        # Not applied yet, new values are generated for it.
+        live_secret = await self._read_input(
+            plan, secret_ref, self._secrets.get(secret_ref), applied_before, verify
+        )
         plan.inputs = service_inputs(
             service,
             env,
@@ -428,6 +422,25 @@ class ServiceReconciler:
         if plan.verdict.tag_to_apply is None:  # blocked before its first rollout
             plan.objects = [o for o in plan.objects if o["kind"] != "Deployment"]
         plan.missing_secrets = missing_provided_secrets(plan.inputs)
+
+    async def _read_input(
+        self,
+        plan: EnvironmentPlan,
+        ref: ObjectRef,
+        remembered: Manifest | None,
+        applied_before: frozenset[ObjectRef],
+        verify: bool,
+    ) -> Manifest | None:
+        """An object the build depends on (the Deployment, the service Secret). Outside the
+        inventory it is presumed absent and not read (see Applied.existed); between resyncs,
+        what is remembered of it is used."""
+        if not verify and ref not in applied_before:
+            return None
+        live = None if verify else remembered
+        if live is None:
+            live = await self.api.get(ref)
+        plan.known[ref] = live
+        return live
 
     def _remember_inputs(self, plan: EnvironmentPlan) -> None:
         """What a reconcile a watch event triggers reads instead of the API server: each
