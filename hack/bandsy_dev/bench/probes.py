@@ -7,7 +7,7 @@ import os
 import re
 import time
 from collections import Counter
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -20,19 +20,23 @@ from ..operator_process import KubectlRunner, OperatorProcess
 WRITE_VERBS = frozenset({"POST", "PUT", "PATCH", "APPLY", "DELETE", "DELETECOLLECTION"})
 # The API server renews its own identity lease every few seconds; nobody else writes leases.
 IGNORED_RESOURCES = frozenset({"leases"})
-_SAMPLE = re.compile(r"^apiserver_request_total\{(?P<labels>[^}]*)\} (?P<value>\S+)$")
+_SAMPLE = re.compile(r"^(?P<name>\w+)\{(?P<labels>[^}]*)\} (?P<value>\S+)$")
 _LABEL = re.compile(r'(\w+)="([^"]*)"')
+
+
+def _samples(kubectl: KubectlRunner, metric: str) -> Iterator[tuple[dict[str, str], float]]:
+    """Labels and value of each sample of one metric in the API server's ``/metrics``."""
+    for line in kubectl("get", "--raw", "/metrics").stdout.splitlines():
+        match = _SAMPLE.match(line)
+        if match is not None and match.group("name") == metric:
+            yield dict(_LABEL.findall(match.group("labels"))), float(match.group("value"))
 
 
 def api_requests(kubectl: KubectlRunner, verbs: frozenset[str] | None = None) -> Counter[str]:
     """Requests the API server has served, by ``verb resource[/subresource]`` (only ``verbs``
     when given)."""
     counts: Counter[str] = Counter()
-    for line in kubectl("get", "--raw", "/metrics").stdout.splitlines():
-        match = _SAMPLE.match(line)
-        if match is None:
-            continue
-        labels = dict(_LABEL.findall(match.group("labels")))
+    for labels, value in _samples(kubectl, "apiserver_request_total"):
         if verbs is not None and labels.get("verb") not in verbs:
             continue
         if labels.get("resource") in IGNORED_RESOURCES:
@@ -40,24 +44,17 @@ def api_requests(kubectl: KubectlRunner, verbs: frozenset[str] | None = None) ->
         resource = labels.get("resource", "")
         if labels.get("subresource"):
             resource += "/" + labels["subresource"]
-        counts[f"{labels['verb']} {resource}"] += int(float(match.group("value")))
+        counts[f"{labels['verb']} {resource}"] += int(value)
     return counts
-
-
-_WATCHES = re.compile(r"^apiserver_longrunning_requests\{(?P<labels>[^}]*)\} (?P<value>\S+)$")
 
 
 def active_watches(kubectl: KubectlRunner) -> Counter[str]:
     """Watches open right now, by resource (a watch is counted in apiserver_request_total only
     once it ends)."""
     counts: Counter[str] = Counter()
-    for line in kubectl("get", "--raw", "/metrics").stdout.splitlines():
-        match = _WATCHES.match(line)
-        if match is None:
-            continue
-        labels = dict(_LABEL.findall(match.group("labels")))
+    for labels, value in _samples(kubectl, "apiserver_longrunning_requests"):
         if labels.get("verb") == "WATCH":
-            counts[labels.get("resource", "")] += int(float(match.group("value")))
+            counts[labels.get("resource", "")] += int(value)
     return counts
 
 
