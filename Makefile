@@ -16,13 +16,20 @@ export PYTHONPATH := $(CURDIR)/hack
 help: ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
 
-$(VENV)/.installed: pyproject.toml
-	$(PYTHON) -m venv $(VENV)
+# Every dependency at an exact version, with the hashes of all its files (`make lock` writes them
+# from pyproject.toml). The image installs the runtime lock; .venv the dev lock (runtime + dev).
+RUNTIME_LOCK := requirements/runtime.lock.txt
+DEV_LOCK := requirements/dev.lock.txt
+
+# --clear: a new lock gives a new venv, so nothing left from an older lock hides a missing pin.
+$(VENV)/.installed: pyproject.toml $(DEV_LOCK)
+	$(PYTHON) -m venv --clear $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[dev]'
+	$(PY) -m pip install -q --require-hashes -r $(DEV_LOCK)
+	$(PY) -m pip install -q --no-deps -e .
 	touch $@
 
-venv: $(VENV)/.installed ## create .venv and install the package with dev extras
+venv: $(VENV)/.installed ## create .venv: the dev lock (hashes checked), then the package itself
 
 deps: venv ## install missing Debian packages (postgresql, redis-server)
 	$(PY) -m bandsy_dev.packages
@@ -78,6 +85,26 @@ workflows-lint: $(ACTIONLINT) ## actionlint .github/workflows; every `make X` an
 	@if grep -qw bandsyctl .github/workflows/*.yaml; then \
 	  grep -qE '^bandsyctl = ' pyproject.toml || { echo "workflows run bandsyctl: not a console script" >&2; exit 1; }; \
 	fi
+
+UV_VERSION := 0.13.9
+UV_HOME := .cache/tools/uv-$(UV_VERSION)
+UV := $(UV_HOME)/bin/uv
+# One resolution for every platform and Python >= 3.11 (markers where they differ), with the
+# hashes of every file of each pinned version. Existing pins are kept unless LOCK_ARGS says
+# otherwise: `make lock LOCK_ARGS=--upgrade` (everything), `LOCK_ARGS='-P kopf'` (one package).
+LOCK_ARGS ?=
+UV_COMPILE := $(UV) pip compile --quiet --no-config --universal --python-version 3.11 \
+	--generate-hashes --custom-compile-command 'make lock' $(LOCK_ARGS)
+
+$(UV):
+	$(PYTHON) -m venv --clear $(UV_HOME)
+	$(UV_HOME)/bin/pip install -q uv==$(UV_VERSION)
+
+# The runtime lock is constrained by the dev lock: the image runs the versions the tests ran.
+.PHONY: lock
+lock: $(UV) ## rewrite requirements/*.lock.txt from pyproject.toml (LOCK_ARGS=--upgrade: newest)
+	$(UV_COMPILE) --extra dev -o $(DEV_LOCK) pyproject.toml
+	$(UV_COMPILE) -c $(DEV_LOCK) -o $(RUNTIME_LOCK) pyproject.toml
 
 kind-up: ## kind cluster + image + deploy/ + samples (needs a Docker engine)
 	hack/kind-up.sh
