@@ -3,9 +3,10 @@
 #
 #   docker build -t ghcr.io/feinwaru/bandsy-operator:dev .
 #
-# Stage 1 builds wheels for the package and every dependency; stage 2 installs them from a bind
-# mount, so neither the wheels nor pip's cache end up in a layer, and removes pip, setuptools and
-# wheel afterwards: the final image has no build tools.
+# Stage 1 gathers the wheels of the dependencies, exactly as requirements/runtime.lock.txt pins
+# them (make lock; pip checks every file's hash), and builds the package's; stage 2 installs them
+# from a bind mount, so neither the wheels nor pip's cache end up in a layer, and removes pip,
+# setuptools and wheel afterwards: the final image has no build tools.
 ARG PYTHON_IMAGE=python:3.11-slim
 
 FROM ${PYTHON_IMAGE} AS build
@@ -13,10 +14,13 @@ ENV PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PYTHONDONTWRITEBYTECODE=1
 WORKDIR /src
-# Only what the wheel is built from (.dockerignore keeps everything else out of the context).
+# The dependencies first: this layer is rebuilt only when the lock changes.
+COPY requirements/runtime.lock.txt requirements/
+RUN python -m pip wheel --require-hashes --wheel-dir /wheels -r requirements/runtime.lock.txt
+# Then the package alone (.dockerignore keeps everything else out of the context).
 COPY pyproject.toml README.md ./
 COPY operator/ operator/
-RUN python -m pip wheel --wheel-dir /wheels .
+RUN python -m pip wheel --no-deps --wheel-dir /wheels .
 
 FROM ${PYTHON_IMAGE}
 LABEL org.opencontainers.image.title="bandsy-operator" \
@@ -28,8 +32,13 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
     HOME=/tmp
+# The lock again, offline: nothing unlocked gets in, and the hashes are checked a second time
+# (they match: every locked dependency ships wheels, which `pip wheel` copies unchanged).
 RUN --mount=type=bind,from=build,source=/wheels,target=/wheels \
-    python -m pip install --no-index --find-links=/wheels bandsy-operator \
+    --mount=type=bind,from=build,source=/src/requirements,target=/requirements \
+    python -m pip install --no-index --find-links=/wheels --require-hashes \
+      -r /requirements/runtime.lock.txt \
+ && python -m pip install --no-index --find-links=/wheels --no-deps bandsy-operator \
  && python -m pip uninstall --yes pip setuptools wheel \
  && rm -rf /root/.cache \
  && groupadd --system --gid 65532 bandsy \
