@@ -45,12 +45,19 @@ def admin_secrets(variables: Mapping[str, str]) -> list[dict[str, Any]]:
 
 
 def local_samples(variables: Mapping[str, str]) -> list[dict[str, Any]]:
-    """deploy/samples with every environment's databases replaced by the local servers."""
+    """deploy/samples with every environment's database servers replaced by the local ones
+    (their user and database templates kept)."""
     documents = admin_secrets(variables)
     for path in sorted(SAMPLES.glob("*.yaml")):
         for doc in yaml.safe_load_all(path.read_text()):
             if doc and doc["kind"] == "BandsyEnvironment":
+                templates = {
+                    key: value
+                    for key, value in (doc["spec"].get("postgres") or {}).items()
+                    if key.endswith("Template")
+                }
                 doc["spec"]["postgres"] = {
+                    **templates,
                     "host": variables["BANDSY_PG_HOST"],
                     "port": int(variables["BANDSY_PG_PORT"]),
                     "sslMode": "require",

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Callable
 from typing import Any
 
 from lightkube.resources.apps_v1 import Deployment
@@ -45,10 +46,41 @@ def is_ready(deployment: dict[str, Any]) -> bool:
     )
 
 
+def crashing_status(deployment: dict[str, Any]) -> dict[str, Any]:
+    """Every pod of the current template is up to date but none is ready: a crash loop."""
+    replicas = int(deployment["spec"].get("replicas", 1))
+    return {
+        "observedGeneration": deployment["metadata"]["generation"],
+        "replicas": replicas,
+        "updatedReplicas": replicas,
+        "readyReplicas": 0,
+        "availableReplicas": 0,
+        "unavailableReplicas": replicas,
+        "conditions": [
+            {
+                "type": "Available",
+                "status": "False",
+                "reason": "MinimumReplicasUnavailable",
+                "message": "Deployment does not have minimum availability.",
+            }
+        ],
+    }
+
+
 async def make_deployment_ready(api: KubeApi, namespace: str, name: str) -> dict[str, Any]:
+    return await _report(api, namespace, name, ready_status)
+
+
+async def make_deployment_crash(api: KubeApi, namespace: str, name: str) -> dict[str, Any]:
+    return await _report(api, namespace, name, crashing_status)
+
+
+async def _report(
+    api: KubeApi, namespace: str, name: str, status_of: Callable[[dict[str, Any]], dict[str, Any]]
+) -> dict[str, Any]:
     live = await api.get(ObjectRef("apps/v1", "Deployment", namespace, name))
     assert live is not None, f"Deployment {namespace}/{name} does not exist"
-    status = ready_status(live)
+    status = status_of(live)
     await api.client.patch(
         Deployment.Status, name, {"status": status}, namespace=namespace, patch_type=PatchType.MERGE
     )

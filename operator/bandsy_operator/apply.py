@@ -1,8 +1,9 @@
 """Apply and prune: converge objects with server-side apply, delete only what we own.
 
 A converged object costs no request but the read: we apply only when the live object does not
-already carry every field we want (``is_subset``). The applied-hash annotation in every manifest
-makes a field we *stopped* setting count as a difference too.
+already carry every field we want (``converged``). The applied-hash annotation in every manifest
+makes a field we *stopped* setting count as a difference too. How much is read first is the
+reconcile's choice (``observation``).
 """
 
 from __future__ import annotations
@@ -14,8 +15,11 @@ from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
+from lightkube.core.exceptions import ApiError
+
 from .constants import APPLIED_HASH_ANNOTATION, FIELD_MANAGER, MANAGED_BY_LABEL
-from .kube import KubeApi, Manifest, ObjectRef
+from .kube import KubeApi, Manifest, ObjectRef, is_conflict
+from .observation import Basis, Observed, ReadMode, basis
 
 _QUANTITY = re.compile(r"^([+-]?(?:\d+(?:\.\d*)?|\.\d+))(Ki|Mi|Gi|Ti|Pi|Ei|m|k|M|G|T|P|E)?$")
 _SUFFIX = {
@@ -82,91 +86,141 @@ def is_managed(live: Manifest) -> bool:
     return bool(labels.get(MANAGED_BY_LABEL) == FIELD_MANAGER)
 
 
+# Lists the desired state leaves out because they are empty (the API server stores an empty list
+# as absent, and a rendered manifest must say what is stored) but that must stay empty: a rule
+# someone adds to one of our NetworkPolicies is drift. Omitting a list from an apply does not
+# remove what another field manager put there, so a repair states it empty once.
+EXCLUSIVE_LISTS: Mapping[str, tuple[tuple[str, str], ...]] = {
+    "NetworkPolicy": (("spec", "ingress"), ("spec", "egress")),
+}
+
+
+def _extra_entries(desired: Manifest, live: Manifest) -> list[tuple[str, str]]:
+    """Exclusive lists that are empty in ``desired`` but not in ``live``."""
+    return [
+        (parent, field)
+        for parent, field in EXCLUSIVE_LISTS.get(str(desired.get("kind")), ())
+        if not (desired.get(parent) or {}).get(field) and (live.get(parent) or {}).get(field)
+    ]
+
+
+def converged(desired: Manifest, live: Manifest) -> bool:
+    """The live object carries every desired field, and nothing in our exclusive lists."""
+    return is_subset(desired, live) and not _extra_entries(desired, live)
+
+
+def repair(desired: Manifest, live: Manifest | None) -> Manifest:
+    """What to apply so that ``live`` becomes ``desired``: exclusive lists someone filled in
+    are stated empty, which takes them over and clears them."""
+    extra = _extra_entries(desired, live) if live is not None else []
+    if not extra:
+        return desired
+    fixed = {**desired}
+    for parent, field in extra:
+        fixed[parent] = {**fixed.get(parent, {}), field: []}
+    return fixed
+
+
 @dataclass(frozen=True)
 class Applied:
     live: Manifest | None
     changed: bool
     # The object exists without our managed-by label: never ours to modify.
     refused: bool = False
-    # Presumed absent, it is there and ours (an inventory lost, say): left as it is, since what
-    # was built for it assumed nothing existed. The caller builds again from what it reads.
-    existed: bool = False
+    # Not as this reconcile presumed: there although presumed absent (an inventory lost, say), or
+    # changed since it was read (the apply's resourceVersion precondition failed). Nothing was
+    # written: what was built from the presumption may be wrong, so the caller builds again from
+    # a live read.
+    outdated: bool = False
+
+
+Known = Basis | Observed
 
 
 class Applier:
     """Applies desired manifests and prunes stale inventory entries, concurrently but bounded.
 
-    It remembers the applied-hash of what it last applied or found in place. A reconcile that a
-    watch event triggered may trust that memory and skip reading an object whose desired hash
-    is unchanged; the periodic resync always reads (``trust_confirmed=False``), so drift is
-    still found and repaired within one resync interval."""
+    It remembers the applied-hash of what it last applied or found in place: an object whose
+    basis is ``REMEMBERED`` and whose desired hash is unchanged is not read again (see
+    ``observation``)."""
 
     def __init__(self, api: KubeApi, concurrency: int = 8) -> None:
         self.api = api
         self._limit = asyncio.Semaphore(concurrency)
         self._confirmed: dict[ObjectRef, str] = {}
 
-    async def ensure(
-        self,
-        desired: Manifest,
-        live: Manifest | None = None,
-        *,
-        fetched: bool = False,
-        trust_confirmed: bool = False,
-        presumed_absent: bool = False,
-    ) -> Applied:
-        """Make the object match ``desired``; ``fetched`` says ``live`` was already read (None
-        then means absent). ``presumed_absent`` (not in the inventory yet): create it without a
-        read, one request instead of two when it is indeed new; see ``Applied.existed``."""
+    async def observe(
+        self, ref: ObjectRef, known: Basis, remembered: Manifest | None = None
+    ) -> Observed:
+        """An object a build depends on, found as ``known`` says (``remembered``: this
+        operator's memory of it)."""
+        if known is Basis.PRESUMED_ABSENT:
+            return Observed(None, known)
+        if known is Basis.REMEMBERED and remembered is not None:
+            return Observed(remembered, known)
+        return Observed(await self.api.get(ref), Basis.READ)
+
+    async def ensure(self, desired: Manifest, known: Known) -> Applied:
+        """Make the object match ``desired``. A ``resourceVersion`` in ``desired`` is a
+        precondition: the apply happens only if the object is still the one read."""
         ref = ObjectRef.of(desired)
         digest = (desired["metadata"].get("annotations") or {}).get(APPLIED_HASH_ANNOTATION)
-        if not fetched and trust_confirmed and digest and self._confirmed.get(ref) == digest:
+        if known is Basis.REMEMBERED and digest and self._confirmed.get(ref) == digest:
             return Applied(None, changed=False)
         async with self._limit:
-            if not fetched and presumed_absent:
-                created = await self.api.create_by_apply(desired)
-                if created is not None:
-                    if digest:
-                        self._confirmed[ref] = digest
-                    return Applied(created, changed=True)
-            # It exists after all: read it, as it may not be ours to change.
-            if not fetched:
-                live = await self.api.get(ref)
-            if live is not None and not is_managed(live):
-                self._confirmed.pop(ref, None)
-                return Applied(live, changed=False, refused=True)
-            if live is not None and presumed_absent and not fetched:
-                return Applied(live, changed=False, existed=True)
-            if live is not None and is_subset(desired, live):
-                result = Applied(live, changed=False)
+            if known is Basis.PRESUMED_ABSENT or (
+                isinstance(known, Observed)
+                and known.basis is Basis.PRESUMED_ABSENT
+                and known.body is None
+            ):
+                result = await self._create(desired, ref)
             else:
-                result = Applied(await self.api.apply(desired), changed=True)
-        if digest:
+                live = known.body if isinstance(known, Observed) else await self.api.get(ref)
+                result = await self._converge(desired, live)
+        if result.refused or result.outdated:
+            self._confirmed.pop(ref, None)
+        elif digest:
             self._confirmed[ref] = digest
         return result
+
+    async def _create(self, desired: Manifest, ref: ObjectRef) -> Applied:
+        """One request for an object that is indeed new; the name taken is read, as it may not
+        be ours to change and what was built assumed nothing existed."""
+        created = await self.api.create_by_apply(desired)
+        if created is not None:
+            return Applied(created, changed=True)
+        live = await self.api.get(ref)
+        if live is not None and not is_managed(live):
+            return Applied(live, changed=False, refused=True)
+        return Applied(live, changed=False, outdated=True)
+
+    async def _converge(self, desired: Manifest, live: Manifest | None) -> Applied:
+        if live is not None and not is_managed(live):
+            return Applied(live, changed=False, refused=True)
+        if live is not None and converged(desired, live):
+            return Applied(live, changed=False)
+        try:
+            return Applied(await self.api.apply(repair(desired, live)), changed=True)
+        except ApiError as error:
+            if is_conflict(error) and desired["metadata"].get("resourceVersion"):
+                return Applied(live, changed=False, outdated=True)
+            raise
 
     async def ensure_all(
         self,
         objects: Sequence[Manifest],
-        known: Mapping[ObjectRef, Manifest | None] | None = None,
-        *,
-        trust_confirmed: bool = False,
-        inventory: Set[ObjectRef] | None = None,
+        mode: ReadMode,
+        recorded: Set[ObjectRef],
+        observed: Mapping[ObjectRef, Observed] | None = None,
     ) -> list[Applied]:
         """Concurrently, but Namespaces first: what lives in them cannot be created before.
-        ``known`` holds objects already read (None: absent); objects outside ``inventory`` (what
-        was applied before) are presumed new."""
-        known = known or {}
+        ``observed``: objects this reconcile already found; the others get the basis ``mode``
+        gives them (``recorded``: what was applied before, the inventory)."""
+        observed = observed or {}
 
         def one(obj: Manifest) -> Awaitable[Applied]:
             ref = ObjectRef.of(obj)
-            if ref in known:
-                return self.ensure(obj, known[ref], fetched=True)
-            return self.ensure(
-                obj,
-                trust_confirmed=trust_confirmed,
-                presumed_absent=inventory is not None and ref not in inventory,
-            )
+            return self.ensure(obj, observed.get(ref) or basis(mode, ref in recorded))
 
         results: dict[int, Applied] = {}
         for first in (True, False):

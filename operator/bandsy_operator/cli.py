@@ -25,14 +25,19 @@ from .constants import (
     PRODUCTION,
     SERVICE_KIND,
 )
-from .credentials import CredentialStore
+from .credentials import CredentialStore, HashKeyMissingError
 from .kube import CLIENT_ERRORS, BandsyServiceResource, KubeApi, Manifest, ObjectRef
 from .manifest_yaml import dump_all
+from .promotion import GateVerdict, Readiness, carry_readiness
 from .reconcile.databases import DatabaseReconciler
 from .reconcile.service import (
+    current_image,
     decode_secret,
+    deployment_ref,
+    desired_image,
     gate_input,
-    running_tag,
+    ready_image,
+    recorded_readiness,
     service_inputs,
     service_secret,
 )
@@ -141,6 +146,41 @@ async def cmd_status(api: KubeApi, args: argparse.Namespace) -> int:
 # -- promote ------------------------------------------------------------------------------------
 
 
+async def upstream_readiness(
+    api: KubeApi, world: World, service: Any, env: Any, now: datetime.datetime
+) -> Readiness | None:
+    """What runs Ready now in the environment ``env`` promotes from (as the operator's gate
+    sees it: the upstream Deployment now, continuity from the service's status)."""
+    source = env.spec.promotion.from_
+    upstream = world.valid_environments().get(source) if source else None
+    if upstream is None or source not in service.model.spec.environments:
+        return None
+    deployment = await api.get(deployment_ref(upstream, service.model.name))
+    recorded = recorded_readiness(
+        (service.status.get("environments") or {}).get(source) or {},
+        service.model.spec.image.repository,
+    )
+    return carry_readiness(ready_image(deployment), recorded, now)
+
+
+async def gate_verdict(
+    api: KubeApi, world: World, known: Any, env: Any, service: Any
+) -> GateVerdict:
+    """The operator's verdict for ``service`` (a model, maybe with an edited tag) in ``env``."""
+    now = datetime.datetime.now(datetime.UTC)
+    deployment = await api.get(deployment_ref(env, service.name))
+    status = (known.status.get("environments") or {}).get(env.name) or {}
+    return promotion.evaluate(
+        gate_input(
+            service,
+            env,
+            current_image(deployment, status, service.spec.image.repository),
+            await upstream_readiness(api, world, known, env, now),
+            now,
+        )
+    )
+
+
 async def cmd_promote(api: KubeApi, args: argparse.Namespace) -> int:
     world = await load_world(api)
     known = _service(world, args.service)
@@ -150,38 +190,25 @@ async def cmd_promote(api: KubeApi, args: argparse.Namespace) -> int:
         source = env.spec.promotion.from_
         if source is None:
             raise CommandError(f"{args.to} has no promotion.from: name the tag with --tag")
-        upstream = (known.status.get("environments") or {}).get(source) or {}
-        tag = promotion.default_promotion_tag(
-            promotion.UpstreamState(upstream.get("readyTag"), None)
+        upstream = await upstream_readiness(
+            api, world, known, env, datetime.datetime.now(datetime.UTC)
         )
+        tag = promotion.default_promotion_tag(upstream)
         if tag is None:
-            raise CommandError(f"nothing runs Ready in {source} yet: name the tag with --tag")
+            raise CommandError(f"nothing runs Ready in {source} now: name the tag with --tag")
     service = known.model
-    deployment = await api.get(ObjectRef("apps/v1", "Deployment", env.namespace, service.name))
+    target = service.spec.environments[args.to]
     spec = service.spec.model_copy(
         update={
             "environments": {
                 **service.spec.environments,
-                args.to: service.spec.environments[args.to].model_copy(
-                    update={
-                        "image": service.spec.environments[args.to].image.model_copy(
-                            update={"tag": tag}
-                        )
-                    }
+                args.to: target.model_copy(
+                    update={"image": target.image.model_copy(update={"tag": tag})}
                 ),
             }
         }
     )
-    now = datetime.datetime.now(datetime.UTC)
-    verdict = promotion.evaluate(
-        gate_input(
-            service.model_copy(update={"spec": spec}),
-            env,
-            known.status,
-            running_tag(deployment),
-            now,
-        )
-    )
+    verdict = await gate_verdict(api, world, known, env, service.model_copy(update={"spec": spec}))
     if verdict.allowed:
         print(f"{service.name} {args.to}: {tag} passes the gates")
     else:
@@ -213,25 +240,23 @@ async def rendered_objects(api: KubeApi, world: World, name: str, env_name: str)
     env = _environment(world, known, env_name)
     service = known.model
     live_secret = await api.get(service_secret(env.namespace, service.name))
-    deployment = await api.get(ObjectRef("apps/v1", "Deployment", env.namespace, service.name))
-    verdict = promotion.evaluate(
-        gate_input(
-            service, env, known.status, running_tag(deployment), datetime.datetime.now(datetime.UTC)
-        )
-    )
-    databases = DatabaseReconciler(
-        api, CredentialStore(api, OperatorSettings.from_env().operator_namespace), {}
-    )
+    verdict = await gate_verdict(api, world, known, env, service)
+    store = CredentialStore(api, OperatorSettings.from_env().operator_namespace)
+    try:
+        hash_key = await store.config_hash_key(create=False)
+    except HashKeyMissingError as error:
+        raise CommandError(str(error)) from None
     inputs = service_inputs(
         service,
         env,
         world,
         live_secret,
-        await databases.projections(service, env),
-        tag=verdict.tag_to_apply or service.spec.environments[env_name].image.tag,
+        await DatabaseReconciler(api, store, {}).projections(service, env),
+        verdict.image_to_apply or desired_image(service, env_name),
+        hash_key,
     )
     objects = build_service_objects(inputs, random_secret)
-    if verdict.tag_to_apply is None:
+    if verdict.image_to_apply is None:
         objects = [o for o in objects if o["kind"] != "Deployment"]
     return objects
 

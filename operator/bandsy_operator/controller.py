@@ -30,6 +30,7 @@ from .credentials import CredentialStore
 from .events import EventRecorder
 from .kube import CLIENT_ERRORS, KubeApi, ObjectRef, is_unreachable
 from .metrics import RECONCILE_SECONDS, RECONCILES, RESYNCS, WORK_QUEUE_DEPTH
+from .observation import ReadMode
 from .reconcile.databases import DatabaseReconciler
 from .reconcile.environment import EnvironmentReconciler
 from .reconcile.service import Outcome, ServiceReconciler
@@ -94,18 +95,16 @@ class Controller:
             "redis": RedisBackend(),
             "mongo": MongoBackend(),
         }
-        databases = DatabaseReconciler(
-            api,
-            CredentialStore(api, settings.operator_namespace),
-            self.backends,
-            concurrency=settings.workers,
-        )
-        self.environments = EnvironmentReconciler(api, applier, recorder, self.world)
-        self.services = ServiceReconciler(api, applier, recorder, self.world, databases)
+        self.store = CredentialStore(api, settings.operator_namespace)
+        databases = DatabaseReconciler(api, self.store, self.backends, concurrency=settings.workers)
+        self.environments = EnvironmentReconciler(api, applier, recorder, self.world, databases)
+        # Its config-hash key is read (or made) at start.
+        self.services = ServiceReconciler(api, applier, recorder, self.world, databases, b"")
         self._locks: defaultdict[Key, asyncio.Lock] = defaultdict(asyncio.Lock)
         self._tasks: list[asyncio.Task[None]] = []
-        # Services whose next reconcile must read every object (queued by start-up or resync).
-        self._verify: set[Key] = set()
+        # Custom resources whose next reconcile reads everything (ReadMode.LIVE): queued by
+        # start-up or the resync, or changed in a way that may have taken objects with it.
+        self._live: set[Key] = set()
 
     # -- lifecycle ------------------------------------------------------------------------------
 
@@ -113,6 +112,7 @@ class Controller:
         """Load every custom resource first, so no reconcile sees a half-known world."""
         environments, services = await self._initial_lists()
         await self._ensure_operator_namespace()
+        self.services.hash_key = await self.store.config_hash_key(create=True)
         for body in environments:
             self.world.observe_environment(body)
         for body in services:
@@ -166,7 +166,7 @@ class Controller:
             *map(service_key, sorted(self.world.services)),
         ]:
             self.queue.add(key)
-            self._verify.add(key)
+            self._live.add(key)
 
     # -- watch events ---------------------------------------------------------------------------
 
@@ -188,12 +188,12 @@ class Controller:
         for other in sorted(self.world.environments):
             self.queue.add(env_key(other))
         self.queue.add(env_key(name))
-        self._verify.add(env_key(name))
+        self._live.add(env_key(name))
         # Services render the environment's config, domain and policies; a namespace deleted
         # and created again took their objects with it, so they are read again too.
         for service in self.world.services_in(name):
             self.queue.add(service_key(service))
-            self._verify.add(service_key(service))
+            self._live.add(service_key(service))
 
     def service_event(self, event_type: str | None, body: Mapping[str, Any]) -> None:
         self._answered(API_SERVER)
@@ -230,27 +230,27 @@ class Controller:
             started = time.perf_counter()
             result = "success"
             # Taken now: a resync asking again while this runs gets a reconcile of its own.
-            verify = key in self._verify
-            self._verify.discard(key)
+            mode = ReadMode.LIVE if key in self._live else ReadMode.TRUSTED
+            self._live.discard(key)
             try:
                 if await self._finalizer(key):
                     outcome = Outcome()
                 elif key.kind == ENVIRONMENT_KIND:
-                    await self.environments.reconcile(key.name, verify=verify)
+                    await self.environments.reconcile(key.name, mode)
                     outcome = Outcome()
                 else:
                     before = self.world.services.get(key.name)
-                    outcome = await self.services.reconcile(key.name, verify=verify)
+                    outcome = await self.services.reconcile(key.name, mode)
                     # The reconcile stored its own status write in the world, so the watch
                     # event that follows shows no change: compare here.
                     self._propagate_readiness(before, self.world.services.get(key.name))
             except asyncio.CancelledError:
-                if verify:
-                    self._verify.add(key)
+                if mode is ReadMode.LIVE:
+                    self._live.add(key)
                 raise
             except Exception as error:
-                if verify:
-                    self._verify.add(key)
+                # A failure may have left anything half done: the retry reads everything.
+                self._live.add(key)
                 result = "error"
                 delay = self.queue.retry(key)
                 if is_unreachable(error):
@@ -293,9 +293,9 @@ class Controller:
             return False
         if FINALIZER in finalizers:
             if key.kind == ENVIRONMENT_KIND:
-                await self.environments.finalize(known.body)
+                await self.environments.finalize(known.body)  # ReclaimPendingError: retried
             else:
-                await self.services.finalize(known.body)  # ReclaimPendingError: retried
+                await self.services.finalize(known.body)
             # Not observed: the deletion event may already have made the world forget it.
             await self.api.set_finalizers(key.kind, meta, [f for f in finalizers if f != FINALIZER])
         return True

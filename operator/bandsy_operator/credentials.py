@@ -7,17 +7,22 @@ password is the one the next reconcile makes work.
 
 from __future__ import annotations
 
+import asyncio
 import base64
+import secrets
+from collections import defaultdict
 from dataclasses import dataclass
 
 from lightkube.core.exceptions import ApiError
 
 from . import naming
 from .constants import FIELD_MANAGER, GROUP, MANAGED_BY_LABEL
-from .kube import KubeApi, Manifest, ObjectRef
+from .kube import KubeApi, Manifest, ObjectRef, is_conflict
+from .observation import Basis
 from .secrets_gen import random_secret
 
 PASSWORD_LENGTH = 40
+HASH_KEY_BYTES = 32
 BACKEND_LABEL = f"{GROUP}/backend"
 SERVER_ANNOTATION = f"{GROUP}/server"
 USER_ANNOTATION = f"{GROUP}/user"
@@ -41,15 +46,21 @@ def _decode(secret: Manifest, key: str) -> str:
     return base64.b64decode((secret.get("data") or {}).get(key, "")).decode()
 
 
+class HashKeyMissingError(Exception):
+    """The operator has not created its config-hash key yet (``bandsyctl render`` only reads)."""
+
+
 class CredentialStore:
-    """Remembers each credential it wrote or read. A reconcile a watch event triggered may use
-    that memory instead of reading the Secret again (``cached=True``), as the applier trusts what
-    it confirmed; the periodic resync reads, so a Secret edited by hand is still taken then."""
+    """Remembers each credential it wrote or read: with the basis ``REMEMBERED`` that memory is
+    used instead of reading the Secret again, as the applier trusts what it confirmed; the
+    periodic resync reads, so a Secret edited by hand is still taken then."""
 
     def __init__(self, api: KubeApi, namespace: str) -> None:
         self.api = api
         self.namespace = namespace
         self._known: dict[str, Credential] = {}  # by Secret name
+        # One rotation at a time per credential: environments sharing a role rotate it once.
+        self._rotations: defaultdict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
 
     def _ref(self, backend: str, server: str, user: str) -> ObjectRef:
         return ObjectRef(
@@ -82,11 +93,11 @@ class CredentialStore:
         return credential
 
     async def get(
-        self, backend: str, server: str, user: str, *, cached: bool = False
+        self, backend: str, server: str, user: str, known: Basis = Basis.READ
     ) -> Credential | None:
         ref = self._ref(backend, server, user)
-        if cached and (known := self._known.get(ref.name)) is not None:
-            return known
+        if known is Basis.REMEMBERED and (remembered := self._known.get(ref.name)) is not None:
+            return remembered
         secret = await self.api.get(ref)
         if secret is None:
             self._known.pop(ref.name, None)
@@ -103,24 +114,18 @@ class CredentialStore:
         )
 
     async def get_or_create(
-        self,
-        backend: str,
-        server: str,
-        user: str,
-        *,
-        likely_new: bool = False,
-        cached: bool = False,
+        self, backend: str, server: str, user: str, known: Basis = Basis.READ
     ) -> Credential:
-        """``likely_new``: try the create first, which saves a read for a new account."""
-        if not likely_new:
-            found = await self.get(backend, server, user, cached=cached)
+        """A presumed-absent credential is created first, which saves a read when it is new."""
+        if known is not Basis.PRESUMED_ABSENT:
+            found = await self.get(backend, server, user, known)
             if found is not None:
                 return found
         fresh = Credential(backend, server, user, random_secret(PASSWORD_LENGTH), "")
         try:
             await self.api.create(self._manifest(fresh))
         except ApiError as error:
-            if error.status.code != 409:  # another worker created it first: use theirs
+            if not is_conflict(error):  # a conflict: it exists (another worker's): use it
                 raise
             found = await self.get(backend, server, user)
             assert found is not None
@@ -128,6 +133,15 @@ class CredentialStore:
         return self._remember(fresh)
 
     async def rotate(self, credential: Credential, token: str) -> Credential:
+        """The credential answering rotation ``token``: a new password once per token, however
+        many environments (sharing this role) ask for it concurrently."""
+        async with self._rotations[credential.secret_name]:
+            current = self._known.get(credential.secret_name, credential)
+            if current.rotation == token:
+                return current
+            return await self._rotate(current, token)
+
+    async def _rotate(self, credential: Credential, token: str) -> Credential:
         rotated = Credential(
             credential.backend,
             credential.server,
@@ -142,3 +156,36 @@ class CredentialStore:
         ref = self._ref(backend, server, user)
         self._known.pop(ref.name, None)
         await self.api.delete(ref)
+
+    async def config_hash_key(self, *, create: bool) -> bytes:
+        """The key of the pods' config hash (``bandsy.app/config-hash``), which must not let
+        whoever may read a Deployment test guesses of a secret value against it. Made once by
+        the operator (``create``); a read-only caller gets HashKeyMissingError before that."""
+        ref = ObjectRef("v1", "Secret", self.namespace, naming.CONFIG_HASH_KEY_SECRET)
+        if create:
+            key = secrets.token_bytes(HASH_KEY_BYTES)
+            manifest: Manifest = {
+                "apiVersion": "v1",
+                "kind": "Secret",
+                "type": "Opaque",
+                "metadata": {
+                    "name": ref.name,
+                    "namespace": self.namespace,
+                    "labels": {MANAGED_BY_LABEL: FIELD_MANAGER},
+                },
+                "data": {"key": base64.b64encode(key).decode()},
+            }
+            try:
+                await self.api.create(manifest)
+            except ApiError as error:
+                if not is_conflict(error):  # a conflict: made by an earlier start; read it
+                    raise
+            else:
+                return key
+        secret = await self.api.get(ref)
+        if secret is None or not (secret.get("data") or {}).get("key"):
+            raise HashKeyMissingError(
+                f"Secret {self.namespace}/{ref.name} (the config-hash key) does not exist yet: "
+                "the operator creates it when it starts"
+            )
+        return base64.b64decode(secret["data"]["key"])

@@ -71,6 +71,11 @@ def is_not_found(error: ApiError) -> bool:
     return error.status.code == 404
 
 
+def is_conflict(error: ApiError) -> bool:
+    """409: the name is taken (a create), or the object changed since the version we sent."""
+    return error.status.code == 409
+
+
 def is_unreachable(error: BaseException) -> bool:
     """The API server was not there to answer (down, restarting, behind a proxy that could not
     reach it), as opposed to answering no or "slow down" (429): worth retrying once it is back."""
@@ -166,7 +171,7 @@ class KubeApi:
         try:
             return await self.apply(conditional)
         except ApiError as error:
-            if error.status.code == 409:
+            if is_conflict(error):
                 return None
             raise
 

@@ -7,6 +7,8 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic.alias_generators import to_camel
 
+from .constants import PRODUCTION
+
 Quantity = int | str
 PodSecurityLevel = Literal["privileged", "baseline", "restricted"]
 ReclaimPolicy = Literal["Retain", "Delete"]
@@ -61,6 +63,7 @@ class PostgresServer(ApiModel):
     user_template: str = "{service}-user"
     database_template: str = "{service}-{env}"
     egress_to: EgressTarget | None = None
+    allow_shared_credentials: bool = False
 
 
 class RedisServer(ApiModel):
@@ -71,6 +74,7 @@ class RedisServer(ApiModel):
     user_template: str = "{service}-{env}"
     key_prefix_template: str = "{service}:{env}:"
     egress_to: EgressTarget | None = None
+    allow_shared_credentials: bool = False
 
 
 class MongoServer(ApiModel):
@@ -81,6 +85,7 @@ class MongoServer(ApiModel):
     user_template: str = "{service}-user"
     database_template: str = "{service}-{env}"
     egress_to: EgressTarget | None = None
+    allow_shared_credentials: bool = False
 
 
 class NetworkPolicySettings(ApiModel):
@@ -94,6 +99,7 @@ class Access(ApiModel):
 
 class EnvironmentSpec(ApiModel):
     namespace: str | None = None
+    protected: bool | None = None  # None: the default of Environment.protected
     pod_security: PodSecurityLevel = "baseline"
     promotion: Promotion = Promotion()
     image_policy: ImagePolicy = ImagePolicy()
@@ -128,6 +134,14 @@ class Environment(ApiModel):
     @property
     def namespace(self) -> str:
         return self.spec.namespace or self.meta.name
+
+    @property
+    def protected(self) -> bool:
+        """SPEC §3.1: promoting here needs a right, and no role is shared with an unprotected
+        environment (§5). Default: production and any environment promoted from another."""
+        if self.spec.protected is not None:
+            return self.spec.protected
+        return self.name == PRODUCTION or self.spec.promotion.from_ is not None
 
 
 # --- BandsyService -----------------------------------------------------------------------------

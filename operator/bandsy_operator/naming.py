@@ -14,6 +14,8 @@ QUOTA = "bandsy-quota"
 VIEWERS_BINDING = "bandsy-viewers"
 EDITORS_BINDING = "bandsy-editors"
 DNS_NAMESPACE = "kube-system"
+# In the operator's namespace: the key of the pods' config hash.
+CONFIG_HASH_KEY_SECRET = "bandsy-config-hash-key"  # noqa: S105 (a name, not a secret)
 
 
 def config_map(service: str) -> str:

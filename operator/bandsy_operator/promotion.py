@@ -29,36 +29,76 @@ class GateReason(StrEnum):
     ENVIRONMENT_FROZEN = "EnvironmentFrozen"
 
 
-@dataclass(frozen=True)
-class UpstreamState:
-    """What the upstream environment runs Ready, and since when (for the soak gate)."""
+@dataclass(frozen=True, order=True)
+class Image:
+    """What a promotion moves: a repository and a tag (a change of either is a promotion)."""
 
-    ready_tag: str | None
-    ready_since: datetime.datetime | None
+    repository: str
+    tag: str
+
+    def __str__(self) -> str:
+        return f"{self.repository}:{self.tag}"
+
+    @classmethod
+    def parse(cls, reference: str) -> Image | None:
+        """``repo[:port]/name:tag``; None without a tag."""
+        repository, _, tag = reference.rpartition(":")
+        if not repository or not tag or "/" in tag:
+            return None
+        return cls(repository, tag)
+
+
+@dataclass(frozen=True)
+class Readiness:
+    """What an environment runs Ready *now*, and since when without interruption (the soak
+    gate counts from there). ``ready`` is None while nothing is Ready there."""
+
+    ready: Image | None = None
+    since: datetime.datetime | None = None
+
+
+def carry_readiness(
+    ready_now: Image | None, before: Readiness, now: datetime.datetime
+) -> Readiness:
+    """Readiness after an observation: it continues while the same image stays Ready; an image
+    that stopped being Ready, even for a moment that was observed, starts its soak again."""
+    if ready_now is None:
+        return Readiness()
+    if before.ready == ready_now and before.since is not None:
+        return before
+    return Readiness(ready_now, now)
 
 
 @dataclass(frozen=True)
 class GateInput:
-    """Everything a verdict depends on; ``current_tag`` is None before the first deployment."""
+    """Everything a verdict depends on; ``current`` is None before the first deployment."""
 
-    desired_tag: str
-    current_tag: str | None
+    desired: Image
+    current: Image | None
     tag_pattern: str | None
     frozen: bool
     promotion_from: str | None
     soak_seconds: int
-    upstream: UpstreamState | None
+    upstream: Readiness | None  # None: the service is not in the upstream environment
     skip_gates_tag: str | None
     now: datetime.datetime
+
+    @property
+    def shown(self) -> str:
+        """The desired image as people name it: its tag, unless the repository changes too."""
+        same = self.current is None or self.current.repository == self.desired.repository
+        return self.desired.tag if same else str(self.desired)
 
 
 @dataclass(frozen=True)
 class GateVerdict:
     """``retry_after``: seconds until the verdict may change by itself (a timer can requeue);
-    None when no timer helps: a human edit, or an upstream status change the caller watches."""
+    None when no timer helps: a human edit, or an upstream status change the caller watches.
+    ``image_to_apply``: the desired image, or what runs when blocked (None before a first
+    rollout)."""
 
     allowed: bool
-    tag_to_apply: str | None
+    image_to_apply: Image | None
     reason: GateReason | None
     message: str
     gates_skipped: bool = False
@@ -77,7 +117,7 @@ def _blocked(
 ) -> GateVerdict:
     return GateVerdict(
         allowed=False,
-        tag_to_apply=gate.current_tag,
+        image_to_apply=gate.current,
         reason=reason,
         message=message,
         retry_after=retry_after,
@@ -87,7 +127,7 @@ def _blocked(
 def _tag_policy(gate: GateInput) -> GateVerdict | None:
     if gate.tag_pattern is None:
         return None
-    tag = gate.desired_tag
+    tag = gate.desired.tag
     try:
         matches = re.search(gate.tag_pattern, tag) is not None
     except re.error as error:
@@ -109,31 +149,33 @@ def _tag_policy(gate: GateInput) -> GateVerdict | None:
 
 
 def _upstream(gate: GateInput, source: str) -> GateVerdict | None:
-    tag, upstream = gate.desired_tag, gate.upstream
-    if upstream is None or upstream.ready_tag != tag:
-        running = (
-            f"it runs {upstream.ready_tag} Ready"
-            if upstream is not None and upstream.ready_tag
-            else "nothing is Ready there"
-        )
+    shown, upstream = gate.shown, gate.upstream
+    if upstream is None or upstream.ready != gate.desired:
+        if upstream is None:
+            running = "the service is not deployed there"
+        elif upstream.ready is None:
+            running = "nothing is Ready there now"
+        else:
+            running = f"it runs {_name(upstream.ready, gate.desired)} Ready"
         return _blocked(
             gate,
             GateReason.NOT_READY_UPSTREAM,
-            f"{tag} is not Ready in {source} ({running}); "
-            f"it will be promoted once {source} runs {tag} Ready",
+            f"{shown} is not Ready in {source} ({running}); "
+            f"it will be promoted once {source} runs {shown} Ready",
         )
     required = max(gate.soak_seconds, 0)
     if required == 0:
         return None
-    if upstream.ready_since is None:
+    if upstream.since is None:
         # Inconsistent upstream status; recheck after a full soak rather than never.
         return _blocked(
             gate,
             GateReason.SOAK_TIME_NOT_ELAPSED,
-            f"{tag} is Ready in {source} since an unknown time; the required soak is {required} s",
+            f"{shown} is Ready in {source} since an unknown time; the required soak is "
+            f"{required} s",
             retry_after=float(required),
         )
-    now, since = _utc(gate.now), _utc(upstream.ready_since)
+    now, since = _utc(gate.now), _utc(upstream.since)
     remaining = (since + datetime.timedelta(seconds=required) - now).total_seconds()
     if remaining <= 0:
         return None
@@ -141,46 +183,50 @@ def _upstream(gate: GateInput, source: str) -> GateVerdict | None:
     return _blocked(
         gate,
         GateReason.SOAK_TIME_NOT_ELAPSED,
-        f"{tag} has been Ready in {source} for {math.floor(elapsed)} s of the required "
-        f"{required} s; it will be promoted in {math.ceil(remaining)} s",
+        f"{shown} has been Ready in {source} for {math.floor(elapsed)} s of the required "
+        f"{required} s without interruption; it will be promoted in {math.ceil(remaining)} s",
         retry_after=remaining,
     )
 
 
+def _name(image: Image, reference: Image) -> str:
+    return image.tag if image.repository == reference.repository else str(image)
+
+
 def evaluate(gate: GateInput) -> GateVerdict:
-    """Whether ``desired_tag`` may be applied; a blocked tag leaves ``current_tag`` running.
+    """Whether ``desired`` may be applied; a blocked image leaves ``current`` running.
 
     Gates run in a fixed order (freeze, tag policy, upstream Ready, soak) and the first failure is
     reported, so the message names the one thing to fix first.
     """
-    tag = gate.desired_tag
-    if tag == gate.current_tag:
+    shown = gate.shown
+    if gate.desired == gate.current:
         # Never take down what already runs, even if a freeze or a new pattern came later.
-        return GateVerdict(True, tag, None, f"{tag} is already applied")
-    if gate.skip_gates_tag == tag:
+        return GateVerdict(True, gate.desired, None, f"{shown} is already applied")
+    if gate.skip_gates_tag == gate.desired.tag:
         return GateVerdict(
             True,
-            tag,
+            gate.desired,
             None,
-            f"{tag}: gates skipped by annotation {SKIP_GATES_ANNOTATION}",
+            f"{shown}: gates skipped by annotation {SKIP_GATES_ANNOTATION}",
             gates_skipped=True,
         )
     if gate.frozen:
         return _blocked(
             gate,
             GateReason.ENVIRONMENT_FROZEN,
-            f"the environment is frozen (promotion.freeze); {tag} will be applied "
+            f"the environment is frozen (promotion.freeze); {shown} will be applied "
             "once the freeze is lifted",
         )
     verdict = _tag_policy(gate)
     if verdict is None and gate.promotion_from is not None:
         verdict = _upstream(gate, gate.promotion_from)
-    return verdict or GateVerdict(True, tag, None, f"{tag} passed all promotion gates")
+    return verdict or GateVerdict(True, gate.desired, None, f"{shown} passed all promotion gates")
 
 
-def default_promotion_tag(upstream: UpstreamState | None) -> str | None:
-    """What ``bandsyctl promote`` proposes without ``--tag``: the tag Ready upstream."""
-    return upstream.ready_tag if upstream is not None else None
+def default_promotion_tag(upstream: Readiness | None) -> str | None:
+    """What ``bandsyctl promote`` proposes without ``--tag``: the tag Ready upstream now."""
+    return upstream.ready.tag if upstream is not None and upstream.ready is not None else None
 
 
 def _format_time(moment: datetime.datetime) -> str:
@@ -200,11 +246,13 @@ class Rollout:
     ready_at: datetime.datetime | None = None
     change_cause: str | None = None
     gates_skipped: bool = False
+    image: str | None = None  # repository:tag (older entries have the tag only)
 
     def to_status(self) -> dict[str, Any]:
         """camelCase with RFC3339 UTC times; None values are omitted to keep status small."""
         fields: dict[str, Any] = {
             "tag": self.tag,
+            "image": self.image,
             "appliedAt": _format_time(self.applied_at),
             "readyAt": _format_time(self.ready_at) if self.ready_at is not None else None,
             "changeCause": self.change_cause,
@@ -221,6 +269,7 @@ class Rollout:
             ready_at=_parse_time(str(ready_at)) if ready_at else None,
             change_cause=str(cause) if (cause := entry.get("changeCause")) is not None else None,
             gates_skipped=bool(entry.get("gatesSkipped", False)),
+            image=str(image) if (image := entry.get("image")) else None,
         )
 
 
@@ -233,12 +282,12 @@ def record_rollout(
     return [rollout, *history][:limit]
 
 
-def mark_ready(history: Sequence[Rollout], tag: str, at: datetime.datetime) -> list[Rollout]:
-    """Set ``ready_at`` on the newest entry for ``tag``; the first Ready time is kept, and older
-    entries of the same tag (an earlier rollout later rolled back) are left alone."""
+def mark_ready(history: Sequence[Rollout], image: Image, at: datetime.datetime) -> list[Rollout]:
+    """Set ``ready_at`` on the newest entry for ``image``; the first Ready time is kept, and older
+    entries of the same image (an earlier rollout later rolled back) are left alone."""
     entries = list(history)
     for index, entry in enumerate(entries):
-        if entry.tag == tag:
+        if entry.image == str(image) or (entry.image is None and entry.tag == image.tag):
             if entry.ready_at is None:
                 entries[index] = replace(entry, ready_at=at)
             break

@@ -67,13 +67,9 @@ class Rollout:
     ready: bool
 
 
-def image_tag(image: str) -> str:
-    name, _, tag = image.rpartition(":")
-    return tag if name and "/" not in tag else ""
-
-
 def deployment_rollout(deployment: Mapping[str, Any] | None) -> Rollout:
-    """Ready = the controller saw the latest spec and every replica is updated and available."""
+    """Ready = the controller saw the latest spec, at least one replica is asked for, and every
+    replica is updated and available (SPEC §6): an environment scaled to zero runs nothing."""
     if deployment is None:
         return Rollout(0, 0, False)
     spec_replicas = int(deployment.get("spec", {}).get("replicas", 1))
@@ -83,17 +79,28 @@ def deployment_rollout(deployment: Mapping[str, Any] | None) -> Rollout:
     updated = int(status.get("updatedReplicas", 0))
     total = int(status.get("replicas", 0))
     observed = int(status.get("observedGeneration", 0)) >= generation
-    ready = observed and updated >= spec_replicas and available >= spec_replicas
+    ready = spec_replicas > 0 and observed
+    ready = ready and updated >= spec_replicas and available >= spec_replicas
     ready = ready and total <= spec_replicas  # old pods gone
     return Rollout(spec_replicas, available, ready)
 
 
-def summary(applied: str | None, ready: str | None, *, blocked: str | None = None) -> str:
-    """SPEC §3.2 vocabulary: converged ``tag``, rolling ``old -> new``, ``tag (blocked)``."""
+def summary(
+    applied: str | None,
+    ready: str | None,
+    *,
+    rolling_from: str | None = None,
+    blocked: str | None = None,
+) -> str:
+    """SPEC §3.2 vocabulary: converged ``tag``, rolling ``old -> new`` (``rolling_from``: what ran
+    before, ``(none)`` for a first rollout), ``tag (blocked)``; and ``tag (not ready)`` for a tag
+    that was Ready and is no longer (crash loop, scaled to zero, a stuck rollout)."""
     if blocked is not None:
         return f"{blocked} (blocked)"
     if applied is None:
         return NOT_DEPLOYED
     if ready == applied:
         return applied
-    return f"{ready or '(none)'} -> {applied}"
+    if rolling_from is not None:
+        return f"{rolling_from} -> {applied}"
+    return f"{applied} (not ready)"

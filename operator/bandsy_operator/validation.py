@@ -6,6 +6,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from .models import Environment, Service
+from .naming import InvalidNameError, render_template
+
+BACKENDS = ("postgres", "redis", "mongo")
+# Stands for any service when environments compare their user templates (they all contain it).
+ANY_SERVICE = "svc"
 
 
 @dataclass(frozen=True)
@@ -50,33 +55,69 @@ def environment_problems(
                     f"dependsOn {dependency!r}: it has no port to connect to",
                 )
             )
-    if service.spec.external and service.name not in env.spec.ingress.allowed_services:
-        allowed = ", ".join(env.spec.ingress.allowed_services) or "none"
-        problems.append(
-            Problem(
-                "ExternalNotAllowed",
-                f"environment {env_name!r} does not allow {service.name!r} to be external "
-                f"(allowedServices: {allowed})",
-            )
-        )
     return problems
 
 
-def shared_credentials(env: Environment, environments: Mapping[str, Environment]) -> list[str]:
-    """Other environments whose database users coincide with this one's: same server and a
-    user template without ``{env}`` (the SPEC §2 default ``{service}-user`` does that)."""
-    shared = []
-    for backend in ("postgres", "redis", "mongo"):
-        mine = getattr(env.spec, backend)
-        if mine is None or "{env}" in mine.user_template:
-            continue
-        for other in sorted(environments.values(), key=lambda e: e.name):
-            theirs = getattr(other.spec, backend)
-            if (
-                other.name != env.name
-                and theirs is not None
-                and (theirs.host, theirs.port) == (mine.host, mine.port)
-                and theirs.user_template == mine.user_template
-            ):
-                shared.append(f"{backend} users with {other.name} ({mine.host}:{mine.port})")
-    return shared
+def exposure_refused(service: Service, env: Environment) -> str | None:
+    """Why an external service is not exposed here (it still runs, reachable inside only)."""
+    if not service.spec.external or service.name in env.spec.ingress.allowed_services:
+        return None
+    allowed = ", ".join(env.spec.ingress.allowed_services) or "none"
+    return (
+        f"environment {env.name!r} does not allow {service.name!r} to be external "
+        f"(allowedServices: {allowed}); it runs without an Ingress there"
+    )
+
+
+def _role(env: Environment, backend: str, service: str) -> tuple[str, str] | None:
+    """(server, user) of ``service``'s account on ``backend`` in ``env``."""
+    settings = getattr(env.spec, backend)
+    if settings is None:
+        return None
+    try:
+        user = render_template(settings.user_template, service, env.name)
+    except InvalidNameError:
+        return None
+    return f"{settings.host}:{settings.port}", user
+
+
+def sharing(
+    env: Environment, environments: Mapping[str, Environment], backend: str, service: str
+) -> list[Environment]:
+    """Other environments where ``service`` would log in as the same role on the same server
+    (the SPEC §2 default ``{service}-user`` does that): one role, one password for all."""
+    mine = _role(env, backend, service)
+    if mine is None:
+        return []
+    return [
+        other
+        for other in sorted(environments.values(), key=lambda e: e.name)
+        if other.name != env.name and _role(other, backend, service) == mine
+    ]
+
+
+def sharing_refused(
+    env: Environment, environments: Mapping[str, Environment], backend: str, service: str
+) -> list[str]:
+    """SPEC §5, never across protection: the unprotected environments a protected one would
+    share a role with (whoever reads Secrets there could log in here), unless it allows it."""
+    settings = getattr(env.spec, backend)
+    if not env.protected or settings is None or settings.allow_shared_credentials:
+        return []
+    return [o.name for o in sharing(env, environments, backend, service) if not o.protected]
+
+
+def shared_credentials(
+    env: Environment, environments: Mapping[str, Environment]
+) -> tuple[list[str], list[str]]:
+    """What the environment reports: the roles it shares (a warning), and those it refuses to
+    share across protection, each as "<backend> users with <env> (<server>)"."""
+    shared: list[str] = []
+    refused: list[str] = []
+    for backend in BACKENDS:
+        settings = getattr(env.spec, backend)
+        refusing = set(sharing_refused(env, environments, backend, ANY_SERVICE))
+        for other in sharing(env, environments, backend, ANY_SERVICE):
+            line = f"{backend} users with {other.name} ({settings.host}:{settings.port})"
+            (refused if other.name in refusing else shared).append(line)
+    return shared, refused

@@ -1,15 +1,17 @@
 """Promotion by CR edits on the real control plane (SPEC §6): a tag walks dev → pre → prod with
-a soak time, is blocked by each gate, unblocks by itself, and break-glass is recorded."""
+a soak time, is blocked by each gate, unblocks by itself, and break-glass is recorded; gates read
+the upstream's readiness now; a new repository is a promotion; a blocked environment repairs."""
 
 from __future__ import annotations
 
 import asyncio
+import datetime
 import uuid
 from typing import Any
 
 import pytest
 
-from bandsy_dev.kubelet import make_deployment_ready
+from bandsy_dev.kubelet import make_deployment_crash, make_deployment_ready
 from bandsy_operator.kube import KubeApi, ObjectRef
 from conftest import KubectlRunner, OperatorProcess
 from factories import environment_body, service_body, tags
@@ -17,7 +19,7 @@ from recorded_events import events_about
 from waiting import eventually
 
 pytestmark = [pytest.mark.integration, pytest.mark.asyncio(loop_scope="session")]
-SOAK = 3
+SOAK = 6
 
 
 def uid() -> str:
@@ -47,6 +49,13 @@ async def env_status(kube: KubeApi, service: str, env: str) -> dict[str, Any]:
     return dict(((obj.get("status") or {}).get("environments") or {}).get(env) or {})
 
 
+def condition(obj: dict[str, Any], type_: str) -> dict[str, Any]:
+    return next(
+        (dict(c) for c in (obj.get("status") or {}).get("conditions") or [] if c["type"] == type_),
+        {},
+    )
+
+
 def blocked_reason(status: dict[str, Any]) -> str | None:
     for cond in status.get("conditions") or []:
         if cond["type"] == "PromotionBlocked" and cond["status"] == "True":
@@ -54,11 +63,21 @@ def blocked_reason(status: dict[str, Any]) -> str | None:
     return None
 
 
-async def running(kube: KubeApi, env: str, service: str) -> str | None:
+async def running_image(kube: KubeApi, env: str, service: str) -> str | None:
     obj = await kube.get(ObjectRef("apps/v1", "Deployment", env, service))
     if obj is None:
         return None
-    return str(obj["spec"]["template"]["spec"]["containers"][0]["image"].rpartition(":")[2])
+    return str(obj["spec"]["template"]["spec"]["containers"][0]["image"])
+
+
+async def running(kube: KubeApi, env: str, service: str) -> str | None:
+    image = await running_image(kube, env, service)
+    return image.rpartition(":")[2] if image is not None else None
+
+
+def seconds(stamp: str) -> float:
+    moment = datetime.datetime.strptime(stamp, "%Y-%m-%dT%H:%M:%SZ")
+    return moment.replace(tzinfo=datetime.UTC).timestamp()
 
 
 async def summary_is(kube: KubeApi, service: str, env: str, expected: str) -> bool:
@@ -92,15 +111,20 @@ async def test_a_release_walks_through_the_gates(
     assert await running(kube, prod, name) is None
     await make_deployment_ready(kube, pre, name)
 
-    # Then the soak time; it opens by itself, nobody touches the CR.
+    # Then the soak time: it holds release-1 out of production for SOAK seconds after preprod
+    # ran it Ready, then opens by itself; nobody touches the CR.
     async def soaking() -> bool:
-        await make_deployment_ready(kube, pre, name)  # a kubelet keeps reporting
-        reason = blocked_reason(await env_status(kube, name, prod))
-        # The soak may already be over when we look: then the tag is on its way.
-        return reason == "SoakTimeNotElapsed" or await running(kube, prod, name) == "release-1"
+        assert blocked_reason(await env_status(kube, name, prod)) == "SoakTimeNotElapsed"
+        return True
 
-    await eventually(soaking, timeout=15)
+    await eventually(soaking, timeout=SOAK - 2)
+    ready_since = seconds((await env_status(kube, name, pre))["readySince"])
+    assert await running(kube, prod, name) is None
     await eventually(lambda: running(kube, prod, name), timeout=SOAK + 15)
+    deployment = await kube.get(ObjectRef("apps/v1", "Deployment", prod, name))
+    assert deployment is not None
+    created = seconds(deployment["metadata"]["creationTimestamp"])
+    assert created >= ready_since + SOAK, (created, ready_since)
     await make_deployment_ready(kube, prod, name)
     await eventually(lambda: summary_is(kube, name, prod, "release-1"))
 
@@ -157,3 +181,142 @@ async def test_a_release_walks_through_the_gates(
 
 async def _running_is(kube: KubeApi, env: str, service: str, tag: str) -> bool:
     return await running(kube, env, service) == tag
+
+
+async def test_an_upstream_that_stops_being_ready_holds_the_gate(
+    kube: KubeApi, kubectl: KubectlRunner, chain: tuple[str, str, str]
+) -> None:
+    """A tag that ran Ready upstream once but is not Ready there now (crash loop, scaled to
+    zero) does not pass; readiness back, the soak counts again from its return."""
+    pre, prod = chain[1], chain[2]
+    name = f"unready-{uid()}"
+    kubectl.apply(service_body(name, tags(**{pre: "release-1"}), port=80))
+    await eventually(lambda: running(kube, pre, name))
+    await make_deployment_ready(kube, pre, name)
+    await eventually(lambda: summary_is(kube, name, pre, "release-1"))
+    first_since = (await env_status(kube, name, pre))["readySince"]
+
+    await make_deployment_crash(kube, pre, name)
+    await eventually(lambda: summary_is(kube, name, pre, "release-1 (not ready)"))
+    status = await env_status(kube, name, pre)
+    assert "readyTag" not in status
+    assert condition({"status": status}, "Ready")["reason"] == "NotReady"
+
+    kubectl.apply(service_body(name, tags(**{pre: "release-1", prod: "release-1"}), port=80))
+
+    async def not_ready_upstream() -> bool:
+        status = await env_status(kube, name, prod)
+        assert blocked_reason(status) == "NotReadyUpstream", status
+        assert (
+            "nothing is Ready there now"
+            in condition({"status": status}, "PromotionBlocked")["message"]
+        )
+        return True
+
+    await eventually(not_ready_upstream)
+    await asyncio.sleep(SOAK + 1)  # longer than the soak: it must not be what holds it
+    await not_ready_upstream()
+    assert await running(kube, prod, name) is None
+
+    await make_deployment_ready(kube, pre, name)
+
+    async def soaking_again() -> bool:
+        assert blocked_reason(await env_status(kube, name, prod)) == "SoakTimeNotElapsed"
+        return True
+
+    await eventually(soaking_again, timeout=SOAK - 2)
+    assert (await env_status(kube, name, pre))["readySince"] > first_since
+    await eventually(lambda: _running_is(kube, prod, name, "release-1"), timeout=SOAK + 15)
+
+    # Scaled to zero runs nothing: not Ready for promotion.
+    scaled = {"image": {"tag": "release-2"}, "replicas": 0}
+    kubectl.apply(service_body(name, {pre: scaled, prod: {"image": {"tag": "release-2"}}}, port=80))
+    await eventually(lambda: _running_is(kube, pre, name, "release-2"))
+    await make_deployment_ready(kube, pre, name)  # what a controller reports for 0 replicas
+
+    async def scaled_to_zero() -> bool:
+        status = await env_status(kube, name, pre)
+        assert condition({"status": status}, "Ready")["reason"] == "ScaledToZero", status
+        assert blocked_reason(await env_status(kube, name, prod)) == "NotReadyUpstream"
+        return True
+
+    await eventually(scaled_to_zero)
+    await asyncio.sleep(1)
+    assert await running(kube, prod, name) == "release-1"
+    kubectl("delete", "bsvc", name, "--wait=true", "--timeout=60s")
+
+
+async def test_a_new_repository_is_a_promotion(
+    kube: KubeApi, kubectl: KubectlRunner, chain: tuple[str, str, str]
+) -> None:
+    """``spec.image.repository`` changes every environment's image: each goes through its own
+    gates, and each rollout is recorded."""
+    pre, prod = chain[1], chain[2]
+    name = f"repo-{uid()}"
+    old, new = f"ghcr.io/feinwaru/{name}", f"ghcr.io/moved/{name}"
+    both = tags(**{pre: "release-1", prod: "release-1"})
+    kubectl.apply(service_body(name, both, port=80, image={"repository": old}))
+    await eventually(lambda: running(kube, pre, name))
+    await make_deployment_ready(kube, pre, name)
+    await eventually(lambda: running(kube, prod, name), timeout=SOAK + 15)
+    await make_deployment_ready(kube, prod, name)
+    await eventually(lambda: summary_is(kube, name, prod, "release-1"))
+
+    kubectl.apply(service_body(name, both, port=80, image={"repository": new}))
+    await eventually(lambda: _image_is(kube, pre, name, f"{new}:release-1"))
+
+    async def held() -> bool:
+        status = await env_status(kube, name, prod)
+        assert blocked_reason(status) == "NotReadyUpstream", status
+        assert f"{new}:release-1" in condition({"status": status}, "PromotionBlocked")["message"]
+        return True
+
+    await eventually(held)
+    assert await running_image(kube, prod, name) == f"{old}:release-1"
+    await make_deployment_ready(kube, pre, name)
+    await eventually(lambda: _image_is(kube, prod, name, f"{new}:release-1"), timeout=SOAK + 15)
+    await make_deployment_ready(kube, prod, name)
+
+    async def recorded() -> list[dict[str, Any]]:
+        entries = (await env_status(kube, name, prod)).get("history") or []
+        assert [e.get("image") for e in entries] == [f"{new}:release-1", f"{old}:release-1"]
+        assert entries[0].get("readyAt"), entries
+        return list(entries)
+
+    await eventually(recorded)
+    assert (await env_status(kube, name, prod))["appliedImage"] == f"{new}:release-1"
+    kubectl("delete", "bsvc", name, "--wait=true", "--timeout=60s")
+
+
+async def test_a_blocked_environment_brings_back_a_deleted_deployment(
+    kube: KubeApi, kubectl: KubectlRunner, operator: OperatorProcess
+) -> None:
+    """Frozen with a new tag waiting, the Deployment deleted by hand comes back with the image
+    the environment last ran, not the one the gate holds."""
+    env, name = f"frz-{uid()}", f"frz-{uid()}"
+    kubectl.apply(environment_body(env, deletionPolicy="Delete"))
+    kubectl.apply(service_body(name, tags(**{env: "v1"}), port=80))
+    await eventually(lambda: _running_is(kube, env, name, "v1"))
+    kubectl("patch", "benv", env, "--type=merge", "-p", '{"spec":{"promotion":{"freeze":true}}}')
+
+    async def frozen() -> bool:
+        environment = await kube.get(ObjectRef("bandsy.app/v1alpha1", "BandsyEnvironment", "", env))
+        assert environment is not None
+        return bool(environment["spec"]["promotion"]["freeze"])
+
+    await eventually(frozen)
+    kubectl.apply(service_body(name, tags(**{env: "v2"}), port=80))
+
+    async def blocked() -> bool:
+        return blocked_reason(await env_status(kube, name, env)) == "EnvironmentFrozen"
+
+    await eventually(blocked)
+    kubectl("-n", env, "delete", "deployment", name, "--wait=true")
+    await eventually(lambda: _running_is(kube, env, name, "v1"), timeout=20)
+    assert await blocked()
+    kubectl("delete", "bsvc", name, "--wait=true", "--timeout=60s")
+    kubectl("delete", "benv", env, "--wait=true", "--timeout=60s")
+
+
+async def _image_is(kube: KubeApi, env: str, service: str, image: str) -> bool:
+    return await running_image(kube, env, service) == image

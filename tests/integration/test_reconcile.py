@@ -15,6 +15,7 @@ from bandsy_dev.kubelet import make_deployment_ready
 from bandsy_operator.constants import (
     APPLIED_HASH_ANNOTATION,
     CONFIG_HASH_ANNOTATION,
+    EXTERNAL_LABEL,
     MANAGED_BY_LABEL,
     SERVICE_LABEL,
 )
@@ -498,7 +499,7 @@ async def test_operator_side_validation_reports_and_keeps_objects(
     await asyncio.sleep(RESYNC_SECONDS * 2)  # periodic checks add no second one
     await one_warning()
 
-    # External where the environment does not allow it: reported, nothing pruned.
+    # External where the environment does not allow it: it runs, without an Ingress, and says so.
     kubectl.apply(
         service_body(
             name,
@@ -510,8 +511,10 @@ async def test_operator_side_validation_reports_and_keeps_objects(
     )
 
     async def not_allowed() -> dict[str, Any]:
-        cond = condition(await bsvc(kube, name), "Stalled")
-        assert cond.get("reason") == "ExternalNotAllowed", cond
+        obj = await bsvc(kube, name)
+        assert condition(obj, "Stalled").get("status") == "False", obj["status"]
+        cond = condition(obj, "Exposed")
+        assert (cond.get("status"), cond.get("reason")) == ("False", "ExternalNotAllowed"), cond
         return cond
 
     assert "allowedServices" in (await eventually(not_allowed))["message"]
@@ -657,3 +660,42 @@ async def test_suspended_service_is_left_alone(
     assert await kube.get(ObjectRef("v1", "ConfigMap", "develop", f"{name}-config")) is None
     kubectl.apply(service_body(name, tags(develop="develop-1a2b3c4"), port=8000))
     await eventually(lambda: kube.get(ObjectRef("v1", "ConfigMap", "develop", f"{name}-config")))
+
+
+async def test_revoked_exposure_removes_the_ingress_at_once(
+    kube: KubeApi, kubectl: KubectlRunner, operator: OperatorProcess
+) -> None:
+    """Taking a service off an environment's allowedServices closes its public way in: the
+    Ingress goes and its pods leave the ingress controller's NetworkPolicy allowance; the
+    service keeps running, and says why it is not exposed."""
+    env, web = f"rev-{uid()}", f"web-{uid()}"
+    ingress = {"domain": "example.test", "allowedServices": [web]}
+    kubectl.apply(
+        environment_body(env, ingress=ingress, deletionPolicy="Delete"),
+        service_body(web, tags(**{env: "v1"}), port=8080, external=True),
+    )
+    await eventually(lambda: get(kube, "networking.k8s.io/v1", "Ingress", env, web))
+    kubectl.apply(
+        environment_body(env, ingress={**ingress, "allowedServices": []}, deletionPolicy="Delete")
+    )
+
+    async def closed() -> bool:
+        assert await kube.get(ObjectRef("networking.k8s.io/v1", "Ingress", env, web)) is None
+        deployment = await get(kube, "apps/v1", "Deployment", env, web)
+        labels = deployment["spec"]["template"]["metadata"]["labels"]
+        assert EXTERNAL_LABEL not in labels, labels
+        config = await get(kube, "v1", "ConfigMap", env, f"{web}-config")
+        assert "PUBLIC_URL" not in config["data"]
+        return True
+
+    await eventually(closed, timeout=20)
+    obj = await bsvc(kube, web)
+    exposed = condition(obj, "Exposed")
+    assert (exposed["status"], exposed["reason"]) == ("False", "ExternalNotAllowed"), exposed
+    assert "url" not in obj["status"]
+    assert condition(obj, "Stalled")["status"] == "False"
+    refused = await events_about(kube, web, "ExternalNotAllowed")
+    assert refused
+    assert refused[0]["type"] == "Warning"
+    kubectl("delete", "bsvc", web, "--wait=true", "--timeout=60s")
+    kubectl("delete", "benv", env, "--wait=true", "--timeout=60s")

@@ -1,15 +1,18 @@
 from __future__ import annotations
 
 import base64
+import dataclasses
 from typing import Any
 
 import pytest
 
 from bandsy_operator.backends.scram import scram_sha256_verifier, verifier_matches
+from bandsy_operator.builders.meta import content_hash
 from bandsy_operator.builders.service import (
     DatabasePeer,
     ServiceInputs,
     build_service_objects,
+    config_hash,
     missing_provided_secrets,
 )
 from bandsy_operator.constants import (
@@ -19,10 +22,14 @@ from bandsy_operator.constants import (
     MANAGED_BY_LABEL,
 )
 from bandsy_operator.models import EgressTarget
+from bandsy_operator.promotion import Image
 from bandsy_operator.reconcile.databases import DatabaseResult
 from bandsy_operator.reconcile.service import service_inputs
 from bandsy_operator.world import World
 from factories import environment, service, service_body, tags
+
+REPOSITORY = "ghcr.io/feinwaru/web"
+HASH_KEY = b"k" * 32
 
 
 def generator(length: int) -> str:
@@ -55,7 +62,8 @@ def web_inputs(**overrides: Any) -> ServiceInputs:
     defaults: dict[str, Any] = {
         "service": web,
         "env": env,
-        "tag": web.spec.environments[env.name].image.tag,
+        "image": Image(web.spec.image.repository, web.spec.environments[env.name].image.tag),
+        "hash_key": HASH_KEY,
         "dependency_ports": {"api": 9000},
     }
     return ServiceInputs(**{**defaults, **overrides})
@@ -125,6 +133,34 @@ def test_filling_in_a_provided_secret_rolls_the_deployment() -> None:
     assert before == template_hash(web_inputs(existing_secrets={"SESSION_KEY": "s"}))
 
 
+def test_the_config_hash_is_keyed() -> None:
+    """Anyone who may view the Deployment reads the hash: without the key it must not let
+    them test guesses of a secret value (a plain hash of the values would)."""
+    inputs = web_inputs(existing_secrets={"SESSION_KEY": "s", "STRIPE_API_KEY": "sk"})
+    objects = by_kind(build_service_objects(inputs, generator))
+    template = objects[("Deployment", "web")]["spec"]["template"]
+    annotation = template["metadata"]["annotations"][CONFIG_HASH_ANNOTATION]
+    values = {"SESSION_KEY": "s", "STRIPE_API_KEY": "sk"}
+    unkeyed = content_hash([objects[("ConfigMap", "web-config")]["data"], values])
+    assert annotation != unkeyed
+    assert annotation == config_hash(HASH_KEY, objects[("ConfigMap", "web-config")], values, [])
+    other_key = dataclasses.replace(inputs, hash_key=b"another key")
+    other = by_kind(build_service_objects(other_key, generator))[("Deployment", "web")]
+    assert other["spec"]["template"]["metadata"]["annotations"][CONFIG_HASH_ANNOTATION] != (
+        annotation
+    )
+
+
+def test_network_policy_states_no_empty_rule_list() -> None:
+    """The API server stores an empty rule list as absent: the built policy says the same,
+    so a server-side diff of a rendered policy is empty."""
+    policy = by_kind(build_service_objects(web_inputs(dependency_ports={}), generator))
+    spec = policy[("NetworkPolicy", "web")]["spec"]
+    assert "ingress" not in spec
+    assert "egress" not in spec
+    assert spec["policyTypes"] == ["Ingress", "Egress"]
+
+
 def test_missing_provided_secrets() -> None:
     assert missing_provided_secrets(web_inputs()) == ["STRIPE_API_KEY"]
     filled = web_inputs(existing_secrets={"STRIPE_API_KEY": "x"})
@@ -152,7 +188,7 @@ def test_deployment() -> None:
 
 
 def test_production_spreads_pods_and_uses_its_replicas() -> None:
-    inputs = web_inputs(env_name="production", tag="release-1.7.2")
+    inputs = web_inputs(env_name="production", image=Image(REPOSITORY, "release-1.7.2"))
     deployment = by_kind(build_service_objects(inputs, generator))[("Deployment", "web")]
     assert deployment["spec"]["replicas"] == 3
     affinity = deployment["spec"]["template"]["spec"]["affinity"]["podAntiAffinity"]
@@ -177,7 +213,12 @@ def test_ingress_only_when_external_and_allowed() -> None:
 
 def test_worker_without_port_has_no_service_and_no_probes() -> None:
     worker = service("worker", tags(develop="develop-1"))
-    inputs = ServiceInputs(service=worker, env=environment("develop"), tag="develop-1")
+    inputs = ServiceInputs(
+        service=worker,
+        env=environment("develop"),
+        image=Image("ghcr.io/feinwaru/worker", "develop-1"),
+        hash_key=HASH_KEY,
+    )
     objects = by_kind(build_service_objects(inputs, generator))
     assert set(objects) == {
         ("ConfigMap", "worker-config"),
@@ -263,6 +304,6 @@ def test_service_inputs_skip_a_dependency_deleted_since_validation() -> None:
     body = service_body("db", tags(develop="v1"), port=5432)
     world.observe_service({**body, "metadata": {**body["metadata"], "uid": "u", "generation": 1}})
     inputs = service_inputs(
-        web, environment("develop"), world, None, DatabaseResult(), tag="v1"
+        web, environment("develop"), world, None, DatabaseResult(), Image(REPOSITORY, "v1"), b"k"
     )  # "api" is gone
     assert inputs.dependency_ports == {"db": 5432}

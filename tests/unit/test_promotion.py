@@ -10,8 +10,10 @@ from bandsy_operator.promotion import (
     GateInput,
     GateReason,
     GateVerdict,
+    Image,
+    Readiness,
     Rollout,
-    UpstreamState,
+    carry_readiness,
     default_promotion_tag,
     evaluate,
     mark_ready,
@@ -20,6 +22,15 @@ from bandsy_operator.promotion import (
 
 NOW = datetime.datetime(2024, 5, 1, 12, 0, 0, tzinfo=datetime.UTC)
 NEW, OLD = "release-1.8.0", "release-1.7.2"
+REPO = "ghcr.io/feinwaru/web"
+
+
+def image(tag: str, repository: str = REPO) -> Image:
+    return Image(repository, tag)
+
+
+def ready(tag: str | None, since: datetime.datetime | None) -> Readiness:
+    return Readiness(image(tag) if tag is not None else None, since)
 
 
 def ago(seconds: float) -> datetime.datetime:
@@ -29,13 +40,13 @@ def ago(seconds: float) -> datetime.datetime:
 def gate(**changes: Any) -> GateInput:
     """A promotion preprod → production of NEW that passes every gate unless changed."""
     base = GateInput(
-        desired_tag=NEW,
-        current_tag=OLD,
+        desired=image(NEW),
+        current=image(OLD),
         tag_pattern="^release-",
         frozen=False,
         promotion_from="preprod",
         soak_seconds=600,
-        upstream=UpstreamState(NEW, ago(3600)),
+        upstream=ready(NEW, ago(3600)),
         skip_gates_tag=None,
         now=NOW,
     )
@@ -44,7 +55,7 @@ def gate(**changes: Any) -> GateInput:
 
 def assert_allowed(verdict: GateVerdict, *, skipped: bool = False) -> None:
     assert verdict.allowed
-    assert verdict.tag_to_apply == NEW
+    assert verdict.image_to_apply == image(NEW)
     assert verdict.reason is None
     assert verdict.gates_skipped is skipped
     assert verdict.retry_after is None
@@ -56,9 +67,9 @@ def assert_allowed(verdict: GateVerdict, *, skipped: bool = False) -> None:
         ({"frozen": True}, GateReason.ENVIRONMENT_FROZEN, None),
         ({"tag_pattern": "^hotfix-"}, GateReason.TAG_POLICY_VIOLATION, None),
         ({"upstream": None}, GateReason.NOT_READY_UPSTREAM, None),
-        ({"upstream": UpstreamState(OLD, ago(3600))}, GateReason.NOT_READY_UPSTREAM, None),
-        ({"upstream": UpstreamState(None, None)}, GateReason.NOT_READY_UPSTREAM, None),
-        ({"upstream": UpstreamState(NEW, ago(120))}, GateReason.SOAK_TIME_NOT_ELAPSED, 480.0),
+        ({"upstream": ready(OLD, ago(3600))}, GateReason.NOT_READY_UPSTREAM, None),
+        ({"upstream": ready(None, None)}, GateReason.NOT_READY_UPSTREAM, None),
+        ({"upstream": ready(NEW, ago(120))}, GateReason.SOAK_TIME_NOT_ELAPSED, 480.0),
     ],
     ids=["frozen", "pattern", "no-upstream", "upstream-other-tag", "upstream-none-ready", "soak"],
 )
@@ -68,7 +79,7 @@ def test_every_reason_blocks_and_keeps_current_tag(
     verdict = evaluate(gate(**changes))
     assert not verdict.allowed
     assert verdict.reason is reason
-    assert verdict.tag_to_apply == OLD
+    assert verdict.image_to_apply == image(OLD)
     assert verdict.retry_after == retry_after
     assert not verdict.gates_skipped
     assert NEW in verdict.message
@@ -88,10 +99,10 @@ def test_all_gates_pass() -> None:
         ({"tag_pattern": "^hotfix-", "upstream": None}, GateReason.TAG_POLICY_VIOLATION),
         ({"tag_pattern": "[", "upstream": None}, GateReason.TAG_POLICY_VIOLATION),
         (
-            {"upstream": UpstreamState(OLD, ago(10)), "soak_seconds": 600},
+            {"upstream": ready(OLD, ago(10)), "soak_seconds": 600},
             GateReason.NOT_READY_UPSTREAM,
         ),
-        ({"frozen": True, "upstream": UpstreamState(NEW, ago(1))}, GateReason.ENVIRONMENT_FROZEN),
+        ({"frozen": True, "upstream": ready(NEW, ago(1))}, GateReason.ENVIRONMENT_FROZEN),
     ],
     ids=[
         "frozen-first",
@@ -121,7 +132,7 @@ def test_first_failing_gate_is_reported(changes: dict[str, Any], reason: GateRea
 def test_soak_edge_times(
     elapsed: float, soak: int, allowed: bool, retry_after: float | None
 ) -> None:
-    verdict = evaluate(gate(soak_seconds=soak, upstream=UpstreamState(NEW, ago(elapsed))))
+    verdict = evaluate(gate(soak_seconds=soak, upstream=ready(NEW, ago(elapsed))))
     assert verdict.allowed is allowed
     assert verdict.retry_after == retry_after
     if not allowed:
@@ -129,23 +140,24 @@ def test_soak_edge_times(
 
 
 def test_soak_message_says_what_blocks_and_when_it_opens() -> None:
-    verdict = evaluate(gate(upstream=UpstreamState(NEW, ago(120))))
+    verdict = evaluate(gate(upstream=ready(NEW, ago(120))))
     assert verdict.message == (
-        "release-1.8.0 has been Ready in preprod for 120 s of the required 600 s; "
+        "release-1.8.0 has been Ready in preprod for 120 s of the required 600 s without "
+        "interruption; "
         "it will be promoted in 480 s"
     )
 
 
 def test_soak_with_unknown_ready_since_rechecks_after_a_full_soak() -> None:
-    verdict = evaluate(gate(upstream=UpstreamState(NEW, None)))
+    verdict = evaluate(gate(upstream=ready(NEW, None)))
     assert verdict.reason is GateReason.SOAK_TIME_NOT_ELAPSED
     assert verdict.retry_after == 600.0
-    assert_allowed(evaluate(gate(soak_seconds=0, upstream=UpstreamState(NEW, None))))
+    assert_allowed(evaluate(gate(soak_seconds=0, upstream=ready(NEW, None))))
 
 
 def test_naive_times_are_taken_as_utc() -> None:
     naive_now = NOW.replace(tzinfo=None)
-    verdict = evaluate(gate(now=naive_now, upstream=UpstreamState(NEW, ago(599))))
+    verdict = evaluate(gate(now=naive_now, upstream=ready(NEW, ago(599))))
     assert verdict.retry_after == 1.0
 
 
@@ -163,7 +175,7 @@ def test_naive_times_are_taken_as_utc() -> None:
 )
 def test_tag_patterns(pattern: str | None, tag: str, allowed: bool) -> None:
     verdict = evaluate(
-        gate(desired_tag=tag, tag_pattern=pattern, promotion_from=None, upstream=None)
+        gate(desired=image(tag), tag_pattern=pattern, promotion_from=None, upstream=None)
     )
     assert verdict.allowed is allowed
     if not allowed:
@@ -175,7 +187,7 @@ def test_tag_patterns(pattern: str | None, tag: str, allowed: bool) -> None:
 def test_invalid_regex_blocks_without_raising(pattern: str) -> None:
     verdict = evaluate(gate(tag_pattern=pattern))
     assert verdict.reason is GateReason.TAG_POLICY_VIOLATION
-    assert verdict.tag_to_apply == OLD
+    assert verdict.image_to_apply == image(OLD)
     assert repr(pattern) in verdict.message
     assert "not a valid regular expression" in verdict.message
 
@@ -209,12 +221,12 @@ def test_break_glass_only_for_the_exact_tag(skip: str | None, skipped: bool) -> 
         {"tag_pattern": "^hotfix-"},
         {"tag_pattern": "["},
         {"upstream": None},
-        {"upstream": UpstreamState(NEW, ago(1))},
+        {"upstream": ready(NEW, ago(1))},
         {"skip_gates_tag": NEW},  # already running: not recorded as a break-glass
     ],
 )
 def test_already_running_tag_is_never_blocked(changes: dict[str, Any]) -> None:
-    verdict = evaluate(gate(current_tag=NEW, **changes))
+    verdict = evaluate(gate(current=image(NEW), **changes))
     assert_allowed(verdict)
 
 
@@ -225,35 +237,112 @@ def test_already_running_tag_is_never_blocked(changes: dict[str, Any]) -> None:
         ({"frozen": True}, GateReason.ENVIRONMENT_FROZEN),
         ({"tag_pattern": "^hotfix-"}, GateReason.TAG_POLICY_VIOLATION),
         ({"upstream": None}, GateReason.NOT_READY_UPSTREAM),
-        ({"upstream": UpstreamState(NEW, ago(5))}, GateReason.SOAK_TIME_NOT_ELAPSED),
+        ({"upstream": ready(NEW, ago(5))}, GateReason.SOAK_TIME_NOT_ELAPSED),
     ],
 )
 def test_first_deployment_goes_through_the_gates(
     changes: dict[str, Any], reason: GateReason | None
 ) -> None:
-    verdict = evaluate(gate(current_tag=None, **changes))
+    verdict = evaluate(gate(current=None, **changes))
     assert verdict.reason is reason
     assert verdict.allowed is (reason is None)
-    assert verdict.tag_to_apply == (NEW if reason is None else None)
+    assert verdict.image_to_apply == (image(NEW) if reason is None else None)
 
 
-@pytest.mark.parametrize("upstream", [None, UpstreamState(OLD, ago(1)), UpstreamState(NEW, ago(1))])
-def test_no_upstream_configured_ignores_upstream_and_soak(upstream: UpstreamState | None) -> None:
+@pytest.mark.parametrize("upstream", [None, ready(OLD, ago(1)), ready(NEW, ago(1))])
+def test_no_upstream_configured_ignores_upstream_and_soak(upstream: Readiness | None) -> None:
     assert_allowed(evaluate(gate(promotion_from=None, upstream=upstream)))
 
 
 def test_not_ready_upstream_message_names_upstream_and_what_runs_there() -> None:
-    verdict = evaluate(gate(upstream=UpstreamState(OLD, ago(60))))
+    verdict = evaluate(gate(upstream=ready(OLD, ago(60))))
     assert "preprod" in verdict.message
     assert OLD in verdict.message
 
 
 @pytest.mark.parametrize(
     ("upstream", "expected"),
-    [(None, None), (UpstreamState(None, None), None), (UpstreamState(NEW, ago(1)), NEW)],
+    [(None, None), (ready(None, None), None), (ready(NEW, ago(1)), NEW)],
 )
-def test_default_promotion_tag(upstream: UpstreamState | None, expected: str | None) -> None:
+def test_default_promotion_tag(upstream: Readiness | None, expected: str | None) -> None:
     assert default_promotion_tag(upstream) == expected
+
+
+MOVED = "ghcr.io/other/web"
+
+
+@pytest.mark.parametrize(
+    ("changes", "reason"),
+    [
+        ({"frozen": True}, GateReason.ENVIRONMENT_FROZEN),
+        ({"upstream": ready(NEW, ago(3600))}, GateReason.NOT_READY_UPSTREAM),  # old repository
+        ({"upstream": None}, GateReason.NOT_READY_UPSTREAM),
+        (
+            {"upstream": Readiness(image(NEW, MOVED), ago(5))},
+            GateReason.SOAK_TIME_NOT_ELAPSED,
+        ),
+    ],
+    ids=["frozen", "upstream-runs-the-old-repository", "no-upstream", "soak"],
+)
+def test_a_new_repository_is_a_promotion(changes: dict[str, Any], reason: GateReason) -> None:
+    """The same tag from another repository is another image: gated like a new tag, and a
+    blocked one keeps the running image, repository included."""
+    verdict = evaluate(gate(desired=image(NEW, MOVED), current=image(NEW), **changes))
+    assert verdict.reason is reason
+    assert verdict.image_to_apply == image(NEW)
+    assert f"{MOVED}:{NEW}" in verdict.message
+
+
+def test_a_new_repository_ready_upstream_passes() -> None:
+    upstream = Readiness(image(NEW, MOVED), ago(3600))
+    verdict = evaluate(gate(desired=image(NEW, MOVED), current=image(NEW), upstream=upstream))
+    assert verdict.allowed
+    assert verdict.image_to_apply == image(NEW, MOVED)
+
+
+@pytest.mark.parametrize(
+    ("reference", "expected"),
+    [
+        ("ghcr.io/feinwaru/web:release-1", Image("ghcr.io/feinwaru/web", "release-1")),
+        ("localhost:5000/web:v1", Image("localhost:5000/web", "v1")),
+        ("localhost:5000/web", None),
+        ("web", None),
+        ("web:", None),
+    ],
+)
+def test_image_references(reference: str, expected: Image | None) -> None:
+    assert Image.parse(reference) == expected
+    if expected is not None:
+        assert str(expected) == reference
+
+
+@pytest.mark.parametrize(
+    ("now_ready", "before", "expected"),
+    [
+        (image(NEW), ready(NEW, ago(300)), ready(NEW, ago(300))),  # continues
+        (image(NEW), ready(None, None), ready(NEW, NOW)),  # becomes Ready: the soak starts
+        (None, ready(NEW, ago(300)), ready(None, None)),  # stops being Ready: withdrawn
+        (image(NEW), ready(OLD, ago(300)), ready(NEW, NOW)),  # another tag
+        (image(NEW, MOVED), ready(NEW, ago(300)), Readiness(image(NEW, MOVED), NOW)),
+        (image(NEW), ready(NEW, None), ready(NEW, NOW)),  # no time recorded: from now
+    ],
+    ids=["continues", "becomes-ready", "withdrawn", "other-tag", "other-repository", "no-time"],
+)
+def test_readiness_is_now_and_continuous(
+    now_ready: Image | None, before: Readiness, expected: Readiness
+) -> None:
+    assert carry_readiness(now_ready, before, NOW) == expected
+
+
+def test_an_interrupted_readiness_restarts_the_soak() -> None:
+    """Ready, then not Ready for one observation, then Ready again: the soak counts from the
+    return, so the gate that was open holds again."""
+    steps = [image(NEW), None, image(NEW)]
+    state = ready(NEW, ago(3600))
+    for now_ready in steps:
+        state = carry_readiness(now_ready, state, NOW)
+    assert state == ready(NEW, NOW)
+    assert evaluate(gate(upstream=state)).reason is GateReason.SOAK_TIME_NOT_ELAPSED
 
 
 def rollout(index: int, **changes: Any) -> Rollout:
@@ -280,9 +369,19 @@ def rollout(index: int, **changes: Any) -> Rollout:
     ],
     ids=["minimal", "full"],
 )
-def test_rollout_status_round_trip(entry: Rollout, status: dict[str, Any]) -> None:
+def test_rollout_status_round_trip_without_image(entry: Rollout, status: dict[str, Any]) -> None:
     assert entry.to_status() == status
     assert Rollout.from_status(status) == entry
+
+
+def test_rollout_records_its_image() -> None:
+    entry = Rollout(NEW, NOW, image=f"{REPO}:{NEW}")
+    assert entry.to_status()["image"] == f"{REPO}:{NEW}"
+    assert Rollout.from_status(entry.to_status()) == entry
+    # A newer rollout of the same tag from another repository is another entry to mark.
+    history = [Rollout(NEW, NOW, image=f"{MOVED}:{NEW}"), entry]
+    marked = mark_ready(history, image(NEW), NOW)
+    assert [r.ready_at for r in marked] == [None, NOW]
 
 
 def test_rollout_times_are_utc() -> None:
@@ -336,7 +435,7 @@ def test_mark_ready(
     history: list[Rollout], tag: str, expected_ready: list[datetime.datetime | None]
 ) -> None:
     before = list(history)
-    updated = mark_ready(history, tag, NOW)
+    updated = mark_ready(history, image(tag), NOW)
     assert [r.ready_at for r in updated] == expected_ready
     assert [r.tag for r in updated] == [r.tag for r in history]
     assert history == before

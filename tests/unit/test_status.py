@@ -5,7 +5,6 @@ import pytest
 from bandsy_operator.status import (
     ConditionUpdate,
     deployment_rollout,
-    image_tag,
     merge_conditions,
     summary,
     transitions,
@@ -24,19 +23,24 @@ def test_transition_time_moves_only_when_status_changes() -> None:
 
 
 @pytest.mark.parametrize(
-    ("applied", "ready", "blocked", "expected"),
+    ("applied", "ready", "rolling_from", "blocked", "expected"),
     [
-        ("release-1.7.2", "release-1.7.2", None, "release-1.7.2"),
-        ("release-1.7.2", "release-1.7.1", None, "release-1.7.1 -> release-1.7.2"),
-        ("release-1.7.2", None, None, "(none) -> release-1.7.2"),
-        ("release-1.7.1", "release-1.7.1", "release-1.7.2", "release-1.7.2 (blocked)"),
-        (None, None, None, "-"),
+        ("release-1.7.2", "release-1.7.2", None, None, "release-1.7.2"),
+        ("release-1.7.2", None, "release-1.7.1", None, "release-1.7.1 -> release-1.7.2"),
+        ("release-1.7.2", None, "(none)", None, "(none) -> release-1.7.2"),
+        ("release-1.7.2", None, None, None, "release-1.7.2 (not ready)"),
+        ("release-1.7.1", "release-1.7.1", None, "release-1.7.2", "release-1.7.2 (blocked)"),
+        (None, None, None, None, "-"),
     ],
 )
 def test_summary(
-    applied: str | None, ready: str | None, blocked: str | None, expected: str
+    applied: str | None,
+    ready: str | None,
+    rolling_from: str | None,
+    blocked: str | None,
+    expected: str,
 ) -> None:
-    assert summary(applied, ready, blocked=blocked) == expected
+    assert summary(applied, ready, rolling_from=rolling_from, blocked=blocked) == expected
 
 
 def deployment(spec_replicas: int, generation: int = 2, **status: int) -> dict[str, object]:
@@ -57,9 +61,5 @@ def test_rollout_readiness() -> None:
         3, observedGeneration=2, replicas=4, updatedReplicas=3, availableReplicas=3
     )
     assert not deployment_rollout(rolling).ready
-    assert deployment_rollout(deployment(0, observedGeneration=2)).ready
-
-
-def test_image_tag() -> None:
-    assert image_tag("ghcr.io/feinwaru/web:release-1.7.2") == "release-1.7.2"
-    assert image_tag("localhost:5000/web") == ""
+    # Scaled to zero runs nothing: not Ready, so no promotion can count on it (SPEC §6).
+    assert not deployment_rollout(deployment(0, observedGeneration=2)).ready

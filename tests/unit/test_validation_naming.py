@@ -1,9 +1,18 @@
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 from bandsy_operator import naming
-from bandsy_operator.validation import environment_problems
+from bandsy_operator.models import Environment
+from bandsy_operator.reconcile.databases import AccountRef, DatabaseReconciler
+from bandsy_operator.validation import (
+    environment_problems,
+    exposure_refused,
+    shared_credentials,
+    sharing_refused,
+)
 from factories import environment, service, tags
 
 
@@ -24,8 +33,16 @@ def test_problems_name_what_is_wrong() -> None:
         "DependencyNotInEnvironment",
         "DependencyHasNoPort",
         "UnknownDependency",
-        "ExternalNotAllowed",
     ]
+    # Not allowed to be external here is no reason not to run it: it runs without an Ingress.
+    refused = exposure_refused(admin, envs["develop"])
+    assert refused is not None
+    assert "allowedServices: web" in refused
+    assert (
+        exposure_refused(admin, environment("other", ingress={"allowedServices": ["admin"]}))
+        is None
+    )
+    assert exposure_refused(worker, envs["develop"]) is None
     (unknown,) = environment_problems(admin, "staging", envs, services)
     assert unknown.reason == "UnknownEnvironment"
     assert environment_problems(worker, "develop", envs, services) == []
@@ -38,3 +55,83 @@ def test_names() -> None:
     assert naming.render_template("{service}-{env}", "web", "develop") == "web-develop"
     with pytest.raises(naming.InvalidNameError, match="unknown placeholder"):
         naming.render_template("{service}-{team}", "web", "develop")
+
+
+PG = {"host": "db.example", "adminSecretRef": {"namespace": "default", "name": "pg"}}
+
+
+def env_with(name: str, user_template: str = "{service}-user", **spec: Any) -> Environment:
+    return environment(name, postgres={**PG, "userTemplate": user_template}, **spec)
+
+
+@pytest.mark.parametrize(
+    ("spec", "protected"),
+    [
+        ({}, False),
+        ({"promotion": {"from": "develop"}}, True),
+        ({"protected": True}, True),
+        ({"promotion": {"from": "develop"}, "protected": False}, False),
+    ],
+)
+def test_protection_defaults(spec: dict[str, Any], protected: bool) -> None:
+    assert environment("preprod", **spec).protected is protected
+    assert environment("production").protected is True
+    assert environment("production", protected=False).protected is False
+
+
+def test_a_protected_environment_never_shares_a_role_with_an_unprotected_one() -> None:
+    develop = env_with("develop")
+    production = env_with("production")
+    preprod = env_with("preprod", protected=True)
+    envs = {e.name: e for e in (develop, production, preprod)}
+    # production would log in as develop's role: refused there, not in develop.
+    assert sharing_refused(production, envs, "postgres", "web") == ["develop"]
+    assert sharing_refused(develop, envs, "postgres", "web") == []
+    shared, refused = shared_credentials(production, envs)
+    assert refused == ["postgres users with develop (db.example:5432)"]
+    assert shared == ["postgres users with preprod (db.example:5432)"]  # both protected
+    # Its own role ({env}) or an explicit allowance lifts the refusal.
+    own = env_with("production", "{service}-{env}-user")
+    assert sharing_refused(own, {**envs, "production": own}, "postgres", "web") == []
+    allowed = environment(
+        "production",
+        postgres={**PG, "allowSharedCredentials": True, "userTemplate": "{service}-user"},
+    )
+    assert sharing_refused(allowed, {**envs, "production": allowed}, "postgres", "web") == []
+    # Templates that differ but render the same role still share it.
+    spelled = env_with("develop", "{service}-production-user")
+    mixed = {"develop": spelled, "production": own}
+    assert sharing_refused(own, mixed, "postgres", "web") == ["develop"]
+
+
+def test_planning_refuses_shared_roles_and_moved_databases() -> None:
+    planner = DatabaseReconciler(None, None, {})  # type: ignore[arg-type]  # plan() does no I/O
+    web = service("web", tags(develop="d1", production="r1"), postgres={"enabled": True})
+    develop, production = env_with("develop"), env_with("production")
+    envs = {"develop": develop, "production": production}
+    accounts, problems = planner.plan(web, production, envs)
+    assert accounts == []
+    assert [p.reason for p in problems] == ["SharedCredentialsRefused"]
+    assert "{env}" in problems[0].message
+    assert "develop" in problems[0].message
+
+    # The environment's server moved under an account the service holds: refused, not moved.
+    held = AccountRef("develop", "postgres", "old.example:5432", "web-user", "web-develop")
+    accounts, problems = planner.plan(web, develop, envs, {held})
+    assert accounts == []
+    assert [p.reason for p in problems] == ["DatabaseSettingsChanged"]
+    assert "old.example:5432" in problems[0].message
+    # Unless the environment says it is a move.
+    moving = environment("develop", postgres={**PG, "userTemplate": "{service}-user"}).model_copy(
+        update={
+            "meta": develop.meta.model_copy(
+                update={"annotations": {"bandsy.app/move-databases": "true"}}
+            )
+        }
+    )
+    accounts, problems = planner.plan(web, moving, envs, {held})
+    assert problems == []
+    assert [a.server for a in accounts] == ["db.example:5432"]
+    # Another user on the same server and database is no move (a template fix, say).
+    renamed = AccountRef("develop", "postgres", "db.example:5432", "old-user", "web-develop")
+    assert planner.plan(web, develop, envs, {renamed})[1] == []

@@ -266,6 +266,15 @@ class PostgresBackend:
             await conn.execute(f"DROP DATABASE IF EXISTS {db} WITH (FORCE)")
             if keep_user:
                 return
+            if await conn.fetchval(
+                "SELECT count(*) FROM pg_database d JOIN pg_roles r ON d.datdba = r.oid"
+                " WHERE r.rolname = $1",
+                user,
+            ):
+                # It owns a database kept on purpose (an environment's explicit move): the
+                # role stays with it, locked, since dropping the role would need dropping it.
+                await conn.execute(f"ALTER ROLE {role} NOLOGIN")
+                return
             if await conn.fetchval("SELECT 1 FROM pg_roles WHERE rolname = $1", user):
                 await conn.execute(f"DROP OWNED BY {role}")
                 await conn.execute(f"DROP ROLE {role}")

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import base64
+import hashlib
+import hmac
+import json
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -16,10 +19,10 @@ from ..constants import (
     SERVICE_KIND,
 )
 from ..models import EgressTarget, Environment, Quantity, Service
+from ..promotion import Image
 from .environment import namespace_selector
 from .meta import (
     Manifest,
-    content_hash,
     object_meta,
     owner_reference,
     selector_labels,
@@ -45,7 +48,8 @@ class ServiceInputs:
 
     service: Service
     env: Environment
-    tag: str
+    image: Image  # what the gates let through, or what runs while they hold a new one
+    hash_key: bytes  # keys the pods' config hash (see config_hash)
     dependency_ports: Mapping[str, int] = field(default_factory=dict)  # dependency -> its port
     dependents: Sequence[str] = ()  # services in this environment that depend on this one
     existing_secrets: Mapping[str, str] = field(default_factory=dict)  # live <svc>-secrets values
@@ -207,7 +211,7 @@ def build_deployment(inputs: ServiceInputs, config_hash: str) -> Manifest:
     ]
     container: dict[str, Any] = {
         "name": inputs.name,
-        "image": f"{spec.image.repository}:{inputs.tag}",
+        "image": str(inputs.image),
         "envFrom": env_from,
         "securityContext": {
             "allowPrivilegeEscalation": False,
@@ -354,29 +358,37 @@ def build_network_policy(inputs: ServiceInputs) -> Manifest:
         for peer in inputs.database_peers
         if peer.egress_to is not None
     ]
+    spec: dict[str, Any] = {
+        "podSelector": {"matchLabels": selector_labels(inputs.name, inputs.env.name)},
+        "policyTypes": ["Ingress", "Egress"],
+    }
+    # An empty rule list is left out, as the API server stores it (so a rendered manifest diffs
+    # clean); a rule someone adds by hand is still drift (apply.EXCLUSIVE_LISTS).
+    if ingress:
+        spec["ingress"] = ingress
+    if egress:
+        spec["egress"] = egress
     return {
         "apiVersion": "networking.k8s.io/v1",
         "kind": "NetworkPolicy",
         "metadata": inputs.meta(inputs.name),
-        "spec": {
-            "podSelector": {"matchLabels": selector_labels(inputs.name, inputs.env.name)},
-            "policyTypes": ["Ingress", "Egress"],
-            # Empty lists are stated, not omitted: applying them takes ownership of the rules,
-            # so a rule someone adds by hand is drift we remove.
-            "ingress": ingress,
-            "egress": egress,
-        },
+        "spec": spec,
     }
 
 
 def config_hash(
-    config_map: Manifest, secrets: Mapping[str, str], credentials: Sequence[Manifest]
+    key: bytes,
+    config_map: Manifest,
+    secrets: Mapping[str, str],
+    credentials: Sequence[Manifest],
 ) -> str:
     """Changes whenever any configuration or credential the pods read changes, including a
-    provided secret a person filled in (which is not part of our apply)."""
-    return content_hash(
-        [config_map["data"], dict(sorted(secrets.items())), *(c["data"] for c in credentials)]
-    )
+    provided secret a person filled in (which is not part of our apply). Keyed (HMAC-SHA256 with
+    a key only the operator's namespace holds): the annotation is readable by anyone who may
+    view the Deployment, and a plain hash would let them test guesses of a short secret."""
+    content = [config_map["data"], dict(sorted(secrets.items())), *(c["data"] for c in credentials)]
+    encoded = json.dumps(content, sort_keys=True, separators=(",", ":")).encode()
+    return hmac.new(key, encoded, hashlib.sha256).hexdigest()[:16]
 
 
 def build_credential_secrets(inputs: ServiceInputs) -> list[Manifest]:
@@ -401,7 +413,9 @@ def build_service_objects(inputs: ServiceInputs, generate: SecretGenerator) -> l
         config_map,
         build_secret(inputs, values),
         *credentials,
-        build_deployment(inputs, config_hash(config_map, pod_secrets, credentials)),
+        build_deployment(
+            inputs, config_hash(inputs.hash_key, config_map, pod_secrets, credentials)
+        ),
         build_service(inputs),
         build_ingress(inputs),
         build_network_policy(inputs),

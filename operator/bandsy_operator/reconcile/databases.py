@@ -23,21 +23,32 @@ from ..backends import (
 from ..backends.postgres import InvalidIdentifierError, validate_identifier
 from ..builders.credentials import mongo_env, postgres_env, redis_env
 from ..builders.service import DatabasePeer
-from ..constants import PRODUCTION, ROTATE_CREDENTIALS_ANNOTATION
+from ..constants import MOVE_DATABASES_ANNOTATION, PRODUCTION, ROTATE_CREDENTIALS_ANNOTATION
 from ..credentials import CredentialStore
 from ..kube import KubeApi, ObjectRef
 from ..metrics import DATABASE_OPERATIONS
 from ..models import Environment, MongoServer, PostgresServer, RedisServer, SecretRef, Service
 from ..naming import InvalidNameError, render_template
+from ..observation import ReadMode, basis
 from ..status import FALSE, TRUE, ConditionUpdate
-from ..validation import Problem
+from ..validation import BACKENDS, Problem, sharing_refused
 
 log = logging.getLogger(__name__)
 
 DATABASE_READY = "DatabaseReady"
 ADMIN_SECRET_TTL = 5.0
 ServerSettings = PostgresServer | RedisServer | MongoServer
-BACKENDS = ("postgres", "redis", "mongo")
+# Problems of planning an account, reported on DatabaseReady as well as Ready.
+SHARED_CREDENTIALS_REFUSED = "SharedCredentialsRefused"
+DATABASE_SETTINGS_CHANGED = "DatabaseSettingsChanged"
+PLAN_PROBLEMS = frozenset(
+    {
+        "DatabaseNotConfigured",
+        "InvalidDatabaseName",
+        SHARED_CREDENTIALS_REFUSED,
+        DATABASE_SETTINGS_CHANGED,
+    }
+)
 
 
 class AdminSecretError(BackendUnavailableError):
@@ -56,6 +67,19 @@ class AccountRef:
 
     def __str__(self) -> str:
         return f"{self.env}|{self.backend}|{self.server}|{self.user}|{self.scope}"
+
+    @property
+    def role(self) -> tuple[str, str, str]:
+        """The user on its server, which several environments may share."""
+        return (self.backend, self.server, self.user)
+
+    @property
+    def data(self) -> tuple[str, str, str]:
+        """The database (or key prefix) on its server."""
+        return (self.backend, self.server, self.scope)
+
+    def describe(self) -> str:
+        return f"{self.user}@{self.server}/{self.scope}"
 
     @classmethod
     def parse(cls, entry: str) -> AccountRef:
@@ -172,8 +196,17 @@ class DatabaseReconciler:
 
         return load
 
-    def plan(self, service: Service, env: Environment) -> tuple[list[AccountRef], list[Problem]]:
-        """The accounts the service needs here, or why it cannot have them (no I/O)."""
+    def plan(
+        self,
+        service: Service,
+        env: Environment,
+        environments: Mapping[str, Environment] | None = None,
+        held: Set[AccountRef] = frozenset(),
+    ) -> tuple[list[AccountRef], list[Problem]]:
+        """The accounts the service needs here, or why it cannot have them (no I/O).
+        ``environments``: all of them, for roles shared across protection; ``held``: the
+        accounts the service holds now, whose server and database the environment's settings
+        may not silently change."""
         accounts, problems = [], []
         for backend in _enabled(service):
             if _settings(env, backend) is None:
@@ -186,9 +219,18 @@ class DatabaseReconciler:
                 )
                 continue
             try:
-                accounts.append(account_for(service, env, backend)[0])
+                ref = account_for(service, env, backend)[0]
             except (InvalidIdentifierError, InvalidNameError) as error:
                 problems.append(Problem("InvalidDatabaseName", str(error)))
+                continue
+            refused = sharing_refused(env, environments or {}, backend, service.name)
+            moved = _moved(ref, held, env)
+            if refused:
+                problems.append(_refused_problem(ref, env, refused))
+            elif moved is not None:
+                problems.append(_moved_problem(ref, moved, env))
+            else:
+                accounts.append(ref)
         return accounts, problems
 
     async def reconcile(
@@ -196,11 +238,10 @@ class DatabaseReconciler:
         service: Service,
         env: Environment,
         known_accounts: Set[AccountRef] = frozenset(),
-        *,
-        verify: bool = True,
+        mode: ReadMode = ReadMode.LIVE,
     ) -> DatabaseResult:
-        """Credentials, server state and projections of every account ``plan`` allowed; without
-        ``verify``, credentials already read or written are not read again."""
+        """Credentials, server state and projections of every account ``plan`` allowed; with
+        ``TRUSTED``, credentials already read or written are not read again."""
         result = DatabaseResult()
         failures: list[BackendUnavailableError] = []
         for backend in _enabled(service):
@@ -208,22 +249,22 @@ class DatabaseReconciler:
             assert settings is not None, "plan() refuses environments without the server"
             ref, account = account_for(service, env, backend)
             credential = await self.store.get_or_create(
-                backend,
-                ref.server,
-                ref.user,
-                likely_new=ref not in known_accounts,
-                cached=not verify,
+                backend, ref.server, ref.user, basis(mode, ref in known_accounts)
             )
             token = service.meta.annotations.get(ROTATE_CREDENTIALS_ANNOTATION, "")
             if token and token != credential.rotation:
-                credential = await self.store.rotate(credential, token)
-                log.info(
-                    "%s/%s: rotated the %s credential of %s",
-                    service.name,
-                    env.name,
-                    backend,
-                    ref.user,
-                )
+                # Environments sharing this role ask together; the store rotates it once.
+                rotated = await self.store.rotate(credential, token)
+                if rotated.password != credential.password:
+                    log.info(
+                        "%s/%s: the %s credential of %s answers rotation %r",
+                        service.name,
+                        env.name,
+                        backend,
+                        ref.user,
+                        token,
+                    )
+                credential = rotated
             result.accounts.append(ref)
             result.credentials[backend] = self._projection(settings, ref, credential.password)
             if settings.egress_to is not None:
@@ -286,13 +327,14 @@ class DatabaseReconciler:
     async def reclaim(
         self,
         stale: Iterable[AccountRef],
-        still_used: set[tuple[str, str, str]],
-        delete: bool,
+        in_use: Set[AccountRef],
+        drop: Set[AccountRef],
         environments: Mapping[str, Environment],
     ) -> list[AccountRef]:
-        """Retire accounts no longer used: ``Retain`` locks the user, ``Delete`` drops data and
-        user. A user shared with another environment or service stays; production data is
-        never dropped. Returns what could not be reclaimed yet (server down, env gone)."""
+        """Retire accounts no longer used: the user is locked (Retain), or, for accounts in
+        ``drop``, its data and the user are dropped (Delete). A user another account still
+        uses (``in_use``: of any service) stays; data another account still uses, and
+        production's, are never dropped. Returns what could not be reclaimed yet (server down)."""
         pending = []
         ordered = sorted(stale, key=str)
         for i, ref in enumerate(ordered):
@@ -302,14 +344,16 @@ class DatabaseReconciler:
                 continue
             # One user for several environments (a template without {env}) is removed by the
             # last of them, once it owns no other database: DROP ROLE refuses before that.
-            later = {(r.backend, r.server, r.user) for r in ordered[i + 1 :]}
-            shared = (ref.backend, ref.server, ref.user) in still_used | later
+            later = ordered[i + 1 :]
+            shared = any(ref.role == other.role for other in (*in_use, *later))
+            data_in_use = any(ref.data == other.data for other in in_use)
             backend = self.backends[ref.backend]
             server = self.server(env, ref.backend)
             account = _account(ref)
-            operation = "delete" if delete and ref.env != PRODUCTION else "retain"
+            dropping = ref in drop and ref.env != PRODUCTION and not data_in_use
+            operation = "delete" if dropping else "retain"
             try:
-                if operation == "delete":
+                if dropping:
                     await backend.delete(server, account, keep_user=shared)
                     if not shared:
                         await self.store.forget(ref.backend, ref.server, ref.user)
@@ -322,6 +366,43 @@ class DatabaseReconciler:
             else:
                 DATABASE_OPERATIONS.labels(ref.backend, operation, "success").inc()
         return pending
+
+
+def _moved(planned: AccountRef, held: Set[AccountRef], env: Environment) -> AccountRef | None:
+    """An account the service holds in this environment on another server or database than
+    the environment's settings now give: those settings changed under existing data. Only an
+    explicit move (the environment's annotation) lets the service start over on the new ones."""
+    if env.meta.annotations.get(MOVE_DATABASES_ANNOTATION) == "true":
+        return None
+    for ref in sorted(held, key=str):
+        if (ref.env, ref.backend) == (planned.env, planned.backend) and (
+            ref.server != planned.server or ref.scope != planned.scope
+        ):
+            return ref
+    return None
+
+
+def _moved_problem(planned: AccountRef, held: AccountRef, env: Environment) -> Problem:
+    return Problem(
+        DATABASE_SETTINGS_CHANGED,
+        f"spec.{planned.backend} of environment {env.name!r} now gives "
+        f"{planned.describe()}, but the service's data is at {held.describe()}: nothing was "
+        "moved or dropped and the service keeps running on the old one. Revert the change "
+        f"(host, port, databaseTemplate), or annotate the environment "
+        f"{MOVE_DATABASES_ANNOTATION}=true to start over on the new settings (the old data "
+        "is kept)",
+    )
+
+
+def _refused_problem(planned: AccountRef, env: Environment, unprotected: list[str]) -> Problem:
+    return Problem(
+        SHARED_CREDENTIALS_REFUSED,
+        f"{planned.backend} role {planned.user!r} on {planned.server} is also the role of "
+        f"unprotected environment(s) {', '.join(unprotected)}: whoever reads Secrets there "
+        f"could log in to {env.name!r}. Give {env.name} its own role with {{env}} in "
+        f'spec.{planned.backend}.userTemplate (e.g. "{{service}}-{{env}}-user"), or set '
+        f"spec.{planned.backend}.allowSharedCredentials: true",
+    )
 
 
 def _redact(message: str, *secrets: str) -> str:

@@ -12,11 +12,13 @@ from ..builders.environment import build_environment_objects
 from ..constants import ENVIRONMENT_KIND
 from ..events import EventRecorder, EventType
 from ..kube import KubeApi, ObjectRef
-from ..models import parse_environment, parse_identity
+from ..models import Environment, parse_environment, parse_identity
+from ..observation import ReadMode
 from ..status import FALSE, TRUE, ConditionUpdate, merge_conditions, now_rfc3339, transitions
-from ..validation import shared_credentials
+from ..validation import BACKENDS, shared_credentials
 from ..world import Known, World
-from .service import READY, unmanaged_problem
+from .databases import SHARED_CREDENTIALS_REFUSED, AccountRef, DatabaseReconciler
+from .service import DATABASE_READY, READY, ReclaimPendingError, unmanaged_problem
 
 log = logging.getLogger(__name__)
 SHARED_CREDENTIALS = "SharedCredentials"
@@ -24,17 +26,22 @@ SHARED_CREDENTIALS = "SharedCredentials"
 
 class EnvironmentReconciler:
     def __init__(
-        self, api: KubeApi, applier: Applier, recorder: EventRecorder, world: World
+        self,
+        api: KubeApi,
+        applier: Applier,
+        recorder: EventRecorder,
+        world: World,
+        databases: DatabaseReconciler,
     ) -> None:
         self.api = api
         self.applier = applier
         self.recorder = recorder
         self.world = world
+        self.databases = databases
 
-    async def reconcile(self, name: str, verify: bool = True) -> None:
-        """Converge one environment. Without ``verify`` (a service's readiness changed, another
-        environment changed), objects unchanged since this operator last applied or read them
-        are not read again: the periodic resync reads them all."""
+    async def reconcile(self, name: str, mode: ReadMode = ReadMode.LIVE) -> None:
+        """Converge one environment, reading what ``mode`` says (see ``observation``): a
+        service's readiness or another environment changing needs no read of its objects."""
         known = self.world.environments.get(name)
         if known is None or known.deleting:
             return
@@ -54,13 +61,9 @@ class EnvironmentReconciler:
             )
             known = self.world.environments[name]
 
-        applied = await self.applier.ensure_all(
-            objects,
-            trust_confirmed=not verify,
-            inventory=None if verify else inventory.refs(previous),
-        )
-        if any(result.existed for result in applied):
-            await self.reconcile(name, verify=True)  # built for new objects: read them all
+        applied = await self.applier.ensure_all(objects, mode, inventory.refs(previous))
+        if mode is ReadMode.TRUSTED and any(result.outdated for result in applied):
+            await self.reconcile(name, ReadMode.LIVE)  # built for new objects: read them all
             return
         problems = [unmanaged_problem(a.live) for a in applied if a.refused and a.live is not None]
         if problems:
@@ -74,8 +77,21 @@ class EnvironmentReconciler:
             )
         else:
             ready = ConditionUpdate(READY, TRUE, "Ready", f"namespace {env.namespace} is set up")
-        shared = shared_credentials(env, self.world.valid_environments())
-        sharing = (
+        await self._publish(
+            known,
+            [ready, *self._credential_conditions(env)],
+            {
+                "namespace": env.namespace,
+                "services": self._services_summary(name),
+                "inventory": inventory.serialize(wanted),
+            },
+        )
+
+    def _credential_conditions(self, env: Environment) -> list[ConditionUpdate]:
+        """SharedCredentials (a warning: one role, one password for several environments),
+        and DatabaseReady=False when a role would be shared across protection (SPEC §5)."""
+        shared, refused = shared_credentials(env, self.world.valid_environments())
+        conditions = [
             ConditionUpdate(
                 SHARED_CREDENTIALS,
                 TRUE,
@@ -85,16 +101,25 @@ class EnvironmentReconciler:
             )
             if shared
             else ConditionUpdate(SHARED_CREDENTIALS, FALSE, "NotShared", "")
-        )
-        await self._publish(
-            known,
-            [ready, sharing],
-            {
-                "namespace": env.namespace,
-                "services": self._services_summary(name),
-                "inventory": inventory.serialize(wanted),
-            },
-        )
+        ]
+        if refused:
+            conditions.append(
+                ConditionUpdate(
+                    DATABASE_READY,
+                    FALSE,
+                    SHARED_CREDENTIALS_REFUSED,
+                    "a protected environment refuses to share " + "; ".join(refused) + ": put "
+                    '{env} in its userTemplate (e.g. "{service}-{env}-user") or set '
+                    "allowSharedCredentials: true",
+                )
+            )
+        elif any(getattr(env.spec, backend) is not None for backend in BACKENDS):
+            conditions.append(
+                ConditionUpdate(
+                    DATABASE_READY, TRUE, "DatabaseReady", "no role shared across protection"
+                )
+            )
+        return conditions
 
     def _services_summary(self, env_name: str) -> str:
         names = self.world.services_in(env_name)
@@ -108,9 +133,12 @@ class EnvironmentReconciler:
         return f"{ready}/{len(names)} ready"
 
     async def finalize(self, body: Mapping[str, Any]) -> None:
-        """Delete policy removes the namespace and everything in it; Retain releases ownership
-        (objects stay, without our ownerReference, so the garbage collector keeps them)."""
+        """Services' accounts here are locked (their data kept), as the services can no longer
+        reach them to do so. Delete policy removes the namespace and everything in it; Retain
+        releases ownership (objects stay, without our ownerReference, so the garbage collector
+        keeps them). Raises ReclaimPendingError while a database server is unreachable."""
         env = parse_environment(dict(body))
+        await self._lock_accounts(env)
         entries = (body.get("status") or {}).get("inventory") or []
         if env.spec.deletion_policy == "Delete":
             pruned = await self.applier.prune(inventory.stale(inventory.parse(entries), {}))
@@ -125,6 +153,19 @@ class EnvironmentReconciler:
             await self.api.apply(obj)
             released += 1
         log.info("environment %s deleted: released %d objects (Retain)", env.name, released)
+
+    async def _lock_accounts(self, env: Environment) -> None:
+        held: set[AccountRef] = set()
+        for known in list(self.world.services.values()):
+            held |= {AccountRef.parse(a) for a in known.status.get("databases") or []}
+        here = {a for a in held if a.env == env.name}
+        if not here:
+            return
+        # A role other environments still use (a template without {env}) stays open.
+        pending = await self.databases.reclaim(here, held - here, set(), {env.name: env})
+        if pending:
+            raise ReclaimPendingError(", ".join(map(str, pending)))
+        log.info("environment %s deleted: locked %d database accounts", env.name, len(here))
 
     async def _publish(
         self, known: Known[Any], conditions: list[ConditionUpdate], fields: dict[str, Any]
@@ -146,7 +187,7 @@ class EnvironmentReconciler:
         for cond in transitions(before.get("conditions") or [], after["conditions"]):
             if cond["type"] == SHARED_CREDENTIALS and cond["status"] != TRUE:
                 continue
-            warning = (cond["type"] == READY) != (cond["status"] == TRUE)
+            warning = (cond["type"] in (READY, DATABASE_READY)) != (cond["status"] == TRUE)
             type_: EventType = "Warning" if warning else "Normal"
             await self.recorder.post(
                 ENVIRONMENT_KIND, identity, type_, cond["reason"], cond["message"]

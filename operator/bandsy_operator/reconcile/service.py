@@ -22,7 +22,8 @@ from ..constants import CHANGE_CAUSE_ANNOTATION, SERVICE_KIND, SKIP_GATES_ANNOTA
 from ..events import EventRecorder, EventType
 from ..kube import KubeApi, Manifest, ObjectRef, without_managed_fields
 from ..models import Environment, Service, parse_identity
-from ..promotion import GateVerdict
+from ..observation import Observed, ReadMode, basis
+from ..promotion import GateVerdict, Image, Readiness, carry_readiness
 from ..secrets_gen import random_secret
 from ..status import (
     FALSE,
@@ -31,21 +32,24 @@ from ..status import (
     UNKNOWN,
     ConditionUpdate,
     deployment_rollout,
-    image_tag,
     merge_conditions,
     now_rfc3339,
     summary,
     transitions,
 )
-from ..validation import Problem, environment_problems
+from ..validation import Problem, environment_problems, exposure_refused
 from ..world import Known, World
-from .databases import AccountRef, DatabaseReconciler, DatabaseResult
+from .databases import PLAN_PROBLEMS, AccountRef, DatabaseReconciler, DatabaseResult
 
 log = logging.getLogger(__name__)
 
 READY = "Ready"
 STALLED = "Stalled"
 PROMOTION_BLOCKED = "PromotionBlocked"
+EXPOSED = "Exposed"
+DATABASE_READY = "DatabaseReady"
+EXTERNAL_NOT_ALLOWED = "ExternalNotAllowed"
+RFC3339 = "%Y-%m-%dT%H:%M:%SZ"
 
 
 @dataclass(frozen=True)
@@ -64,12 +68,12 @@ class ReclaimPendingError(Exception):
     """A database server is unreachable: the deletion must be retried."""
 
 
-def _accounts(refs: set[AccountRef]) -> list[str]:
+class ObjectChangedError(Exception):
+    """An object changed between the read of a live reconcile and its apply: retried."""
+
+
+def _accounts(refs: Iterable[AccountRef]) -> list[str]:
     return sorted(map(str, refs))
-
-
-def _users(refs: set[AccountRef]) -> set[tuple[str, str, str]]:
-    return {(r.backend, r.server, r.user) for r in refs}
 
 
 @dataclass
@@ -82,7 +86,9 @@ class EnvironmentPlan:
     database: DatabaseResult | None = None
     verdict: GateVerdict | None = None
     objects: list[Manifest] = field(default_factory=list)
-    known: dict[ObjectRef, Manifest | None] = field(default_factory=dict)
+    # Inputs of the build, as this reconcile found them: the Deployment and the service Secret.
+    observed: dict[ObjectRef, Observed] = field(default_factory=dict)
+    deployment: Manifest | None = None  # as found before the apply
     missing_secrets: list[str] = field(default_factory=list)
     inputs: ServiceInputs | None = None
     applied: list[Applied] = field(default_factory=list)
@@ -96,41 +102,74 @@ def service_secret(namespace: str, service: str) -> ObjectRef:
     return ObjectRef("v1", "Secret", namespace, naming.secrets(service))
 
 
-def running_tag(deployment: Manifest | None) -> str | None:
+def deployment_ref(env: Environment, service: str) -> ObjectRef:
+    return ObjectRef("apps/v1", "Deployment", env.namespace, service)
+
+
+# -- images and readiness (pure) ----------------------------------------------------------------
+
+
+def running_image(deployment: Manifest | None) -> Image | None:
     if deployment is None:
         return None
     containers = deployment.get("spec", {}).get("template", {}).get("spec", {}).get("containers")
-    return image_tag(containers[0].get("image", "")) or None if containers else None
+    return Image.parse(containers[0].get("image", "")) if containers else None
 
 
-def _parse_time(value: str | None) -> datetime.datetime | None:
+def ready_image(deployment: Manifest | None) -> Image | None:
+    """What the Deployment runs Ready now (SPEC §6), or None."""
+    return running_image(deployment) if deployment_rollout(deployment).ready else None
+
+
+def desired_image(service: Service, env_name: str) -> Image:
+    return Image(service.spec.image.repository, service.spec.environments[env_name].image.tag)
+
+
+def _parse_time(value: Any) -> datetime.datetime | None:
     if not value:
         return None
-    return datetime.datetime.strptime(value, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=datetime.UTC)
+    return datetime.datetime.strptime(str(value), RFC3339).replace(tzinfo=datetime.UTC)
+
+
+def _recorded_image(env_status: Mapping[str, Any], prefix: str, repository: str) -> Image | None:
+    """``<prefix>Image`` of an environment's status; statuses written before images were
+    recorded have the tag only, which ran from the service's repository."""
+    if image := env_status.get(f"{prefix}Image"):
+        return Image.parse(str(image))
+    if tag := env_status.get(f"{prefix}Tag"):
+        return Image(repository, str(tag))
+    return None
+
+
+def recorded_readiness(env_status: Mapping[str, Any], repository: str) -> Readiness:
+    return Readiness(
+        _recorded_image(env_status, "ready", repository), _parse_time(env_status.get("readySince"))
+    )
+
+
+def current_image(
+    deployment: Manifest | None, env_status: Mapping[str, Any], repository: str
+) -> Image | None:
+    """What runs: the Deployment's image, or, when the Deployment is gone (deleted by hand),
+    the image last applied there, which a blocked environment brings back."""
+    return running_image(deployment) or _recorded_image(env_status, "applied", repository)
 
 
 def gate_input(
     service: Service,
     env: Environment,
-    status: Mapping[str, Any],
-    current_tag: str | None,
+    current: Image | None,
+    upstream: Readiness | None,
     now: datetime.datetime,
 ) -> promotion.GateInput:
-    """The promotion question for one environment, from the CRs and the service's status."""
-    source = env.spec.promotion.from_
-    upstream = None
-    if source is not None:
-        upstream_status = (status.get("environments") or {}).get(source) or {}
-        if source in service.spec.environments and upstream_status:
-            upstream = promotion.UpstreamState(
-                upstream_status.get("readyTag"), _parse_time(upstream_status.get("readySince"))
-            )
+    """The promotion question for one environment; ``upstream`` is the upstream environment's
+    readiness now (None when the service is not deployed there)."""
     return promotion.GateInput(
-        desired_tag=service.spec.environments[env.name].image.tag,
-        current_tag=current_tag,
+        desired=desired_image(service, env.name),
+        current=current,
         tag_pattern=env.spec.image_policy.tag_pattern,
         frozen=env.spec.promotion.freeze,
-        promotion_from=source,
+        promotion_from=env.spec.promotion.from_,
         soak_seconds=env.spec.promotion.soak_seconds,
         upstream=upstream,
         skip_gates_tag=service.meta.annotations.get(SKIP_GATES_ANNOTATION),
@@ -144,7 +183,8 @@ def service_inputs(
     world: World,
     live_secret: Manifest | None,
     database: DatabaseResult,
-    tag: str,
+    image: Image,
+    hash_key: bytes,
 ) -> ServiceInputs:
     """Everything the builders need, from the world view and what was read from the cluster.
     Shared by the reconciler and ``bandsyctl render`` so both produce the same objects."""
@@ -160,7 +200,8 @@ def service_inputs(
     return ServiceInputs(
         service=service,
         env=env,
-        tag=tag,
+        image=image,
+        hash_key=hash_key,
         dependency_ports=dependency_ports,
         dependents=world.dependents_of(service.name, env.name),
         existing_secrets=existing,
@@ -176,6 +217,19 @@ def decode_secret(live: Manifest | None) -> dict[str, str]:
     return {key: base64.b64decode(value).decode(errors="replace") for key, value in data.items()}
 
 
+def guard_secret(objects: list[Manifest], secret: Observed) -> None:
+    """The service Secret keeps values as they were when it was read (generated ones, and
+    provided ones a person filled in, which it must never reset): it is applied only if it is
+    still that version. An edit in between makes the apply fail, and the build is redone."""
+    version = secret.resource_version
+    if version is None:
+        return
+    ref = ObjectRef.of(secret.body or {})
+    for obj in objects:
+        if ObjectRef.of(obj) == ref:
+            obj["metadata"]["resourceVersion"] = version
+
+
 class ServiceReconciler:
     def __init__(
         self,
@@ -184,17 +238,18 @@ class ServiceReconciler:
         recorder: EventRecorder,
         world: World,
         databases: DatabaseReconciler,
+        hash_key: bytes,
     ) -> None:
         self.api = api
         self.applier = applier
         self.recorder = recorder
         self.world = world
         self.databases = databases
+        self.hash_key = hash_key
         self._secrets: dict[ObjectRef, Manifest] = {}  # each service Secret, as last seen
 
-    async def reconcile(self, name: str, verify: bool = True) -> Outcome:
-        """Converge one service. Without ``verify`` (a watch event, not the resync), objects
-        unchanged since this operator last applied or read them are not read again."""
+    async def reconcile(self, name: str, mode: ReadMode = ReadMode.LIVE) -> Outcome:
+        """Converge one service, reading what ``mode`` says (see ``observation``)."""
         known = self.world.services.get(name)
         if known is None or known.deleting:
             return Outcome()
@@ -211,7 +266,10 @@ class ServiceReconciler:
         previous = inventory.parse(status.get("inventory") or [])
         previous_accounts = {AccountRef.parse(a) for a in status.get("databases") or []}
         applied_before = inventory.refs(previous)
-        plans = [self._validate(service, env) for env in sorted(service.spec.environments)]
+        plans = [
+            self._validate(service, env, previous_accounts)
+            for env in sorted(service.spec.environments)
+        ]
         planned_accounts = {a for plan in plans for a in plan.accounts}
         # Record every account before any server learns about it: no orphan after a crash.
         if not planned_accounts <= previous_accounts:
@@ -219,11 +277,21 @@ class ServiceReconciler:
                 known, {**status, "databases": _accounts(previous_accounts | planned_accounts)}
             )
             known = self.world.services[name]
+
+        await self._observe_workloads(service, plans, applied_before, mode)
+        readiness = self._readiness_now(service, plans, known.status, now)
         # Environments are independent until the status is written: build them together.
         await asyncio.gather(
             *(
                 self._build(
-                    service, plan, previous_accounts, applied_before, known.status, now, verify
+                    service,
+                    plan,
+                    previous_accounts,
+                    applied_before,
+                    readiness,
+                    known.status,
+                    now,
+                    mode,
                 )
                 for plan in plans
                 if not plan.problems
@@ -242,18 +310,15 @@ class ServiceReconciler:
 
         applied = await asyncio.gather(
             *(
-                self.applier.ensure_all(
-                    plan.objects,
-                    plan.known,
-                    trust_confirmed=not verify,
-                    inventory=None if verify else applied_before,
-                )
+                self.applier.ensure_all(plan.objects, mode, applied_before, plan.observed)
                 for plan in plans
             )
         )
-        if any(result.existed for results in applied for result in results):
-            # Built for objects presumed new, some of which are ours already: read them all.
-            return await self.reconcile(name, verify=True)
+        if any(result.outdated for results in applied for result in results):
+            # Built from a presumption the server refuted: read everything and build again.
+            if mode is ReadMode.LIVE:
+                raise ObjectChangedError(f"{name}: an object changed while it was reconciled")
+            return await self.reconcile(name, ReadMode.LIVE)
         for plan, results in zip(plans, applied, strict=True):
             plan.applied = results
             self._remember_inputs(plan)
@@ -268,14 +333,7 @@ class ServiceReconciler:
                 log.info("%s: pruned %s", name, ", ".join(map(str, pruned)))
             retired = previous_accounts - planned_accounts
             if retired:  # scanning every service for shared users is for this case only
-                accounts |= set(
-                    await self.databases.reclaim(
-                        retired,
-                        self._accounts_in_use(exclude=name) | _users(planned_accounts),
-                        delete=service.spec.postgres.reclaim_policy == "Delete",
-                        environments=self.world.valid_environments(),
-                    )
-                )
+                accounts |= set(await self._reclaim(service, retired, planned_accounts))
         else:
             wanted = grown
             accounts |= previous_accounts
@@ -284,6 +342,22 @@ class ServiceReconciler:
         new_status["databases"] = _accounts(accounts)
         await self._publish(known, service, status, new_status)
         return self._outcome(plans, status, new_status, self._upstreams(service))
+
+    async def _reclaim(
+        self, service: Service, retired: set[AccountRef], planned: set[AccountRef]
+    ) -> list[AccountRef]:
+        """Accounts the service gave up. Their data goes only with ``reclaimPolicy: Delete``
+        and only when the service left that environment or backend: an account retired because
+        the environment's settings moved (an explicit move) keeps its data."""
+        delete = service.spec.postgres.reclaim_policy == "Delete"
+        still_planned = {(a.env, a.backend) for a in planned}
+        drop = {a for a in retired if delete and (a.env, a.backend) not in still_planned}
+        return await self.databases.reclaim(
+            retired,
+            self._accounts_in_use(exclude=service.name) | planned,
+            drop,
+            self.world.valid_environments(),
+        )
 
     def _upstreams(self, service: Service) -> set[str]:
         """The service's environments that another of its environments promotes from."""
@@ -304,9 +378,10 @@ class ServiceReconciler:
     ) -> Outcome:
         waits = [p.verdict.retry_after for p in plans if p.verdict and p.verdict.retry_after]
         old_envs, new_envs = before.get("environments") or {}, after.get("environments") or {}
-        # A tag that just became Ready upstream may open a downstream gate: look again now.
+        # What runs Ready upstream changed (came or went): downstream gates decide again now.
         if any(
-            (old_envs.get(env) or {}).get("readyTag") != (new_envs.get(env) or {}).get("readyTag")
+            (old_envs.get(env) or {}).get("readyImage")
+            != (new_envs.get(env) or {}).get("readyImage")
             for env in upstreams
         ):
             waits.append(0.0)
@@ -334,24 +409,23 @@ class ServiceReconciler:
         pending = await self.databases.reclaim(
             accounts,
             self._accounts_in_use(exclude=name),
-            delete=policy == "Delete",
-            environments=self.world.valid_environments(),
+            accounts if policy == "Delete" else set(),
+            self.world.valid_environments(),
         )
         if pending:
             raise ReclaimPendingError(", ".join(map(str, pending)))
 
-    def _accounts_in_use(self, exclude: str) -> set[tuple[str, str, str]]:
-        """(backend, server, user) of every account other services hold."""
-        used: set[tuple[str, str, str]] = set()
+    def _accounts_in_use(self, exclude: str) -> set[AccountRef]:
+        """Every account other services hold."""
+        used: set[AccountRef] = set()
         for other, known in self.world.services.items():
             if other != exclude:
-                refs = {AccountRef.parse(a) for a in known.status.get("databases") or []}
-                used |= _users(refs)
+                used |= {AccountRef.parse(a) for a in known.status.get("databases") or []}
         return used
 
     # -- planning -------------------------------------------------------------------------------
 
-    def _validate(self, service: Service, env_name: str) -> EnvironmentPlan:
+    def _validate(self, service: Service, env_name: str, held: set[AccountRef]) -> EnvironmentPlan:
         """Problems and database account names: everything knowable without I/O."""
         environments = self.world.valid_environments()
         plan = EnvironmentPlan(env_name)
@@ -359,9 +433,52 @@ class ServiceReconciler:
             service, env_name, environments, self.world.valid_services()
         )
         if not plan.problems:
-            plan.accounts, problems = self.databases.plan(service, environments[env_name])
+            plan.accounts, problems = self.databases.plan(
+                service, environments[env_name], environments, held
+            )
             plan.problems += problems
         return plan
+
+    async def _observe_workloads(
+        self,
+        service: Service,
+        plans: list[EnvironmentPlan],
+        applied_before: frozenset[ObjectRef],
+        mode: ReadMode,
+    ) -> None:
+        """Each environment's Deployment as it is before this reconcile changes anything: the
+        gates of every environment read their upstream's."""
+        environments = self.world.valid_environments()
+
+        async def observe(plan: EnvironmentPlan) -> None:
+            env = environments[plan.name]
+            ref = deployment_ref(env, service.name)
+            remembered = self.world.workload(env.namespace, service.name)
+            found = await self.applier.observe(ref, basis(mode, ref in applied_before), remembered)
+            plan.deployment = found.body
+            plan.observed[ref] = found
+
+        await asyncio.gather(*(observe(p) for p in plans if p.name in environments))
+
+    @staticmethod
+    def _readiness_now(
+        service: Service,
+        plans: list[EnvironmentPlan],
+        status: Mapping[str, Any],
+        now: datetime.datetime,
+    ) -> dict[str, Readiness]:
+        """Per environment, what runs Ready there now and since when without interruption."""
+        old = status.get("environments") or {}
+        repository = service.spec.image.repository
+        return {
+            plan.name: carry_readiness(
+                ready_image(plan.deployment),
+                recorded_readiness(old.get(plan.name) or {}, repository),
+                now,
+            )
+            for plan in plans
+            if plan.observed
+        }
 
     async def _build(
         self,
@@ -369,22 +486,22 @@ class ServiceReconciler:
         plan: EnvironmentPlan,
         known_accounts: set[AccountRef],
         applied_before: frozenset[ObjectRef],
+        readiness: Mapping[str, Readiness],
         previous: Mapping[str, Any],
         now: datetime.datetime,
-        verify: bool,
+        mode: ReadMode,
     ) -> None:
         env = self.world.valid_environments()[plan.name]
-        deployment_ref = ObjectRef("apps/v1", "Deployment", env.namespace, service.name)
-        # Not applied yet, the promotion gates see no tag running, as for a new one.
-        live_deployment = await self._read_input(
-            plan,
-            deployment_ref,
-            self.world.workload(env.namespace, service.name),
-            applied_before,
-            verify,
-        )
+        old_status = (previous.get("environments") or {}).get(plan.name) or {}
+        source = env.spec.promotion.from_
         plan.verdict = promotion.evaluate(
-            gate_input(service, env, previous, running_tag(live_deployment), now)
+            gate_input(
+                service,
+                env,
+                current_image(plan.deployment, old_status, service.spec.image.repository),
+                readiness.get(source) if source is not None else None,
+                now,
+            )
         )
         if plan.verdict.gates_skipped:
             await self.recorder.post(
@@ -392,10 +509,10 @@ class ServiceReconciler:
                 service.meta,
                 "Warning",
                 "GatesSkipped",
-                f"{plan.name}: {plan.verdict.tag_to_apply} rolled out past the promotion gates "
-                f"({SKIP_GATES_ANNOTATION})",
+                f"{plan.name}: {plan.verdict.image_to_apply} rolled out past the promotion "
+                f"gates ({SKIP_GATES_ANNOTATION})",
             )
-        plan.database = await self.databases.reconcile(service, env, known_accounts, verify=verify)
+        plan.database = await self.databases.reconcile(service, env, known_accounts, mode)
         drift = [r for r in plan.database.repairs if set(plan.accounts) & known_accounts]
         if drift:
             await self.recorder.post(
@@ -406,46 +523,24 @@ class ServiceReconciler:
                 f"{plan.name}: {'; '.join(drift)}",
             )
         secret_ref = service_secret(env.namespace, service.name)
-        # Not applied yet, new values are generated for it.
-        live_secret = await self._read_input(
-            plan, secret_ref, self._secrets.get(secret_ref), applied_before, verify
+        secret = await self.applier.observe(
+            secret_ref, basis(mode, secret_ref in applied_before), self._secrets.get(secret_ref)
         )
+        plan.observed[secret_ref] = secret
+        image = plan.verdict.image_to_apply or desired_image(service, env.name)
         plan.inputs = service_inputs(
-            service,
-            env,
-            self.world,
-            live_secret,
-            plan.database,
-            tag=plan.verdict.tag_to_apply or service.spec.environments[env.name].image.tag,
+            service, env, self.world, secret.body, plan.database, image, self.hash_key
         )
         plan.objects = build_service_objects(plan.inputs, random_secret)
-        if plan.verdict.tag_to_apply is None:  # blocked before its first rollout
+        guard_secret(plan.objects, secret)
+        if plan.verdict.image_to_apply is None:  # blocked before its first rollout
             plan.objects = [o for o in plan.objects if o["kind"] != "Deployment"]
         plan.missing_secrets = missing_provided_secrets(plan.inputs)
 
-    async def _read_input(
-        self,
-        plan: EnvironmentPlan,
-        ref: ObjectRef,
-        remembered: Manifest | None,
-        applied_before: frozenset[ObjectRef],
-        verify: bool,
-    ) -> Manifest | None:
-        """An object the build depends on (the Deployment, the service Secret). Outside the
-        inventory it is presumed absent and not read (see Applied.existed); between resyncs,
-        what is remembered of it is used."""
-        if not verify and ref not in applied_before:
-            return None
-        live = None if verify else remembered
-        if live is None:
-            live = await self.api.get(ref)
-        plan.known[ref] = live
-        return live
-
     def _remember_inputs(self, plan: EnvironmentPlan) -> None:
-        """What a reconcile a watch event triggers reads instead of the API server: each
+        """What a reconcile a watch event triggered reads instead of the API server: each
         Deployment as applied (its watch events keep it current) and each service Secret, whose
-        generated values the next build keeps. The resync reads both again."""
+        generated values the next build keeps. A live reconcile reads both again."""
         if plan.inputs is None:
             return
         secret_ref = service_secret(plan.inputs.namespace, plan.inputs.name)
@@ -472,7 +567,7 @@ class ServiceReconciler:
         wanted: inventory.Inventory,
         moment: datetime.datetime,
     ) -> dict[str, Any]:
-        now = moment.strftime("%Y-%m-%dT%H:%M:%SZ")
+        now = moment.strftime(RFC3339)
         generation = service.meta.generation
         old_envs: Mapping[str, Any] = previous.get("environments") or {}
         environments = {
@@ -519,14 +614,14 @@ class ServiceReconciler:
             )
         else:
             stalled = ConditionUpdate(STALLED, FALSE, "Reconciled", "")
+        conditions = [ready, stalled, promotion_blocked]
+        if (exposed := self._exposure(service, plans)) is not None:
+            conditions.append(exposed)
         urls = [s["url"] for s in environments.values() if s.get("url")]
         status: dict[str, Any] = {
             "observedGeneration": generation,
             "conditions": merge_conditions(
-                previous.get("conditions") or [],
-                [ready, stalled, promotion_blocked],
-                generation,
-                now,
+                previous.get("conditions") or [], conditions, generation, now
             ),
             "environments": environments,
             "inventory": inventory.serialize(wanted),
@@ -534,6 +629,21 @@ class ServiceReconciler:
         if urls:
             status["url"] = ", ".join(urls)
         return status
+
+    def _exposure(self, service: Service, plans: list[EnvironmentPlan]) -> ConditionUpdate | None:
+        """An external service's exposure: where an environment does not allow it, it runs
+        without an Ingress (and without the ingress controller's way in)."""
+        if not service.spec.external:
+            return None
+        refused = [
+            message
+            for plan in plans
+            if plan.inputs is not None
+            and (message := exposure_refused(service, plan.inputs.env)) is not None
+        ]
+        if refused:
+            return ConditionUpdate(EXPOSED, FALSE, EXTERNAL_NOT_ALLOWED, "; ".join(refused))
+        return ConditionUpdate(EXPOSED, TRUE, "Exposed", "")
 
     def _environment_status(
         self,
@@ -543,84 +653,27 @@ class ServiceReconciler:
         generation: int,
         moment: datetime.datetime,
     ) -> dict[str, Any]:
-        now = moment.strftime("%Y-%m-%dT%H:%M:%SZ")
-        status: dict[str, Any] = {
-            k: v for k, v in old.items() if k in ("appliedTag", "readyTag", "readySince", "history")
-        }
+        now = moment.strftime(RFC3339)
+        kept = ("appliedTag", "appliedImage", "readyTag", "readyImage", "readySince", "history")
+        status: dict[str, Any] = {k: v for k, v in old.items() if k in kept}
+        updates: list[ConditionUpdate] = []
         if plan.problems or plan.inputs is None:
             problem = plan.problems[0] if plan.problems else Problem("Unknown", "not reconciled")
-            ready = ConditionUpdate(READY, FALSE, problem.reason, problem.message)
-            status["summary"] = summary(status.get("appliedTag"), status.get("readyTag"))
-        else:
-            inputs = plan.inputs
-            verdict = plan.verdict
-            desired = service.spec.environments[plan.name].image.tag
-            status["desiredTag"] = desired
-            deployment = next(
-                (a.live for a in plan.applied if a.live and a.live["kind"] == "Deployment"), None
-            )
-            rollout = deployment_rollout(deployment)
-            applied_tag = running_tag(deployment)
-            history = [promotion.Rollout.from_status(h) for h in old.get("history") or []]
-            if applied_tag is not None:
-                status["appliedTag"] = applied_tag
-                if old.get("appliedTag") != applied_tag:
-                    skipped = verdict is not None and verdict.gates_skipped
-                    history = promotion.record_rollout(
-                        history,
-                        promotion.Rollout(
-                            applied_tag,
-                            moment,
-                            change_cause=service.meta.annotations.get(CHANGE_CAUSE_ANNOTATION),
-                            gates_skipped=skipped,
-                        ),
+            updates.append(ConditionUpdate(READY, FALSE, problem.reason, problem.message))
+            database_problem = next((p for p in plan.problems if p.reason in PLAN_PROBLEMS), None)
+            if database_problem is not None:
+                updates.append(
+                    ConditionUpdate(
+                        DATABASE_READY, FALSE, database_problem.reason, database_problem.message
                     )
-                if rollout.ready:
-                    history = promotion.mark_ready(history, applied_tag, moment)
-                    if status.get("readyTag") != applied_tag:
-                        status["readyTag"] = applied_tag
-                        status["readySince"] = now
-            status["history"] = [h.to_status() for h in history]
-            status["replicas"] = rollout.replicas
-            status["availableReplicas"] = rollout.available_replicas
-            blocked = desired if verdict is not None and not verdict.allowed else None
+                )
             status["summary"] = summary(
-                status.get("appliedTag"), status.get("readyTag"), blocked=blocked
+                status.get("appliedTag"), status.get("readyTag"), rolling_from=None
             )
-            status["internalHost"] = naming.internal_host(inputs.name, inputs.namespace)
-            if inputs.exposed:
-                status["url"] = naming.public_url(
-                    inputs.env.name, inputs.name, inputs.env.spec.ingress.domain
-                )
-            database = plan.database.condition if plan.database else None
-            if database is not None and database.status != TRUE:
-                ready = ConditionUpdate(READY, FALSE, database.reason, database.message)
-            elif plan.missing_secrets:
-                ready = ConditionUpdate(
-                    READY,
-                    FALSE,
-                    "SecretMissing",
-                    f"provided secrets still empty: {', '.join(plan.missing_secrets)} "
-                    f"(fill them in: kubectl -n {inputs.namespace} edit secret "
-                    f"{naming.secrets(inputs.name)})",
-                )
-            elif applied_tag is None:
-                ready = ConditionUpdate(
-                    READY, FALSE, "NotDeployed", verdict.message if verdict else "not deployed"
-                )
-            elif rollout.ready:
-                ready = ConditionUpdate(READY, TRUE, "Ready", f"{applied_tag} is ready")
-            else:
-                ready = ConditionUpdate(
-                    READY,
-                    FALSE,
-                    "Progressing",
-                    f"rolling out {applied_tag}: "
-                    f"{rollout.available_replicas}/{rollout.replicas} replicas available",
-                )
-        updates = [ready]
-        if plan.database is not None and plan.database.condition is not None:
-            updates.append(plan.database.condition)
+        else:
+            updates.append(self._rollout_status(service, plan, old, status, moment))
+            if plan.database is not None and plan.database.condition is not None:
+                updates.append(plan.database.condition)
         if plan.verdict is not None:
             updates.append(
                 ConditionUpdate(PROMOTION_BLOCKED, FALSE, "Promoted", "")
@@ -633,6 +686,95 @@ class ServiceReconciler:
             old.get("conditions") or [], updates, generation, now
         )
         return status
+
+    def _rollout_status(
+        self,
+        service: Service,
+        plan: EnvironmentPlan,
+        old: Mapping[str, Any],
+        status: dict[str, Any],
+        moment: datetime.datetime,
+    ) -> ConditionUpdate:
+        """Fill in what the environment runs, its readiness and history; returns its Ready."""
+        assert plan.inputs is not None
+        inputs, verdict = plan.inputs, plan.verdict
+        repository = service.spec.image.repository
+        status["desiredTag"] = service.spec.environments[plan.name].image.tag
+        deployment = next(
+            (a.live for a in plan.applied if a.live and a.live["kind"] == "Deployment"), None
+        )
+        rollout = deployment_rollout(deployment)
+        applied = running_image(deployment)
+        history = [promotion.Rollout.from_status(h) for h in old.get("history") or []]
+        readiness = carry_readiness(
+            ready_image(deployment), recorded_readiness(old, repository), moment
+        )
+        for key in ("readyTag", "readyImage", "readySince"):
+            status.pop(key, None)
+        if applied is not None:
+            status["appliedTag"], status["appliedImage"] = applied.tag, str(applied)
+            if _recorded_image(old, "applied", repository) != applied:
+                history = promotion.record_rollout(
+                    history,
+                    promotion.Rollout(
+                        applied.tag,
+                        moment,
+                        change_cause=service.meta.annotations.get(CHANGE_CAUSE_ANNOTATION),
+                        gates_skipped=verdict is not None and verdict.gates_skipped,
+                        image=str(applied),
+                    ),
+                )
+        if readiness.ready is not None and readiness.since is not None:
+            history = promotion.mark_ready(history, readiness.ready, moment)
+            status["readyTag"], status["readyImage"] = readiness.ready.tag, str(readiness.ready)
+            status["readySince"] = readiness.since.strftime(RFC3339)
+        status["history"] = [h.to_status() for h in history]
+        status["replicas"] = rollout.replicas
+        status["availableReplicas"] = rollout.available_replicas
+        blocked = status["desiredTag"] if verdict is not None and not verdict.allowed else None
+        status["summary"] = summary(
+            status.get("appliedTag"),
+            status.get("readyTag"),
+            rolling_from=_rolling_from(history, applied),
+            blocked=blocked,
+        )
+        status["internalHost"] = naming.internal_host(inputs.name, inputs.namespace)
+        if inputs.exposed:
+            status["url"] = naming.public_url(
+                inputs.env.name, inputs.name, inputs.env.spec.ingress.domain
+            )
+        else:
+            status.pop("url", None)
+        database = plan.database.condition if plan.database else None
+        if database is not None and database.status != TRUE:
+            return ConditionUpdate(READY, FALSE, database.reason, database.message)
+        if plan.missing_secrets:
+            return ConditionUpdate(
+                READY,
+                FALSE,
+                "SecretMissing",
+                f"provided secrets still empty: {', '.join(plan.missing_secrets)} "
+                f"(fill them in: kubectl -n {inputs.namespace} edit secret "
+                f"{naming.secrets(inputs.name)})",
+            )
+        if applied is None:
+            return ConditionUpdate(
+                READY, FALSE, "NotDeployed", verdict.message if verdict else "not deployed"
+            )
+        if rollout.ready:
+            return ConditionUpdate(READY, TRUE, "Ready", f"{applied.tag} is ready")
+        if rollout.replicas == 0:
+            return ConditionUpdate(
+                READY, FALSE, "ScaledToZero", f"replicas is 0: {applied.tag} runs nowhere"
+            )
+        progress = f"{rollout.available_replicas}/{rollout.replicas} replicas available"
+        if _rolling_from(history, applied) is not None:
+            return ConditionUpdate(
+                READY, FALSE, "Progressing", f"rolling out {applied.tag}: {progress}"
+            )
+        return ConditionUpdate(
+            READY, FALSE, "NotReady", f"{applied.tag} is no longer Ready: {progress}"
+        )
 
     async def _report_invalid(self, known: Known[Service]) -> None:
         now = now_rfc3339()
@@ -692,7 +834,7 @@ class ServiceReconciler:
             if (cond["type"] == STALLED and cond["status"] != TRUE) or cond["reason"] in posted:
                 continue
             posted.add(cond["reason"])  # Ready and Stalled often flip for the same reason
-            quiet = cond["status"] == TRUE and cond["type"] == READY
+            quiet = cond["status"] == TRUE and cond["type"] in (READY, EXPOSED)
             quiet = quiet or cond["reason"] in ("Progressing", "Suspended")
             type_: EventType = "Normal" if quiet else "Warning"
             await self.recorder.post(
@@ -705,6 +847,19 @@ class ServiceReconciler:
         # The response is the newest object we know: its spec too, not only our status.
         fresh = self.world.observe_service(updated)
         return fresh.status
+
+
+def _rolling_from(history: list[promotion.Rollout], applied: Image | None) -> str | None:
+    """While ``applied`` has not yet been Ready since it was applied: the tag that ran before
+    it, or ``(none)`` for a first rollout. None once it has been Ready."""
+    if applied is None or not history:
+        return None
+    newest = history[0]
+    if newest.image not in (None, str(applied)) or newest.tag != applied.tag:
+        return None
+    if newest.ready_at is not None:
+        return None
+    return history[1].tag if len(history) > 1 else "(none)"
 
 
 def unmanaged_problem(live: Manifest) -> Problem:
