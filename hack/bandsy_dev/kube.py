@@ -30,6 +30,11 @@ CONTROLLERS = (
     "serviceaccount-token-controller",
 )
 APISERVER_READY_TIMEOUT = 90.0
+# Added to the API server's default admission plugins. OwnerReferencesPermissionEnforcement (on
+# in some clusters, OpenShift's among them) lets only those who may update an owner's finalizers
+# set blockOwnerDeletion on references to it, as every object the operator builds does: on here,
+# so the tests prove deploy/rbac.yaml grants that.
+ADMISSION_PLUGINS = ("OwnerReferencesPermissionEnforcement",)
 
 
 def build_binaries() -> Path:
@@ -104,6 +109,7 @@ class ControlPlane:
                 f"--secure-port={self.apiserver_port}",
                 "--endpoint-reconciler-type=none",
                 "--authorization-mode=RBAC",
+                f"--enable-admission-plugins={','.join(ADMISSION_PLUGINS)}",
                 f"--tls-cert-file={pki / 'apiserver.crt'}",
                 f"--tls-private-key-file={pki / 'apiserver.key'}",
                 f"--token-auth-file={pki / 'tokens.csv'}",

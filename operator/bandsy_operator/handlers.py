@@ -66,6 +66,7 @@ async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> N
     settings.watching.chunk_size = 200
     operator_settings = OperatorSettings.from_env()
     controller = Controller(KubeApi.from_environment(), operator_settings)
+    # kopf retries this handler when it fails: serving again only points /metrics at this world.
     metrics.serve(operator_settings.metrics_port, controller.world)
     await controller.start()
     memo["controller"] = controller

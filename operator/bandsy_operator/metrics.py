@@ -68,6 +68,21 @@ class WorldCollector(Collector):
         yield objects
 
 
+class _Exporter:
+    """The process's one collector and HTTP server. kopf retries a failed start-up handler in
+    the same process, where the registry refuses a second collector of the same metrics and the
+    port a second server: the retry only points the collector at its new world."""
+
+    collector: WorldCollector | None = None
+
+
 def serve(port: int, world: World) -> None:
-    REGISTRY.register(WorldCollector(world))
+    """Serve ``/metrics`` on ``port`` (once per process) about ``world`` (the latest given)."""
+    if _Exporter.collector is not None:
+        _Exporter.collector.world = world
+        return
+    collector = WorldCollector(world)
+    # The server first: should it fail (port taken), nothing is registered and a retry starts over.
     start_http_server(port)
+    REGISTRY.register(collector)
+    _Exporter.collector = collector

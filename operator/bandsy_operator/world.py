@@ -148,13 +148,15 @@ class World:
         )
 
     def dependents_of(self, service: str, environment: str) -> list[str]:
+        """Services in ``environment`` whose pods may reach this one. Suspended ones count: the
+        operator leaves them alone, their pods keep running, and suspending one service must not
+        change any other service's NetworkPolicy."""
         return sorted(
             name
             for name, k in self.services.items()
             if k.model is not None
             and service in k.model.spec.depends_on
             and environment in k.model.spec.environments
-            and not k.model.spec.suspend
         )
 
     def neighbours(self, service: Service | None) -> set[str]:

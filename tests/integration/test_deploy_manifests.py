@@ -17,6 +17,14 @@ from lightkube.core.resource_registry import resource_registry
 
 from bandsy_operator.builders.environment import build_environment_objects
 from bandsy_operator.builders.service import ServiceInputs, build_service_objects
+from bandsy_operator.constants import (
+    API_VERSION,
+    ENVIRONMENT_KIND,
+    ENVIRONMENT_PLURAL,
+    GROUP,
+    SERVICE_KIND,
+    SERVICE_PLURAL,
+)
 from bandsy_operator.models import parse_environment, parse_service
 from conftest import REPO_ROOT, KubectlRunner
 
@@ -209,6 +217,19 @@ def test_cluster_role_covers_every_kind_the_builders_produce(rendered: list[Mani
             role, info.resource.group, info.plural
         )
         assert not missing, f"{kind}: the ClusterRole lacks {sorted(missing)}"
+    # blockOwnerDeletion on a reference needs "update" on the owner's finalizers under the
+    # OwnerReferencesPermissionEnforcement admission plugin (test_owner_reference_permission.py).
+    plurals = {ENVIRONMENT_KIND: ENVIRONMENT_PLURAL, SERVICE_KIND: SERVICE_PLURAL}
+    owners = {
+        (ref["apiVersion"], ref["kind"])
+        for obj in objects
+        for ref in obj["metadata"].get("ownerReferences") or []
+        if ref.get("blockOwnerDeletion")
+    }
+    assert owners == {(API_VERSION, kind) for kind in plurals}, owners
+    for kind, plural in sorted(plurals.items()):
+        finalizers = f"{plural}/finalizers"
+        assert "update" in granted(role, GROUP, finalizers), f"{kind}: no update on {finalizers}"
     # kopf watches the custom resources and our Deployments; the controller lists the former.
     for group, resource in [
         ("bandsy.app", "bandsyenvironments"),
