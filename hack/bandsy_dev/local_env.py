@@ -20,6 +20,9 @@ CLUSTER_ENV_KEYS = (
     "BANDSY_PG_PORT",
     "BANDSY_PG_ADMIN_USER",
     "BANDSY_PG_ADMIN_PASSWORD",
+    # Beyond SPEC §8: a second PostgreSQL admin with CREATEROLE CREATEDB only (SPEC §5).
+    "BANDSY_PG_LIMITED_ADMIN_USER",
+    "BANDSY_PG_LIMITED_ADMIN_PASSWORD",
     "BANDSY_PG_CA_FILE",
     "BANDSY_PG_LOG_FILE",
     "BANDSY_REDIS_HOST",
@@ -83,6 +86,8 @@ class LocalEnvironment:
             "BANDSY_PG_PORT": str(self.postgres.port),
             "BANDSY_PG_ADMIN_USER": postgres.ADMIN_USER,
             "BANDSY_PG_ADMIN_PASSWORD": self.postgres.admin_password,
+            "BANDSY_PG_LIMITED_ADMIN_USER": postgres.LIMITED_ADMIN_USER,
+            "BANDSY_PG_LIMITED_ADMIN_PASSWORD": self.postgres.limited_admin_password,
             "BANDSY_PG_CA_FILE": str(self.postgres.ca_file),
             "BANDSY_PG_LOG_FILE": str(self.postgres.log_file),
             "BANDSY_REDIS_HOST": "127.0.0.1",

@@ -1,4 +1,7 @@
-"""A real PostgreSQL on loopback: TLS on, plaintext TCP refused, SCRAM, every statement logged."""
+"""A real PostgreSQL on loopback: TLS on, plaintext TCP refused, SCRAM, every statement logged.
+
+Two admins: the superuser, and a least-privileged one (``CREATEROLE CREATEDB``, not superuser)
+as managed PostgreSQL services and Zalando's operator give: the operator must work with both."""
 
 from __future__ import annotations
 
@@ -9,11 +12,14 @@ import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from bandsy_operator.backends.scram import scram_sha256_verifier
+
 from .packages import postgres_bin_dir
 from .procs import ManagedProcess, free_port, port_open
 from .tls import CertificateAuthority
 
 ADMIN_USER = "postgres"
+LIMITED_ADMIN_USER = "bandsy_limited_admin"
 # PostgreSQL refuses to run as root; as root we run it as the Debian package's system user.
 SERVER_USER = "postgres"
 
@@ -30,6 +36,7 @@ class PostgresServer:
     workdir: Path
     port: int = field(default_factory=free_port)
     admin_password: str = field(default_factory=lambda: secrets.token_urlsafe(24))
+    limited_admin_password: str = field(default_factory=lambda: secrets.token_urlsafe(24))
     process: ManagedProcess | None = None
 
     @property
@@ -69,10 +76,22 @@ class PostgresServer:
         self.process.start()
         self.process.wait_until(lambda: port_open(self.port), timeout=60, what="accepting TCP")
         self.process.wait_until(self._accepts_queries, timeout=30, what="accepting queries")
+        self._set_up_limited_admin()
 
     def stop(self) -> None:
         if self.process is not None:
             self.process.stop()
+
+    def _set_up_limited_admin(self) -> None:
+        """Create (or, on a restart, reassert) the least-privileged admin. Its password goes in
+        as a SCRAM verifier, so the statement log never holds it."""
+        exists = LIMITED_ADMIN_USER in self.psql("SELECT rolname FROM pg_roles").split()
+        verb = "ALTER" if exists else "CREATE"
+        verifier = scram_sha256_verifier(self.limited_admin_password)
+        self.psql(
+            f"{verb} ROLE {LIMITED_ADMIN_USER} LOGIN NOSUPERUSER CREATEROLE CREATEDB "
+            f"PASSWORD '{verifier}'"
+        )
 
     def _accepts_queries(self) -> bool:
         return self.psql("SELECT 1").strip() == "1"

@@ -1,8 +1,12 @@
 """Per-service database accounts against real PostgreSQL (TLS) and Redis (ACLs): login and
-isolation, names, rotation, reclaim, drift repair, server outage, shared credentials, secrecy."""
+isolation, names, rotation, reclaim, drift repair, server outage, shared credentials, secrecy.
+
+The PostgreSQL tests run twice: with a superuser admin, and with a least-privileged one
+(``CREATEROLE CREATEDB``, as managed services give; SPEC §5)."""
 
 from __future__ import annotations
 
+import secrets
 import uuid
 from pathlib import Path
 from typing import Any
@@ -16,6 +20,7 @@ from pymongo.errors import OperationFailure
 from redis.exceptions import NoPermissionError
 
 from bandsy_dev.local_env import LocalEnvironment, postgres_admin_args
+from bandsy_operator.backends.scram import scram_sha256_verifier
 from bandsy_operator.constants import CONFIG_HASH_ANNOTATION
 from bandsy_operator.kube import KubeApi, ObjectRef
 from conftest import KubectlRunner, OperatorProcess
@@ -31,20 +36,37 @@ def uid() -> str:
     return uuid.uuid4().hex[:6]
 
 
+# The PostgreSQL admins the tests run with: their admin Secrets (namespace default) by kind.
+PG_ADMINS = {"superuser": "pg-admin", "limited": "pg-limited-admin"}
+
+
+def admin_secret(name: str, user: str, password: str) -> dict[str, Any]:
+    return {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": {"name": name, "namespace": "default"},
+        "stringData": {"username": user, "password": password},
+    }
+
+
+def admin_ref(secret: str) -> dict[str, Any]:
+    """``spec.postgres`` fields of an environment whose admin is ``secret``'s."""
+    return {"adminSecretRef": {"namespace": "default", "name": secret}}
+
+
 @pytest.fixture(scope="module")
 def admin_secrets(kubectl: KubectlRunner, servers: dict[str, str]) -> None:
     for name, user, password in (
         ("pg-admin", servers["BANDSY_PG_ADMIN_USER"], servers["BANDSY_PG_ADMIN_PASSWORD"]),
+        (
+            "pg-limited-admin",
+            servers["BANDSY_PG_LIMITED_ADMIN_USER"],
+            servers["BANDSY_PG_LIMITED_ADMIN_PASSWORD"],
+        ),
         ("redis-admin", servers["BANDSY_REDIS_ADMIN_USER"], servers["BANDSY_REDIS_ADMIN_PASSWORD"]),
         ("mongo-admin", servers["BANDSY_MONGO_ADMIN_USER"], servers["BANDSY_MONGO_ADMIN_PASSWORD"]),
     ):
-        body = {
-            "apiVersion": "v1",
-            "kind": "Secret",
-            "metadata": {"name": name, "namespace": "default"},
-            "stringData": {"username": user, "password": password},
-        }
-        kubectl.apply(body)
+        kubectl.apply(admin_secret(name, user, password))
 
 
 def database_env(name: str, servers: dict[str, str], **overrides: Any) -> dict[str, Any]:
@@ -104,6 +126,19 @@ def env_condition(obj: dict[str, Any], env: str, type_: str) -> dict[str, Any]:
     return next((c for c in status.get("conditions") or [] if c["type"] == type_), {})
 
 
+async def pg_fetch(creds: dict[str, str], sql: str) -> list[asyncpg.Record]:
+    """``sql``'s rows as the service's role; none while the role cannot log in yet."""
+    try:
+        conn = await pg_connect(creds)
+    except asyncpg.PostgresError:
+        return []
+    try:
+        rows: list[asyncpg.Record] = await conn.fetch(sql)
+        return rows
+    finally:
+        await conn.close()
+
+
 async def admin_connect(servers: dict[str, str]) -> asyncpg.Connection:
     conn: asyncpg.Connection = await asyncpg.connect(**postgres_admin_args(servers), ssl="require")
     return conn
@@ -144,26 +179,43 @@ async def drop_database_and_role(servers: dict[str, str], database: str, role: s
 def db_env(
     kubectl: KubectlRunner, servers: dict[str, str], admin_secrets: None, operator: OperatorProcess
 ) -> str:
+    """An environment on every server, with the superuser PostgreSQL admin."""
     name = f"db-{uid()}"
     kubectl.apply(database_env(name, servers))
     return name
 
 
+@pytest.fixture(scope="module", params=list(PG_ADMINS))
+def pg_admin(request: pytest.FixtureRequest, admin_secrets: None) -> str:
+    """Which PostgreSQL admin the test runs with: the name of its Secret."""
+    return PG_ADMINS[request.param]
+
+
+@pytest.fixture(scope="module")
+def pg_env(
+    kubectl: KubectlRunner, servers: dict[str, str], pg_admin: str, operator: OperatorProcess
+) -> str:
+    """An environment like ``db_env`` whose PostgreSQL admin is ``pg_admin``."""
+    name = f"pg-{uid()}"
+    kubectl.apply(database_env(name, servers, postgres=admin_ref(pg_admin)))
+    return name
+
+
 async def test_every_credential_logs_in_and_is_isolated(
-    kube: KubeApi, kubectl: KubectlRunner, db_env: str
+    kube: KubeApi, kubectl: KubectlRunner, pg_env: str
 ) -> None:
     a, b = f"alpha-{uid()}", f"beta-{uid()}"
     for name in (a, b):
         kubectl.apply(
             service_body(
                 name,
-                tags(**{db_env: "v1"}),
+                tags(**{pg_env: "v1"}),
                 postgres={"enabled": True, "extensions": ["pg_trgm"]},
                 redis={"enabled": True},
             ),
         )
-    pg_a = await projected(kube, db_env, a, "postgres")
-    pg_b = await projected(kube, db_env, b, "postgres")
+    pg_a = await projected(kube, pg_env, a, "postgres")
+    pg_b = await projected(kube, pg_env, b, "postgres")
     assert set(pg_a) == {
         "PGHOST",
         "PGPORT",
@@ -174,9 +226,9 @@ async def test_every_credential_logs_in_and_is_isolated(
         "DATABASE_URL",
     }
     assert pg_a["PGUSER"] == f"{a}-user"
-    assert pg_a["PGDATABASE"] == f"{a}-{db_env}"
+    assert pg_a["PGDATABASE"] == f"{a}-{pg_env}"
     assert len(pg_a["PGPASSWORD"]) >= 32
-    assert pg_a["DATABASE_URL"].endswith(f"/{a}-{db_env}?sslmode=require")
+    assert pg_a["DATABASE_URL"].endswith(f"/{a}-{pg_env}?sslmode=require")
 
     async def logs_in() -> bool:
         conn = await pg_connect(pg_a)
@@ -195,10 +247,10 @@ async def test_every_credential_logs_in_and_is_isolated(
     with pytest.raises(asyncpg.InsufficientPrivilegeError):
         await pg_connect(pg_a, database=pg_b["PGDATABASE"])
 
-    redis_a = await projected(kube, db_env, a, "redis")
+    redis_a = await projected(kube, pg_env, a, "redis")
     assert set(redis_a) == {"REDIS_URL", "REDIS_USERNAME", "REDIS_PASSWORD", "REDIS_KEY_PREFIX"}
-    assert redis_a["REDIS_KEY_PREFIX"] == f"{a}:{db_env}:"
-    redis_b = await projected(kube, db_env, b, "redis")
+    assert redis_a["REDIS_KEY_PREFIX"] == f"{a}:{pg_env}:"
+    redis_b = await projected(kube, pg_env, b, "redis")
 
     async def redis_works() -> bool:
         async with aioredis.from_url(redis_a["REDIS_URL"]) as client:
@@ -212,16 +264,16 @@ async def test_every_credential_logs_in_and_is_isolated(
     await eventually(redis_works, timeout=30)
 
     async def database_ready() -> bool:
-        cond = env_condition(await bsvc(kube, a), db_env, "DatabaseReady")
+        cond = env_condition(await bsvc(kube, a), pg_env, "DatabaseReady")
         assert cond.get("status") == "True", cond
         return True
 
     await eventually(database_ready)
-    deployment = await kube.get(ObjectRef("apps/v1", "Deployment", db_env, a))
+    deployment = await kube.get(ObjectRef("apps/v1", "Deployment", pg_env, a))
     assert deployment is not None
     env_from = deployment["spec"]["template"]["spec"]["containers"][0]["envFrom"]
     assert {"secretRef": {"name": f"{a}-postgres"}} in env_from
-    policy = await kube.get(ObjectRef("networking.k8s.io/v1", "NetworkPolicy", db_env, a))
+    policy = await kube.get(ObjectRef("networking.k8s.io/v1", "NetworkPolicy", pg_env, a))
     assert policy is not None
     assert {
         "to": [{"ipBlock": {"cidr": "127.0.0.1/32"}}],
@@ -230,12 +282,17 @@ async def test_every_credential_logs_in_and_is_isolated(
 
 
 async def test_long_names_work_and_too_long_names_are_refused(
-    kube: KubeApi, kubectl: KubectlRunner, servers: dict[str, str], db_env: str
+    kube: KubeApi,
+    kubectl: KubectlRunner,
+    servers: dict[str, str],
+    pg_admin: str,
+    operator: OperatorProcess,
 ) -> None:
     env = f"lim-{uid()}"  # 10 characters
     templates = {
         "userTemplate": "{service}-{env}-{env}-u",
         "databaseTemplate": "{service}-{env}-{env}-d",
+        **admin_ref(pg_admin),
     }
     kubectl.apply(database_env(env, servers, postgres=templates))
     fits = f"n{uid()}-".ljust(39, "x")  # role and database of exactly 63 bytes
@@ -268,18 +325,18 @@ async def test_long_names_work_and_too_long_names_are_refused(
 
 
 async def test_rotation_issues_new_passwords_and_rolls(
-    kube: KubeApi, kubectl: KubectlRunner, db_env: str
+    kube: KubeApi, kubectl: KubectlRunner, pg_env: str
 ) -> None:
     name = f"rot-{uid()}"
     body = service_body(
-        name, tags(**{db_env: "v1"}), postgres={"enabled": True}, redis={"enabled": True}
+        name, tags(**{pg_env: "v1"}), postgres={"enabled": True}, redis={"enabled": True}
     )
     kubectl.apply(body)
-    old = await projected(kube, db_env, name, "postgres")
-    old_redis = await projected(kube, db_env, name, "redis")
+    old = await projected(kube, pg_env, name, "postgres")
+    old_redis = await projected(kube, pg_env, name, "redis")
 
     async def deployment_hash() -> str:
-        obj = await kube.get(ObjectRef("apps/v1", "Deployment", db_env, name))
+        obj = await kube.get(ObjectRef("apps/v1", "Deployment", pg_env, name))
         assert obj is not None
         return str(obj["spec"]["template"]["metadata"]["annotations"][CONFIG_HASH_ANNOTATION])
 
@@ -287,7 +344,7 @@ async def test_rotation_issues_new_passwords_and_rolls(
     kubectl("annotate", "bsvc", name, "bandsy.app/rotate-credentials=2026-11-26")
 
     async def rotated() -> dict[str, str]:
-        new = await projected(kube, db_env, name, "postgres")
+        new = await projected(kube, pg_env, name, "postgres")
         return new if new["PGPASSWORD"] != old["PGPASSWORD"] else {}
 
     new = await eventually(rotated)
@@ -302,7 +359,7 @@ async def test_rotation_issues_new_passwords_and_rolls(
         await pg_connect(old)
 
     async def redis_rotated() -> bool:
-        new_redis = await projected(kube, db_env, name, "redis")
+        new_redis = await projected(kube, pg_env, name, "redis")
         return new_redis["REDIS_PASSWORD"] != old_redis["REDIS_PASSWORD"]
 
     # Each backend's Secret is applied concurrently with the others.
@@ -315,12 +372,12 @@ async def _differs(probe: Any, before: str) -> bool:
 
 
 async def test_retain_keeps_the_database_and_locks_the_role(
-    kube: KubeApi, kubectl: KubectlRunner, servers: dict[str, str], db_env: str
+    kube: KubeApi, kubectl: KubectlRunner, servers: dict[str, str], pg_env: str
 ) -> None:
     name = f"keep-{uid()}"
-    body = service_body(name, tags(**{db_env: "v1"}), postgres={"enabled": True})
+    body = service_body(name, tags(**{pg_env: "v1"}), postgres={"enabled": True})
     kubectl.apply(body)
-    creds = await projected(kube, db_env, name, "postgres")
+    creds = await projected(kube, pg_env, name, "postgres")
 
     async def write_row() -> bool:
         conn = await pg_connect(creds)
@@ -341,7 +398,7 @@ async def test_retain_keeps_the_database_and_locks_the_role(
     )
 
     kubectl.apply(body)
-    again = await projected(kube, db_env, name, "postgres")
+    again = await projected(kube, pg_env, name, "postgres")
 
     async def data_back() -> bool:
         conn = await pg_connect(again)
@@ -355,19 +412,19 @@ async def test_retain_keeps_the_database_and_locks_the_role(
 
 
 async def test_delete_drops_database_role_and_credential(
-    kube: KubeApi, kubectl: KubectlRunner, servers: dict[str, str], db_env: str
+    kube: KubeApi, kubectl: KubectlRunner, servers: dict[str, str], pg_env: str
 ) -> None:
     name = f"drop-{uid()}"
     kubectl.apply(
         service_body(
             name,
-            tags(**{db_env: "v1"}),
+            tags(**{pg_env: "v1"}),
             postgres={"enabled": True, "reclaimPolicy": "Delete"},
             redis={"enabled": True},
         ),
     )
-    creds = await projected(kube, db_env, name, "postgres")
-    redis_creds = await projected(kube, db_env, name, "redis")
+    creds = await projected(kube, pg_env, name, "postgres")
+    redis_creds = await projected(kube, pg_env, name, "redis")
 
     async def connected() -> asyncpg.Connection:
         return await pg_connect(creds)
@@ -388,11 +445,11 @@ async def test_delete_drops_database_role_and_credential(
 
 
 async def test_drift_is_repaired(
-    kube: KubeApi, kubectl: KubectlRunner, servers: dict[str, str], db_env: str
+    kube: KubeApi, kubectl: KubectlRunner, servers: dict[str, str], pg_env: str
 ) -> None:
     name = f"drift-{uid()}"
-    kubectl.apply(service_body(name, tags(**{db_env: "v1"}), postgres={"enabled": True}))
-    creds = await projected(kube, db_env, name, "postgres")
+    kubectl.apply(service_body(name, tags(**{pg_env: "v1"}), postgres={"enabled": True}))
+    creds = await projected(kube, pg_env, name, "postgres")
 
     async def logs_in() -> bool:
         try:
@@ -420,30 +477,30 @@ async def test_database_outage_is_reported_and_recovers(
     kube: KubeApi,
     kubectl: KubectlRunner,
     local_env: LocalEnvironment | None,
-    db_env: str,
+    pg_env: str,
 ) -> None:
     if local_env is None:
         pytest.skip("needs the servers this session started (not BANDSY_CLUSTER_ENV)")
     db_user, plain = f"out-{uid()}", f"plain-{uid()}"
-    kubectl.apply(service_body(db_user, tags(**{db_env: "v1"}), postgres={"enabled": True}))
-    creds = await projected(kube, db_env, db_user, "postgres")
+    kubectl.apply(service_body(db_user, tags(**{pg_env: "v1"}), postgres={"enabled": True}))
+    creds = await projected(kube, pg_env, db_user, "postgres")
     local_env.postgres.stop()
     try:
 
         async def unreachable() -> dict[str, Any]:
-            cond = env_condition(await bsvc(kube, db_user), db_env, "DatabaseReady")
+            cond = env_condition(await bsvc(kube, db_user), pg_env, "DatabaseReady")
             assert cond.get("reason") == "DatabaseUnreachable", cond
             return cond
 
         cond = await eventually(unreachable, timeout=30)
         assert creds["PGPASSWORD"] not in cond["message"]
         # Everything else keeps reconciling meanwhile.
-        kubectl.apply(service_body(plain, tags(**{db_env: "v1"})))
-        await eventually(lambda: kube.get(ObjectRef("apps/v1", "Deployment", db_env, plain)))
-        kubectl.apply(service_body(db_user, tags(**{db_env: "v2"}), postgres={"enabled": True}))
+        kubectl.apply(service_body(plain, tags(**{pg_env: "v1"})))
+        await eventually(lambda: kube.get(ObjectRef("apps/v1", "Deployment", pg_env, plain)))
+        kubectl.apply(service_body(db_user, tags(**{pg_env: "v2"}), postgres={"enabled": True}))
 
         async def retagged() -> bool:
-            obj = await kube.get(ObjectRef("apps/v1", "Deployment", db_env, db_user))
+            obj = await kube.get(ObjectRef("apps/v1", "Deployment", pg_env, db_user))
             assert obj is not None
             return bool(obj["spec"]["template"]["spec"]["containers"][0]["image"].endswith(":v2"))
 
@@ -452,7 +509,7 @@ async def test_database_outage_is_reported_and_recovers(
         local_env.postgres.start()
 
     async def recovered() -> bool:
-        cond = env_condition(await bsvc(kube, db_user), db_env, "DatabaseReady")
+        cond = env_condition(await bsvc(kube, db_user), pg_env, "DatabaseReady")
         assert cond.get("status") == "True", cond
         return True
 
@@ -460,14 +517,14 @@ async def test_database_outage_is_reported_and_recovers(
 
 
 async def test_an_extension_the_server_lacks_is_reported(
-    kube: KubeApi, kubectl: KubectlRunner, operator: OperatorProcess, db_env: str
+    kube: KubeApi, kubectl: KubectlRunner, operator: OperatorProcess, pg_env: str
 ) -> None:
     name = f"ext-{uid()}"
     spec = {"enabled": True, "extensions": ["no_such_extension"]}
-    kubectl.apply(service_body(name, tags(**{db_env: "v1"}), postgres=spec))
+    kubectl.apply(service_body(name, tags(**{pg_env: "v1"}), postgres=spec))
 
     async def refused() -> dict[str, Any]:
-        cond = env_condition(await bsvc(kube, name), db_env, "DatabaseReady")
+        cond = env_condition(await bsvc(kube, name), pg_env, "DatabaseReady")
         assert cond.get("reason") == "DatabaseRefused", cond
         return cond
 
@@ -476,15 +533,44 @@ async def test_an_extension_the_server_lacks_is_reported(
     assert "no_such_extension" in cond["message"]
 
 
+async def test_an_untrusted_extension_needs_a_superuser_admin(
+    kube: KubeApi, kubectl: KubectlRunner, pg_admin: str, pg_env: str
+) -> None:
+    """pg_stat_statements is not a trusted extension: a superuser admin creates it, a limited
+    one gets a refusal that says why instead of a stall."""
+    name = f"untr-{uid()}"
+    spec = {"enabled": True, "extensions": ["pg_stat_statements"]}
+    kubectl.apply(service_body(name, tags(**{pg_env: "v1"}), postgres=spec))
+
+    async def database_ready() -> dict[str, Any]:
+        cond = env_condition(await bsvc(kube, name), pg_env, "DatabaseReady")
+        assert cond.get("reason") in ("DatabaseReady", "DatabaseRefused"), cond
+        return cond
+
+    cond = await eventually(database_ready, timeout=30)
+    if pg_admin == PG_ADMINS["superuser"]:
+        assert cond["status"] == "True", cond
+        creds = await projected(kube, pg_env, name, "postgres")
+        extensions = await eventually(lambda: pg_fetch(creds, "SELECT extname FROM pg_extension"))
+        assert "pg_stat_statements" in {row["extname"] for row in extensions}
+    else:
+        assert cond["status"] == "False", cond
+        assert "pg_stat_statements" in cond["message"]
+        assert "superuser" in cond["message"], cond["message"]
+
+
 async def test_environments_sharing_a_role_report_it(
     kube: KubeApi,
     kubectl: KubectlRunner,
     servers: dict[str, str],
-    admin_secrets: None,
+    pg_admin: str,
     operator: OperatorProcess,
 ) -> None:
     one, two = f"share-{uid()}", f"share-{uid()}"
-    kubectl.apply(database_env(one, servers), database_env(two, servers))
+    postgres = admin_ref(pg_admin)
+    kubectl.apply(
+        database_env(one, servers, postgres=postgres), database_env(two, servers, postgres=postgres)
+    )
 
     async def shared() -> bool:
         for env in (one, two):
@@ -512,6 +598,100 @@ async def test_environments_sharing_a_role_report_it(
     assert first["PGDATABASE"] != second["PGDATABASE"]
     kubectl("delete", "bsvc", name, "--wait=true", "--timeout=60s")
     kubectl("delete", "benv", one, two, "--wait=true", "--timeout=60s")
+
+
+async def extra_admin(kubectl: KubectlRunner, servers: dict[str, str], attributes: str) -> str:
+    """A new PostgreSQL admin role with ``attributes`` and its Secret, both of one name."""
+    name = f"admin_{uid()}"
+    password = secrets.token_urlsafe(24)
+    verifier = scram_sha256_verifier(password)
+    await admin_sql(servers, f"CREATE ROLE {name} LOGIN {attributes} PASSWORD '{verifier}'")
+    kubectl.apply(admin_secret(name.replace("_", "-"), name, password))
+    return name
+
+
+def two_admin_envs(kubectl: KubectlRunner, servers: dict[str, str], admin: str) -> tuple[str, str]:
+    """An environment whose admin is ``admin`` and one with the limited harness admin; the
+    user template gives each environment its own role."""
+    odd, good = f"odd-{uid()}", f"good-{uid()}"
+    per_env = {"userTemplate": "{service}-{env}-u"}
+    kubectl.apply(
+        database_env(odd, servers, postgres={**per_env, **admin_ref(admin.replace("_", "-"))}),
+        database_env(good, servers, postgres={**per_env, **admin_ref(PG_ADMINS["limited"])}),
+    )
+    return odd, good
+
+
+async def database_condition(kube: KubeApi, service: str, env: str, reason: str) -> dict[str, Any]:
+    async def probe() -> dict[str, Any]:
+        cond = env_condition(await bsvc(kube, service), env, "DatabaseReady")
+        assert cond.get("reason") == reason, cond
+        return cond
+
+    return await eventually(probe, timeout=45)
+
+
+async def logs_in(kube: KubeApi, env: str, service: str) -> bool:
+    creds = await projected(kube, env, service, "postgres")
+    return bool(await eventually(lambda: pg_fetch(creds, "SELECT 1"), timeout=45))
+
+
+async def test_an_admin_lacking_a_privilege_fails_only_its_environment(
+    kube: KubeApi,
+    kubectl: KubectlRunner,
+    servers: dict[str, str],
+    admin_secrets: None,
+    operator: OperatorProcess,
+) -> None:
+    admin = await extra_admin(kubectl, servers, "CREATEDB NOCREATEROLE")
+    weak, good = two_admin_envs(kubectl, servers, admin)
+    name = f"priv-{uid()}"
+    body = service_body(name, tags(**{weak: "v1", good: "v1"}), postgres={"enabled": True})
+    kubectl.apply(body)
+
+    cond = await database_condition(kube, name, weak, "DatabasePermissionDenied")
+    assert cond["status"] == "False"
+    # What was refused, to whom, and what would fix it.
+    assert f"create role '{name}-{weak}-u'" in cond["message"], cond["message"]
+    assert admin in cond["message"]
+    assert "needs CREATEROLE" in cond["message"]
+    # The service's other environment converged meanwhile.
+    assert await logs_in(kube, good, name)
+    await database_condition(kube, name, good, "DatabaseReady")
+    # Still denied: the failure is retried, not forgotten.
+    assert env_condition(await bsvc(kube, name), weak, "DatabaseReady")["status"] == "False"
+    kubectl("delete", "bsvc", name, "--wait=true", "--timeout=60s")
+    kubectl("delete", "benv", weak, good, "--wait=true", "--timeout=60s")
+
+
+async def test_a_read_only_server_fails_only_its_environment_and_recovers(
+    kube: KubeApi,
+    kubectl: KubectlRunner,
+    servers: dict[str, str],
+    admin_secrets: None,
+    operator: OperatorProcess,
+) -> None:
+    """A replica after a failover takes no writes; here an admin whose sessions start
+    read-only stands in for it (other sessions are undisturbed)."""
+    admin = await extra_admin(kubectl, servers, "CREATEROLE CREATEDB")
+    await admin_sql(servers, f"ALTER ROLE {admin} SET default_transaction_read_only = on")
+    replica, good = two_admin_envs(kubectl, servers, admin)
+    name = f"ro-{uid()}"
+    body = service_body(name, tags(**{replica: "v1", good: "v1"}), postgres={"enabled": True})
+    kubectl.apply(body)
+
+    cond = await database_condition(kube, name, replica, "DatabaseReadOnly")
+    assert cond["status"] == "False"
+    assert "read-only" in cond["message"], cond["message"]
+    assert await logs_in(kube, good, name)
+    await database_condition(kube, name, good, "DatabaseReady")
+
+    # The "failover" is over: the operator's next try, on new sessions, gets through.
+    await admin_sql(servers, f"ALTER ROLE {admin} RESET default_transaction_read_only")
+    await database_condition(kube, name, replica, "DatabaseReady")
+    assert await logs_in(kube, replica, name)
+    kubectl("delete", "bsvc", name, "--wait=true", "--timeout=60s")
+    kubectl("delete", "benv", replica, good, "--wait=true", "--timeout=60s")
 
 
 async def mongo_login(creds: dict[str, str]) -> bool:

@@ -60,6 +60,19 @@ class StatementRefusedError(BackendUnavailableError):
     reason = "DatabaseRefused"
 
 
+class PermissionDeniedError(BackendUnavailableError):
+    """The admin lacks a privilege the work needs; the message names both."""
+
+    reason = "DatabasePermissionDenied"
+
+
+class ServerReadOnlyError(BackendUnavailableError):
+    """The server takes no writes (a replica, say after a failover); a later try may reach the
+    new primary."""
+
+    reason = "DatabaseReadOnly"
+
+
 class Backend(Protocol):
     name: str
 

@@ -3,6 +3,13 @@
 Every statement that changes something runs only after a read showed it is needed, so a
 converged account costs logins and SELECTs but no writes. Passwords reach the server only as
 SCRAM verifiers.
+
+The admin need not be a superuser: ``CREATEROLE CREATEDB`` (and INHERIT, the default) is enough,
+as managed PostgreSQL services and Zalando's operator hand out. Such an admin makes itself a
+member of each role it manages: ``CREATE DATABASE … OWNER`` and ``ALTER DATABASE … OWNER TO``
+need that (PostgreSQL 16+: membership WITH SET), and holding the owner's privileges (INHERIT)
+lets it connect to the database, whose CONNECT is revoked from PUBLIC, create trusted extensions
+in it, and drop it. It cannot read ``pg_authid``: a password is then checked by logging in.
 """
 
 from __future__ import annotations
@@ -12,6 +19,7 @@ import re
 import ssl
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from typing import Any
 
 import asyncpg
@@ -19,7 +27,9 @@ import asyncpg
 from . import (
     Account,
     LoginRefusedError,
+    PermissionDeniedError,
     Server,
+    ServerReadOnlyError,
     ServerUnreachableError,
     StatementRefusedError,
 )
@@ -29,7 +39,18 @@ MAX_IDENTIFIER_BYTES = 63
 # Names come from templates; anything outside this set is refused before SQL is built.
 _SAFE_NAME = re.compile(r"^[a-z_][a-z0-9_-]*$")
 CONNECT_TIMEOUT = 10.0
+# A CREATEROLE admin may create a role with these (only their positive forms need more).
 ROLE_ATTRIBUTES = "LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION"
+# The same as (pg_roles column, wanted value, ALTER ROLE word to get there). A repair names only
+# what differs: PostgreSQL 15 refuses NOSUPERUSER or NOREPLICATION from a non-superuser in
+# ALTER ROLE even when they change nothing.
+ROLE_ATTRIBUTE_REPAIRS = (
+    ("rolcanlogin", True, "LOGIN"),
+    ("rolsuper", False, "NOSUPERUSER"),
+    ("rolcreatedb", False, "NOCREATEDB"),
+    ("rolcreaterole", False, "NOCREATEROLE"),
+    ("rolreplication", False, "NOREPLICATION"),
+)
 
 
 class InvalidIdentifierError(ValueError):
@@ -74,8 +95,87 @@ UNREACHABLE = (
     asyncpg.AdminShutdownError,
     asyncpg.CrashShutdownError,
 )
+# Pass these through the extension step's "refused" mapping: they are no verdict on the spec.
+_NOT_REFUSALS = (*UNREACHABLE, asyncpg.ReadOnlySQLTransactionError)
 POOL_SIZE = 16
 PoolKey = tuple[str, int, str, str, str]  # host, port, tls, admin user, admin password
+
+
+# A role's attributes, and ``joined``: whether the admin may act as it (true for superusers).
+# PostgreSQL 16 split membership into SET (become the role: needed to give it a database) and
+# INHERIT (hold its privileges); the grant a CREATEROLE admin gets on the roles it creates has
+# neither. Before 16 membership is both (for an INHERIT admin), and 'SET' is no privilege name.
+_ROLE_QUERY_15 = (
+    "SELECT rolcanlogin, rolsuper, rolcreatedb, rolcreaterole, rolreplication,"
+    " pg_has_role(oid, 'MEMBER') AS joined FROM pg_roles WHERE rolname = $1"
+)
+_ROLE_QUERY_16 = (
+    "SELECT rolcanlogin, rolsuper, rolcreatedb, rolcreaterole, rolreplication,"
+    " pg_has_role(oid, 'SET') AND pg_has_role(oid, 'USAGE') AS joined"
+    " FROM pg_roles WHERE rolname = $1"
+)
+
+
+def _join_sql(role: str, version: int) -> str:
+    """The admin grants itself ``role``: PostgreSQL 15 lets any CREATEROLE admin do that; 16+
+    only with ADMIN OPTION on it, which a CREATEROLE admin holds on the roles it created."""
+    options = " WITH INHERIT TRUE, SET TRUE" if version >= 16 else ""
+    return f"GRANT {role} TO CURRENT_USER{options}"
+
+
+def _admin_of(user: str) -> str:
+    return (
+        f"CREATEROLE (PostgreSQL 16+: and ADMIN OPTION on role {user!r}, which it holds on "
+        "the roles it created)"
+    )
+
+
+def _server_says(error: asyncpg.PostgresError) -> str:
+    """The server's message on one line, with its detail and hint (which often name the
+    privilege that was missing)."""
+    parts = [str(part) for part in (error.message, error.detail, error.hint) if part]
+    return " ".join(parts[:1] + [f"({part})" for part in parts[1:]])
+
+
+@dataclass(frozen=True)
+class _Session:
+    """One admin connection, and what error messages say about it."""
+
+    server: Server
+    admin: str
+    conn: asyncpg.Connection
+
+    @property
+    def version(self) -> int:
+        return int(self.conn.get_server_version().major)
+
+    async def run(self, sql: str, refused: str, needs: str) -> None:
+        """Execute ``sql``; a privilege error says what was refused and what the admin needs.
+        (The SQL itself never goes into a message: it may hold a verifier.)"""
+        try:
+            await self.conn.execute(sql)
+        except asyncpg.InsufficientPrivilegeError as error:
+            raise PermissionDeniedError(
+                f"postgres {self.server.address}: admin {self.admin!r} may not {refused}: "
+                f"{_server_says(error)}; the admin needs {needs}"
+            ) from None
+
+    async def role(self, user: str) -> asyncpg.Record | None:
+        """The role's attribute columns and ``joined``; None when there is no such role."""
+        query = _ROLE_QUERY_16 if self.version >= 16 else _ROLE_QUERY_15
+        return await self.conn.fetchrow(query, user)
+
+    async def joined(self, user: str) -> bool | None:
+        """Whether the admin may act as ``user``; None when there is no such role."""
+        found = await self.role(user)
+        return None if found is None else bool(found["joined"])
+
+    async def join(self, user: str) -> None:
+        await self.run(
+            _join_sql(quote_identifier(user), self.version),
+            f"make itself a member of role {user!r}",
+            _admin_of(user),
+        )
 
 
 class PostgresBackend:
@@ -102,8 +202,9 @@ class PostgresBackend:
         async with self._pools_lock:
             pool = self._pools.get(key)
             if pool is None:
-                # A new admin password retires the pool of the old one.
-                for old in [k for k in self._pools if k[:3] == key[:3]]:
+                # A new password of an admin retires the pool of its old one; another admin of
+                # the same server (another environment's) keeps its own.
+                for old in [k for k in self._pools if k[:4] == key[:4]]:
                     await self._pools.pop(old).close()
                 # min_size=0: creating the pool connects nothing; acquiring does.
                 pool = self._pools[key] = await asyncpg.create_pool(
@@ -121,20 +222,26 @@ class PostgresBackend:
         return key, pool
 
     @asynccontextmanager
-    async def _admin(self, server: Server) -> AsyncIterator[tuple[PoolKey, asyncpg.Connection]]:
+    async def _admin(self, server: Server) -> AsyncIterator[tuple[PoolKey, _Session]]:
         key, pool = await self._pool(server)
-        async with _errors_mapped(server, key[3]), pool.acquire() as conn:
-            yield key, conn
+        try:
+            async with _errors_mapped(server, key[3]), pool.acquire() as conn:
+                yield key, _Session(server, key[3], conn)
+        except ServerReadOnlyError:
+            # Pooled sessions stay on a replica (or keep a read-only default): the next try
+            # opens new ones, which may reach the new primary after a failover.
+            await pool.expire_connections()
+            raise
 
     @asynccontextmanager
     async def _connect(
-        self, server: Server, database: str, *, user: str = "", password: str = ""
+        self, server: Server, database: str, *, user: str = "", password: str = "", needs: str = ""
     ) -> AsyncIterator[asyncpg.Connection]:
         """A connection of its own: to a service's database, or as the service's user."""
         if not user:
             admin = await server.admin()
             user, password = admin.username, admin.password
-        async with _errors_mapped(server, user):
+        async with _errors_mapped(server, user, needs):
             conn = await asyncpg.connect(
                 host=server.host,
                 port=server.port,
@@ -182,102 +289,169 @@ class PostgresBackend:
     async def ensure(self, server: Server, account: Account, password: str) -> list[str]:
         user = validate_identifier(account.user, "role")
         database = validate_identifier(account.database, "database")
-        role, db = quote_identifier(user), quote_identifier(database)
         repairs: list[str] = []
-        async with self._admin(server) as (key, conn):
-            found = await conn.fetchrow(
-                "SELECT rolcanlogin, rolsuper, rolcreatedb, rolcreaterole, rolreplication"
-                " FROM pg_roles WHERE rolname = $1",
-                user,
-            )
-            if found is None:
-                verifier = quote_literal(scram_sha256_verifier(password))
-                await conn.execute(f"CREATE ROLE {role} {ROLE_ATTRIBUTES} PASSWORD {verifier}")
-                repairs.append(f"created role {user}")
-            elif not found["rolcanlogin"] or any(
-                found[k] for k in ("rolsuper", "rolcreatedb", "rolcreaterole", "rolreplication")
-            ):
-                await conn.execute(f"ALTER ROLE {role} {ROLE_ATTRIBUTES}")
-                repairs.append(f"reset attributes of role {user}")
-
-            owner = await conn.fetchrow(
-                "SELECT pg_get_userbyid(datdba) AS owner, datacl::text[] AS acl"
-                " FROM pg_database WHERE datname = $1",
-                database,
-            )
-            if owner is None:
-                await conn.execute(f"CREATE DATABASE {db} OWNER {role}")
-                repairs.append(f"created database {database}")
-                owner = {"owner": user, "acl": None}
-            elif owner["owner"] != user:
-                await conn.execute(f"ALTER DATABASE {db} OWNER TO {role}")
-                repairs.append(f"gave database {database} to {user}")
-            acl = owner["acl"]
-            if acl is None or any(item.startswith("=") for item in acl):
-                # NULL means the defaults, which include CONNECT and TEMP for PUBLIC.
-                await conn.execute(f"REVOKE ALL ON DATABASE {db} FROM PUBLIC")
-
-            if found is not None and not await self._password_works(
-                server, key, conn, account, password
+        async with self._admin(server) as (key, admin):
+            existed = await self._ensure_role(admin, user, password, repairs)
+            await self._ensure_database(admin, user, database, repairs)
+            if existed and not await self._password_works(
+                server, key, admin.conn, account, password
             ):
                 verifier = quote_literal(scram_sha256_verifier(password))
-                await conn.execute(f"ALTER ROLE {role} PASSWORD {verifier}")
+                await admin.run(
+                    f"ALTER ROLE {quote_identifier(user)} PASSWORD {verifier}",
+                    f"reset the password of role {user!r}",
+                    _admin_of(user),
+                )
                 repairs.append(f"reset password of role {user}")
-
         if account.extensions:
-            async with self._connect(server, database) as conn:
-                present = {
-                    r["extname"] for r in await conn.fetch("SELECT extname FROM pg_extension")
-                }
-                for extension in account.extensions:
-                    if extension not in present:
-                        name = validate_identifier(extension, "extension")
-                        try:
-                            await conn.execute(
-                                f"CREATE EXTENSION IF NOT EXISTS {quote_identifier(name)}"
-                            )
-                        except asyncpg.PostgresError as error:
-                            if isinstance(error, UNREACHABLE):
-                                raise
-                            raise StatementRefusedError(
-                                f"postgres {server.address}: extension {name!r} in database "
-                                f"{database!r}: {error}"
-                            ) from None
-                        repairs.append(f"created extension {name}")
+            await self._ensure_extensions(server, database, account.extensions, repairs)
         return repairs
 
+    async def _ensure_role(
+        self, admin: _Session, user: str, password: str, repairs: list[str]
+    ) -> bool:
+        """The role with its attributes, and the admin a member of it; whether it existed."""
+        role = quote_identifier(user)
+        found = await admin.role(user)
+        if found is None:
+            verifier = quote_literal(scram_sha256_verifier(password))
+            await admin.run(
+                f"CREATE ROLE {role} {ROLE_ATTRIBUTES} PASSWORD {verifier}",
+                f"create role {user!r}",
+                "CREATEROLE",
+            )
+            repairs.append(f"created role {user}")
+            joined = await admin.joined(user)
+        else:
+            changes = [word for col, wanted, word in ROLE_ATTRIBUTE_REPAIRS if found[col] != wanted]
+            if changes:
+                needs = (
+                    "SUPERUSER: only a superuser may change a superuser or replication role"
+                    if found["rolsuper"] or found["rolreplication"]
+                    else _admin_of(user)
+                )
+                await admin.run(
+                    f"ALTER ROLE {role} {' '.join(changes)}",
+                    f"set {' '.join(changes)} on role {user!r}",
+                    needs,
+                )
+                repairs.append(f"reset attributes of role {user}")
+            joined = found["joined"]
+        if not joined:
+            await admin.join(user)
+        return found is not None
+
+    async def _ensure_database(
+        self, admin: _Session, user: str, database: str, repairs: list[str]
+    ) -> None:
+        role, db = quote_identifier(user), quote_identifier(database)
+        found = await admin.conn.fetchrow(
+            "SELECT pg_get_userbyid(datdba) AS owner, datacl::text[] AS acl"
+            " FROM pg_database WHERE datname = $1",
+            database,
+        )
+        acl: list[str] | None = None  # NULL: the defaults, with CONNECT and TEMP for PUBLIC
+        if found is None:
+            await admin.run(
+                f"CREATE DATABASE {db} OWNER {role}",
+                f"create database {database!r} owned by {user!r}",
+                f"CREATEDB and membership in role {user!r}",
+            )
+            repairs.append(f"created database {database}")
+        else:
+            if found["owner"] != user:
+                await admin.run(
+                    f"ALTER DATABASE {db} OWNER TO {role}",
+                    f"give database {database!r} of {found['owner']!r} to {user!r}",
+                    f"CREATEDB, membership in role {user!r} and the privileges of role "
+                    f"{found['owner']!r}",
+                )
+                repairs.append(f"gave database {database} to {user}")
+            acl = found["acl"]
+        if acl is None or any(item.startswith("=") for item in acl):
+            await admin.run(
+                f"REVOKE ALL ON DATABASE {db} FROM PUBLIC",
+                f"revoke PUBLIC's access to database {database!r}",
+                f"the privileges of its owner {user!r} (membership with INHERIT)",
+            )
+
+    async def _ensure_extensions(
+        self, server: Server, database: str, extensions: tuple[str, ...], repairs: list[str]
+    ) -> None:
+        needs = "CONNECT on it: membership (with INHERIT) in its owner role"
+        async with self._connect(server, database, needs=needs) as conn:
+            present = {r["extname"] for r in await conn.fetch("SELECT extname FROM pg_extension")}
+            for extension in extensions:
+                if extension in present:
+                    continue
+                name = validate_identifier(extension, "extension")
+                try:
+                    await conn.execute(f"CREATE EXTENSION IF NOT EXISTS {quote_identifier(name)}")
+                except _NOT_REFUSALS:
+                    raise
+                except asyncpg.PostgresError as error:
+                    untrusted = (
+                        "; an untrusted extension needs a superuser admin, or a superuser to "
+                        "create it once"
+                        if isinstance(error, asyncpg.InsufficientPrivilegeError)
+                        else ""
+                    )
+                    raise StatementRefusedError(
+                        f"postgres {server.address}: extension {name!r} in database "
+                        f"{database!r}: {_server_says(error)}{untrusted}"
+                    ) from None
+                repairs.append(f"created extension {name}")
+
     async def retain(self, server: Server, account: Account) -> None:
-        role = quote_identifier(validate_identifier(account.user, "role"))
-        async with self._admin(server) as (_, conn):
-            if await conn.fetchval(
-                "SELECT rolcanlogin FROM pg_roles WHERE rolname = $1", account.user
+        user = validate_identifier(account.user, "role")
+        async with self._admin(server) as (_, admin):
+            if await admin.conn.fetchval(
+                "SELECT rolcanlogin FROM pg_roles WHERE rolname = $1", user
             ):
-                await conn.execute(f"ALTER ROLE {role} NOLOGIN")
+                await admin.run(
+                    f"ALTER ROLE {quote_identifier(user)} NOLOGIN",
+                    f"set role {user!r} NOLOGIN",
+                    _admin_of(user),
+                )
 
     async def delete(self, server: Server, account: Account, keep_user: bool = False) -> None:
         user = validate_identifier(account.user, "role")
         database = validate_identifier(account.database, "database")
         role, db = quote_identifier(user), quote_identifier(database)
-        async with self._admin(server) as (_, conn):
-            await conn.execute(
-                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1",
+        async with self._admin(server) as (_, admin):
+            joined = await admin.joined(user)
+            if joined is False:  # a role another admin made: dropping its database needs this
+                await admin.join(user)
+            # Only sessions the admin may end (all, for a superuser); FORCE then names any other.
+            await admin.conn.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+                " WHERE datname = $1 AND pg_has_role(usesysid, 'USAGE')",
                 database,
             )
-            await conn.execute(f"DROP DATABASE IF EXISTS {db} WITH (FORCE)")
-            if keep_user:
+            await admin.run(
+                f"DROP DATABASE IF EXISTS {db} WITH (FORCE)",
+                f"drop database {database!r}",
+                f"the privileges of its owner {user!r} and of every role connected to it",
+            )
+            if keep_user or joined is None:
                 return
-            if await conn.fetchval(
+            if await admin.conn.fetchval(
                 "SELECT count(*) FROM pg_database d JOIN pg_roles r ON d.datdba = r.oid"
                 " WHERE r.rolname = $1",
                 user,
             ):
                 # It owns a database kept on purpose (an environment's explicit move): the
                 # role stays with it, locked, since dropping the role would need dropping it.
-                await conn.execute(f"ALTER ROLE {role} NOLOGIN")
+                await admin.run(
+                    f"ALTER ROLE {role} NOLOGIN", f"set role {user!r} NOLOGIN", _admin_of(user)
+                )
                 return
-            if await conn.fetchval("SELECT 1 FROM pg_roles WHERE rolname = $1", user):
-                await conn.execute(f"DROP OWNED BY {role}")
-                await conn.execute(f"DROP ROLE {role}")
+            await admin.run(
+                f"DROP OWNED BY {role}",
+                f"drop what role {user!r} owns",
+                f"the privileges of role {user!r} (membership with INHERIT)",
+            )
+            await admin.run(f"DROP ROLE {role}", f"drop role {user!r}", _admin_of(user))
 
 
 async def _keep_session(conn: asyncpg.Connection) -> None:
@@ -286,15 +460,28 @@ async def _keep_session(conn: asyncpg.Connection) -> None:
 
 
 @asynccontextmanager
-async def _errors_mapped(server: Server, user: str) -> AsyncIterator[None]:
-    """asyncpg's failures as the backend interface's: refused, or unreachable."""
+async def _errors_mapped(server: Server, user: str, needs: str = "") -> AsyncIterator[None]:
+    """asyncpg's failures as the backend interface's: login refused, unreachable, read-only,
+    permission denied (``needs``: what ``user`` would need), or a statement refused."""
     try:
         yield
-    except asyncpg.InvalidAuthorizationSpecificationError as error:
-        raise LoginRefusedError(f"postgres {server.address}: {error}") from None
-    except asyncpg.InvalidPasswordError:
+    except asyncpg.InvalidPasswordError:  # a subclass of the next one
         raise LoginRefusedError(
             f"postgres {server.address}: password authentication failed for {user!r}"
         ) from None
+    except asyncpg.InvalidAuthorizationSpecificationError as error:
+        raise LoginRefusedError(f"postgres {server.address}: {error}") from None
     except UNREACHABLE as error:
         raise ServerUnreachableError(f"postgres {server.address} unreachable: {error}") from None
+    except asyncpg.ReadOnlySQLTransactionError as error:
+        raise ServerReadOnlyError(
+            f"postgres {server.address} is read-only (a replica, say after a failover): "
+            f"{error}; retrying"
+        ) from None
+    except asyncpg.InsufficientPrivilegeError as error:
+        needed = f"; it needs {needs}" if needs else ""
+        raise PermissionDeniedError(
+            f"postgres {server.address}: {user!r} was refused: {_server_says(error)}{needed}"
+        ) from None
+    except asyncpg.PostgresError as error:
+        raise StatementRefusedError(f"postgres {server.address}: {_server_says(error)}") from None
