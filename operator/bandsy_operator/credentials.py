@@ -163,7 +163,8 @@ class CredentialStore:
         the operator (``create``); a read-only caller gets HashKeyMissingError before that."""
         ref = ObjectRef("v1", "Secret", self.namespace, naming.CONFIG_HASH_KEY_SECRET)
         if create:
-            key = secrets.token_bytes(HASH_KEY_BYTES)
+            # Stored as hex text: whoever reads Secrets here (people, tools) reads text.
+            key = secrets.token_hex(HASH_KEY_BYTES).encode()
             manifest: Manifest = {
                 "apiVersion": "v1",
                 "kind": "Secret",

@@ -147,7 +147,7 @@ async def test_the_config_hash_is_keyed_by_a_secret_of_the_operator(
     )
     assert key_secret is not None
     key = base64.b64decode(key_secret["data"]["key"])
-    assert len(key) == 32
+    assert len(bytes.fromhex(key.decode())) == 32  # 256 random bits, as hex text
 
     async def hashed() -> str:
         config = await kube.get(ObjectRef("v1", "ConfigMap", env, f"{name}-config"))

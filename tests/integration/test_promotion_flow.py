@@ -237,11 +237,13 @@ async def test_an_upstream_that_stops_being_ready_holds_the_gate(
     async def scaled_to_zero() -> bool:
         status = await env_status(kube, name, pre)
         assert condition({"status": status}, "Ready")["reason"] == "ScaledToZero", status
+        assert "readyTag" not in status, status
         assert blocked_reason(await env_status(kube, name, prod)) == "NotReadyUpstream"
         return True
 
     await eventually(scaled_to_zero)
-    await asyncio.sleep(1)
+    await asyncio.sleep(SOAK + 2)  # the controller's report seen, and a soak's time passed
+    await scaled_to_zero()
     assert await running(kube, prod, name) == "release-1"
     kubectl("delete", "bsvc", name, "--wait=true", "--timeout=60s")
 
