@@ -1,10 +1,15 @@
-"""Hypothesis strategies for malformed BandsyService and BandsyEnvironment bodies, and the
-operator's own verdict on a body the API server accepted.
+"""Hypothesis strategies for malformed BandsyService and BandsyEnvironment bodies, each with the
+outcome its author expects: refused by the API server (and with which status code), accepted and
+reported by the operator (and with which reason), or valid after all.
 
 A body is a valid base with one to three mutations: wrong types and unknown fields anywhere the
 CRD schema has a place (both read from crds/), out-of-range numbers, bad names, templates, tags,
 enums and patterns, and references the CRD cannot check (unknown environments and dependencies,
-external where not allowed, a database the environment lacks, names too long for PostgreSQL).
+a database the environment lacks, names too long for PostgreSQL, external where not allowed).
+
+Every mutation states its own outcome from SPEC §3 and the CRD's documented rules; a recipe's
+outcome is composed from them by `Recipe.expected` (rules there). No operator code decides it:
+the test compares this prediction with what the API server and the operator really do.
 """
 
 from __future__ import annotations
@@ -16,15 +21,11 @@ import string
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from functools import cache
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 from hypothesis import strategies as st
-from pydantic import ValidationError
 
-from bandsy_operator.models import Environment, Service, parse_environment, parse_service
-from bandsy_operator.reconcile.databases import DatabaseReconciler
-from bandsy_operator.validation import environment_problems
 from conftest import REPO_ROOT
 from factories import environment_body, service_body, tags
 
@@ -39,6 +40,85 @@ MAP_KEYS = {
     "podSelector": "app",
 }
 Path = tuple[Any, ...]
+NAME, PORT, IMAGE = ("metadata", "name"), ("spec", "port"), ("spec", "image")
+
+
+# -- outcomes -------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What must become of a body: ``refused`` by the API server with ``code``, ``reported``
+    by the operator with ``reason`` (found by its check ``check``, see CHECKS), or ``valid``."""
+
+    kind: Literal["refused", "reported", "valid"]
+    code: int = 0
+    reason: str = ""
+    check: str = ""
+
+    def __str__(self) -> str:
+        detail = self.code or self.reason
+        return f"{self.kind} {detail}" if detail else self.kind
+
+
+# Schema (OpenAPI), CEL and metadata validation answer 422 Invalid.
+REFUSED = Outcome("refused", 422)
+# Strict field validation (kubectl's default, and RawApi's) finds unknown fields while the body is
+# decoded, before any schema or CEL rule runs: 400 BadRequest, whatever else is wrong with it.
+UNKNOWN_FIELD = Outcome("refused", 400)
+VALID = Outcome("valid")
+
+# What the operator looks for in one environment of an accepted service, in its order: the
+# environment itself, then each dependsOn entry in order, then the databases per backend
+# (postgres, redis, mongo). The first problem found is the reason it reports (in the
+# environment's and the service's Ready and Stalled conditions). Across environments, the first
+# one in sorted order names it, and a service with one environment free of problems is not
+# malformed (it deploys there). The precedence is the one issue 13 states the operator documents
+# (bandsy_operator.validation.environment_problems, then DatabaseReconciler.plan); stated here as
+# data, never computed by its code. "External where the environment does not allow it" is no
+# problem of this list: such a service deploys without exposure (valid input).
+CHECKS: tuple[tuple[str, frozenset[str]], ...] = (
+    ("environment", frozenset({"UnknownEnvironment"})),
+    (
+        "dependsOn",
+        frozenset({"UnknownDependency", "DependencyNotInEnvironment", "DependencyHasNoPort"}),
+    ),
+    ("postgres", frozenset({"DatabaseNotConfigured", "InvalidDatabaseName"})),
+    ("redis", frozenset({"DatabaseNotConfigured", "InvalidDatabaseName"})),
+    ("mongo", frozenset({"DatabaseNotConfigured", "InvalidDatabaseName"})),
+)
+CHECK_ORDER = {check: i for i, (check, _) in enumerate(CHECKS)}
+
+
+def reported(reason: str, check: str) -> Outcome:
+    assert reason in dict(CHECKS)[check], (reason, check)
+    return Outcome("reported", reason=reason, check=check)
+
+
+# The outcome of each kind of mutation on its own, as the author reads SPEC §3 ("validation that
+# needs only the object itself lives in the CRD", refused by the API server; "validation that
+# needs other objects is done by the operator", reported) and the CRDs' rules. Never computed.
+OUTCOMES: Mapping[str, Outcome] = {
+    "wrong type": REFUSED,
+    # The keys of an object where the schema declares no field are unknown fields.
+    "object where the schema has no fields": UNKNOWN_FIELD,
+    "unknown field": UNKNOWN_FIELD,
+    "bad name": REFUSED,  # pattern and length; a service's reserved bandsy- prefix
+    "schema or CEL rule": REFUSED,  # range, length, pattern, enum, required field, CEL rule
+    "unknown environment": reported("UnknownEnvironment", "environment"),
+    "unknown dependency": reported("UnknownDependency", "dependsOn"),
+    "dependency not in the environment": reported("DependencyNotInEnvironment", "dependsOn"),
+    "dependency without a port": reported("DependencyHasNoPort", "dependsOn"),
+    "mongo the environment lacks": reported("DatabaseNotConfigured", "mongo"),
+    "database name over 63 bytes": reported("InvalidDatabaseName", "postgres"),
+    # Deployed without exposure, the refusal reported apart: it blocks nothing.
+    "external where not allowed": VALID,
+}
+
+
+def _within(path: Path, ancestor: Path) -> bool:
+    """``path`` is ``ancestor`` or lies below it."""
+    return path[: len(ancestor)] == ancestor
 
 
 @dataclass(frozen=True)
@@ -48,18 +128,49 @@ class Context:
     name: str
     labels: Mapping[str, str]
     environment: str  # has postgres and redis, no mongo, allows no external service but web
-    portless: str  # a service in `environment` without a port
-    elsewhere: str  # a service that is not in `environment`
-    long_names_environment: str  # its database template overflows 63 bytes for long names
+    portless: str  # a service without a port in `environment` and `long_names_environment`
+    elsewhere: str  # a service in neither of them
+    long_names_environment: str  # postgres only; its database template overflows 63 bytes
+    # for names of 30 characters and more: "{service}-{env}-{env}-{env}", env of 12
 
 
 @dataclass(frozen=True)
 class Mutation:
+    """One change to a valid body and the outcome its author expects of it alone.
+
+    ``writes``: every field ``apply`` sets or removes (paths, ENV unresolved). ``subject``: where
+    its problem lies (default: its writes). ``absent``: fields whose absence is its problem.
+    ``replaced_below``: a later mutation writing below it replaces its value (of the wrong JSON
+    type: `set_at` and `obj_at` put an empty object or list there), which erases it.
+    ``renamed``: its outcome when the recipe renames the object (it refers to ``ctx.name``)."""
+
     what: str
     apply: Callable[[dict[str, Any], Context], None]
+    outcome: Outcome
+    writes: tuple[Path, ...]
+    subject: tuple[Path, ...] = ()
+    absent: tuple[Path, ...] = ()
+    replaced_below: bool = False
+    renamed: Outcome | None = None
 
     def __repr__(self) -> str:
         return self.what
+
+    def erased_by(self, later: Mutation) -> bool:
+        """A later mutation undoes this one's problem: it rewrote the subject or a parent of it
+        (what is there now is the later one's outcome to state), wrote below a wrongly typed
+        value (replacing it), or wrote a missing field, a parent of it (as before) or a child
+        of it (which brings the field along)."""
+        for written in later.writes:
+            for subject in self.subject or self.writes:
+                if _within(subject, written):
+                    return True
+                if self.replaced_below and _within(written, subject):
+                    return True
+            for missing in self.absent:
+                if _within(missing, written) or _within(written, missing):
+                    return True
+        return False
 
 
 @dataclass(frozen=True)
@@ -75,6 +186,49 @@ class Recipe:
 
     def describe(self) -> str:
         return f"{self.kind}: " + "; ".join(m.what for m in self.mutations)
+
+    def survivors(self) -> list[Mutation]:
+        """The mutations no later one erased."""
+        return [
+            m
+            for i, m in enumerate(self.mutations)
+            if not any(m.erased_by(later) for later in self.mutations[i + 1 :])
+        ]
+
+    def expected(self) -> Outcome:
+        """The recipe's outcome, composed from its mutations' own (OUTCOMES) by these rules:
+
+        1. A later mutation erases an earlier one (`Mutation.erased_by`) when it rewrites the
+           earlier one's subject or a parent of it (`_env_replacement` of spec.environments
+           erases whatever an earlier one did to an environment), writes below a wrongly typed
+           value that `set_at` or `obj_at` then replace by an empty object or list (which erases
+           it where the schema requires no field there), or writes a field whose absence was
+           the problem.
+        2. A rename (never to ``ctx.name``) gives a mutation that refers to ``ctx.name`` its
+           ``renamed`` outcome, even when the rest of the mutation that renamed is erased.
+        3. Refusal dominates: 400 when an unknown field survives (strict field validation
+           decodes the body before any schema or CEL rule runs), else 422.
+        4. Else the operator's first problem in CHECKS order; none left: valid.
+
+        Every body the API server accepts names one environment: each mutation that names
+        others either replaces them all or is refused. So "first environment in sorted order"
+        and "malformed only when every environment has a problem" reduce to that environment's
+        first problem; the test checks the premise on every accepted body."""
+        # Every rename gives a name other than ctx.name, and a rename stays even when a later
+        # mutation erases the rest of the one that made it.
+        renamed = any(NAME in m.writes for m in self.mutations)
+        outcomes = [
+            m.renamed if renamed and m.renamed is not None else m.outcome for m in self.survivors()
+        ]
+        codes = {o.code for o in outcomes if o.kind == "refused"}
+        if codes:
+            return Outcome("refused", 400 if 400 in codes else 422)
+        problems = sorted(
+            (o for o in outcomes if o.kind == "reported"), key=lambda o: CHECK_ORDER[o.check]
+        )
+        # Two problems of one check would need two writers of one field: the later erases.
+        assert len({o.check for o in problems}) == len(problems), (self.describe(), problems)
+        return problems[0] if problems else VALID
 
 
 def base_service(ctx: Context) -> dict[str, Any]:
@@ -145,9 +299,24 @@ def _show(path: Path) -> str:
     return ".".join("<env>" if p is ENV else f"[{p}]" if isinstance(p, int) else p for p in path)
 
 
-def mutation(path: Path, value: Any, why: str = "") -> Mutation:
+def mutation(
+    path: Path,
+    value: Any,
+    why: str = "",
+    outcome: Outcome = OUTCOMES["schema or CEL rule"],
+    absent: tuple[Path, ...] = (),
+    replaced_below: bool = False,
+) -> Mutation:
+    """Set ``value`` at ``path``; it breaks a rule of the schema or CEL unless told otherwise."""
     shown = repr(value) if len(repr(value)) <= 40 else f"{repr(value)[:37]}..."
-    return Mutation(f"{_show(path)} = {shown}" + (f" ({why})" if why else ""), setter(path, value))
+    return Mutation(
+        f"{_show(path)} = {shown}" + (f" ({why})" if why else ""),
+        setter(path, value),
+        outcome,
+        writes=(path,),
+        absent=absent,
+        replaced_below=replaced_below,
+    )
 
 
 # -- the CRD schemas ------------------------------------------------------------------------------
@@ -183,9 +352,13 @@ def _type(node: dict[str, Any]) -> str | None:
 
 
 @cache
-def typed_paths(kind: str) -> list[tuple[Path, str]]:
-    """Every place in the CRD's spec with a declared type."""
-    return [(path, t) for path, node in _walk(schema(kind), ()) if (t := _type(node)) and path]
+def typed_paths(kind: str) -> list[tuple[Path, str, bool]]:
+    """Every place in the CRD's spec with a declared type, and whether it requires fields."""
+    return [
+        (path, t, bool(node.get("required")))
+        for path, node in _walk(schema(kind), ())
+        if (t := _type(node)) and path
+    ]
 
 
 @cache
@@ -222,10 +395,27 @@ JSON_VALUES = st.one_of(
 
 
 def wrong_type(kind: str) -> st.SearchStrategy[Mutation]:
-    def wrong(place: tuple[Path, str]) -> st.SearchStrategy[Mutation]:
-        path, expected = place
+    """Refused by the schema's type check (422); but the keys of an object where the schema
+    declares no field are unknown fields to strict field validation (400). A later mutation
+    writing below the value replaces it by an empty object or list: that erases it only where
+    the schema requires no field."""
+
+    def wrong(place: tuple[Path, str, bool]) -> st.SearchStrategy[Mutation]:
+        path, expected, requires = place
         values = JSON_VALUES.filter(lambda v: not fits(v, expected))
-        return values.map(lambda v: mutation(path, v, f"not {expected}"))
+        return values.map(
+            lambda v: mutation(
+                path,
+                v,
+                f"not {expected}",
+                OUTCOMES[
+                    "object where the schema has no fields"
+                    if isinstance(v, dict) and v
+                    else "wrong type"
+                ],
+                replaced_below=not requires,
+            )
+        )
 
     return st.sampled_from(typed_paths(kind)).flatmap(wrong)
 
@@ -234,16 +424,20 @@ FIELD_NAMES = st.from_regex(r"\A[a-z][a-zA-Z0-9]{0,11}\Z")
 
 
 def unknown_field(kind: str) -> st.SearchStrategy[Mutation]:
+    """Refused (400) by strict field validation."""
+
     def add(place: tuple[Path, frozenset[str]]) -> st.SearchStrategy[Mutation]:
         path, known = place
         return st.tuples(FIELD_NAMES.filter(lambda f: f not in known), JSON_VALUES).map(
-            lambda fv: mutation((*path, fv[0]), fv[1], "unknown field")
+            lambda fv: mutation((*path, fv[0]), fv[1], "unknown field", OUTCOMES["unknown field"])
         )
 
     return st.sampled_from(object_places(kind)).flatmap(add)
 
 
 def not_matching(pattern: str, strategy: st.SearchStrategy[str]) -> st.SearchStrategy[str]:
+    """Strings the CRD's pattern refuses. The API server matches with Go's RE2, whose ``\\s`` is
+    ASCII ([\\t\\n\\f\\r ]): patterns here spell such classes out so Python agrees."""
     compiled = re.compile(pattern)
     return strategy.filter(lambda s: compiled.fullmatch(s) is None)
 
@@ -252,16 +446,17 @@ TEXT = st.text(st.characters(codec="utf-8", exclude_categories=["Cs"]), max_size
 DNS_LABEL = r"[a-z]([-a-z0-9]{0,38}[a-z0-9])?"
 ENV_NAME = r"[a-z][a-z0-9-]{0,19}"
 SUFFIX = st.from_regex(r"\A[a-z0-9]{1,8}\Z")
+RESERVED_PREFIX = "bandsy-"  # names of environment-level objects (bandsy-default-deny, ...)
 
 
-def bad_name(limit: int) -> st.SearchStrategy[Mutation]:
-    """Names the CRD refuses: cases that are easy to get wrong, and generated noise."""
+def bad_name(limit: int, reserved_prefix: str | None = None) -> st.SearchStrategy[Mutation]:
+    """Names the CRD refuses (422): cases that are easy to get wrong, and generated noise."""
 
     def rename(transform: Callable[[str], str], why: str) -> Mutation:
         def apply(body: dict[str, Any], ctx: Context) -> None:
             body["metadata"]["name"] = transform(ctx.name)
 
-        return Mutation(f"metadata.name {why}", apply)
+        return Mutation(f"metadata.name {why}", apply, OUTCOMES["bad name"], writes=(NAME,))
 
     fixed = [
         rename(str.upper, "in capitals"),
@@ -273,6 +468,10 @@ def bad_name(limit: int) -> st.SearchStrategy[Mutation]:
         rename(lambda n: f"{n} x", "with a space"),
         rename(lambda n: "", "empty"),
     ]
+    if reserved_prefix:
+        fixed.append(
+            rename(lambda n: reserved_prefix + n, f"with the reserved {reserved_prefix} prefix")
+        )
     too_long = st.integers(limit + 1, limit + 30).map(
         lambda size: rename(lambda n: (n + "-" + "x" * size)[:size], f"of {size} characters")
     )
@@ -289,21 +488,45 @@ def quantity_text() -> st.SearchStrategy[str]:
     return not_matching(quantity, st.text("0123456789.abcGMKi xyz-+", max_size=6))
 
 
+def spec_fields(
+    what: str,
+    outcome: Outcome,
+    make: Callable[[Context], dict[str, Any]],
+    keys: tuple[str, ...],
+    subject: tuple[Path, ...] = (),
+    renamed: Outcome | None = None,
+) -> Mutation:
+    """Set the top-level spec fields ``keys`` (each replaced whole) to what ``make`` gives."""
+
+    def apply(body: dict[str, Any], ctx: Context) -> None:
+        fields = make(ctx)
+        assert set(fields) == set(keys), (what, fields)
+        obj_at(body, ("spec",)).update(fields)
+
+    writes = tuple(("spec", key) for key in keys)
+    return Mutation(what, apply, outcome, writes, subject=subject, renamed=renamed)
+
+
 # -- BandsyService --------------------------------------------------------------------------------
 
 
-def _env_replacement(environments: dict[str, Any], why: str) -> Mutation:
-    return mutation(("spec", "environments"), environments, why)
+def _env_replacement(
+    environments: dict[str, Any], why: str, outcome: Outcome = OUTCOMES["schema or CEL rule"]
+) -> Mutation:
+    return mutation(("spec", "environments"), environments, why, outcome)
 
 
 def service_references() -> st.SearchStrategy[Mutation]:
-    """Accepted by the API server, refused by the operator: it needs other objects to know."""
+    """Accepted by the API server: the operator needs other objects to know what is wrong (or
+    that nothing is: external where not allowed deploys without exposure)."""
 
-    def depend(on: Callable[[Context], str], why: str) -> Mutation:
-        def apply(body: dict[str, Any], ctx: Context) -> None:
-            obj_at(body, ("spec",))["dependsOn"] = [on(ctx)]
-
-        return Mutation(f"dependsOn {why}", apply)
+    def depend(on: Callable[[Context], str], why: str, kind: str) -> Mutation:
+        return spec_fields(
+            f"dependsOn {why}",
+            OUTCOMES[kind],
+            lambda ctx: {"dependsOn": [on(ctx)]},
+            ("dependsOn",),
+        )
 
     def long_database_name(size: int) -> Mutation:
         def apply(body: dict[str, Any], ctx: Context) -> None:
@@ -312,28 +535,64 @@ def service_references() -> st.SearchStrategy[Mutation]:
                 environments=tags(**{ctx.long_names_environment: "v1"}), postgres={"enabled": True}
             )
 
-        return Mutation(f"a {size}-character name where the database name exceeds 63 bytes", apply)
-
-    def mongo(body: dict[str, Any], ctx: Context) -> None:
-        obj_at(body, ("spec",))["mongo"] = {"enabled": True}
-
-    def external(body: dict[str, Any], ctx: Context) -> None:
-        obj_at(body, ("spec",)).update(external=True, port=8080)
+        return Mutation(
+            f"a {size}-character name where the database name exceeds 63 bytes",
+            apply,
+            OUTCOMES["database name over 63 bytes"],
+            writes=(NAME, ("spec", "environments"), ("spec", "postgres")),
+        )
 
     return st.one_of(
         SUFFIX.map(
-            lambda s: _env_replacement(tags(**{f"nowhere-{s}": "v1"}), "an unknown environment")
+            lambda s: _env_replacement(
+                tags(**{f"nowhere-{s}": "v1"}),
+                "an unknown environment",
+                OUTCOMES["unknown environment"],
+            )
         ),
-        SUFFIX.map(lambda s: mutation(("spec", "dependsOn"), [f"ghost-{s}"], "unknown service")),
-        st.just(depend(lambda ctx: ctx.portless, "a service without a port")),
-        st.just(depend(lambda ctx: ctx.elsewhere, "a service not in the environment")),
-        st.just(Mutation("mongo enabled where the environment has no mongo", mongo)),
-        st.just(Mutation("external where the environment does not allow it", external)),
+        SUFFIX.map(
+            lambda s: mutation(
+                ("spec", "dependsOn"),
+                [f"ghost-{s}"],
+                "unknown service",
+                OUTCOMES["unknown dependency"],
+            )
+        ),
+        st.just(
+            depend(
+                lambda ctx: ctx.portless, "a service without a port", "dependency without a port"
+            )
+        ),
+        st.just(
+            depend(
+                lambda ctx: ctx.elsewhere,
+                "a service not in the environment",
+                "dependency not in the environment",
+            )
+        ),
+        st.just(
+            spec_fields(
+                "mongo enabled where the environment has no mongo",
+                OUTCOMES["mongo the environment lacks"],
+                lambda ctx: {"mongo": {"enabled": True}},
+                ("mongo",),
+            )
+        ),
+        # Valid input: deployed without exposure, the refusal reported apart (it blocks nothing).
+        st.just(
+            spec_fields(
+                "external where the environment does not allow it",
+                OUTCOMES["external where not allowed"],
+                lambda ctx: {"external": True, "port": 8080},
+                ("external", "port"),
+            )
+        ),
         st.integers(30, 40).map(long_database_name),
     )
 
 
 def service_out_of_range() -> st.SearchStrategy[Mutation]:
+    """Refused (422): minimum, maximum, maxLength, maxItems, maxProperties."""
     negative = st.integers(-(10**6), -1)
     return st.one_of(
         st.one_of(st.integers(-100, 0), st.integers(65536, 10**9)).map(
@@ -384,8 +643,33 @@ def service_out_of_range() -> st.SearchStrategy[Mutation]:
     )
 
 
+def _reclaim_delete_with_production(body: dict[str, Any], ctx: Context) -> None:
+    spec = obj_at(body, ("spec",))
+    spec["postgres"] = {"enabled": True, "reclaimPolicy": "Delete"}
+    spec["environments"] = {**obj_at(spec, ("environments",)), **tags(production="v1")}
+
+
+def without_port(field: str, value: Any, what: str) -> Mutation:
+    """Refused (422): ``field`` needs a port. It removes the port an earlier mutation may have
+    set, so the port is missing until a later one sets it."""
+
+    def apply(body: dict[str, Any], ctx: Context) -> None:
+        spec = obj_at(body, ("spec",))
+        spec[field] = copy.deepcopy(value)
+        spec.pop("port", None)
+
+    return Mutation(
+        what,
+        apply,
+        OUTCOMES["schema or CEL rule"],
+        writes=(("spec", field), PORT),
+        subject=(("spec", field),),
+        absent=(PORT,),
+    )
+
+
 def service_patterns() -> st.SearchStrategy[Mutation]:
-    """Strings that miss their pattern or rule."""
+    """Strings that miss their pattern or rule, fields missing, CEL rules broken: refused (422)."""
     tag = r"[A-Za-z0-9_][A-Za-z0-9._-]{0,127}"
     repository = r"[a-z0-9]([a-z0-9._-]*[a-z0-9])?(:[0-9]{1,5})?(/[a-z0-9]([a-z0-9._-]*[a-z0-9])?)*"
     key = r"[A-Z_][A-Z0-9_]*"
@@ -399,19 +683,23 @@ def service_patterns() -> st.SearchStrategy[Mutation]:
             TEXT,
         ),
     )
+    env_image = ("spec", "environments", ENV, "image")
     return st.one_of(
-        not_matching(tag, TEXT).map(
-            lambda t: mutation(("spec", "environments", ENV, "image", "tag"), t, "bad tag")
-        ),
-        st.just(mutation(("spec", "environments", ENV, "image", "tag"), "latest", "not develop")),
+        not_matching(tag, TEXT).map(lambda t: mutation((*env_image, "tag"), t, "bad tag")),
+        st.just(mutation((*env_image, "tag"), "latest", "not develop")),
         not_matching(repository, TEXT).map(
             lambda r: mutation(("spec", "image", "repository"), r, "bad repository")
         ),
         bad_env_key.map(lambda k: _env_replacement(tags(**{k: "v1"}), "bad environment name")),
         st.just(
-            mutation(("spec", "environments", ENV), {"replicas": 1}, "environment without image")
+            mutation(
+                ("spec", "environments", ENV),
+                {"replicas": 1},
+                "environment without image",
+                absent=(env_image,),
+            )
         ),
-        st.just(mutation(("spec", "environments", ENV, "image"), {}, "image without tag")),
+        st.just(mutation(env_image, {}, "image without tag", absent=((*env_image, "tag"),))),
         not_matching(key, TEXT.filter(bool)).map(
             lambda k: mutation(("spec", "config"), {k: "v"}, "bad config key")
         ),
@@ -420,11 +708,11 @@ def service_patterns() -> st.SearchStrategy[Mutation]:
         ),
         st.just(mutation(("spec", "secrets"), [{"name": "K"}, {"name": "K"}], "duplicate")),
         st.just(
-            Mutation(
+            spec_fields(
                 "a key both config and secret",
-                lambda body, ctx: obj_at(body, ("spec",)).update(
-                    config={"SAME": "v"}, secrets=[{"name": "SAME"}]
-                ),
+                OUTCOMES["schema or CEL rule"],
+                lambda ctx: {"config": {"SAME": "v"}, "secrets": [{"name": "SAME"}]},
+                ("config", "secrets"),
             )
         ),
         not_matching(extension, TEXT).map(
@@ -432,14 +720,16 @@ def service_patterns() -> st.SearchStrategy[Mutation]:
                 ("spec", "postgres"), {"enabled": True, "extensions": [e]}, "bad extension"
             )
         ),
-        st.just(mutation(("spec", "external"), True, "external without a port")),
-        st.just(mutation(("spec", "healthCheck"), {"path": "/healthz"}, "health check, no port")),
-        not_matching(r"/[^\s]*", TEXT).map(
-            lambda p: Mutation(
+        st.just(without_port("external", True, "external without a port")),
+        st.just(without_port("healthCheck", {"path": "/healthz"}, "health check, no port")),
+        # Go's \s, not Python's (which also has \v and, in str patterns, Unicode spaces).
+        not_matching(r"/[^\t\n\f\r ]*", TEXT).map(
+            lambda p: spec_fields(
                 f"healthCheck.path = {p!r}",
-                lambda body, ctx: obj_at(body, ("spec",)).update(
-                    port=8080, healthCheck={"path": p}
-                ),
+                OUTCOMES["schema or CEL rule"],
+                lambda ctx: {"port": 8080, "healthCheck": {"path": p}},
+                ("port", "healthCheck"),
+                subject=(("spec", "healthCheck"),),  # the port it adds is fine
             )
         ),
         quantity_text().map(
@@ -448,37 +738,61 @@ def service_patterns() -> st.SearchStrategy[Mutation]:
         TEXT.filter(lambda p: p not in ("Retain", "Delete")).map(
             lambda p: mutation(("spec", "postgres", "reclaimPolicy"), p, "unknown policy")
         ),
+        # Rewriting either half ends the conflict. (Only spec.postgres rewritten would leave an
+        # unknown environment "production" next to the base one: no accepted mutation does that.)
         st.just(
             Mutation(
                 "reclaimPolicy Delete with production",
-                lambda body, ctx: obj_at(body, ("spec",)).update(
-                    postgres={"enabled": True, "reclaimPolicy": "Delete"},
-                    environments={
-                        **obj_at(body, ("spec", "environments")),
-                        **tags(production="v1"),
-                    },
+                _reclaim_delete_with_production,
+                OUTCOMES["schema or CEL rule"],
+                writes=(("spec", "postgres"), ("spec", "environments", "production")),
+                subject=(
+                    ("spec", "postgres", "reclaimPolicy"),
+                    ("spec", "environments", "production"),
                 ),
             )
         ),
+        # Itself by the name the body starts with: renamed, it is a service that does not exist.
         st.just(
-            Mutation(
+            spec_fields(
                 "depends on itself",
-                lambda body, ctx: obj_at(body, ("spec",)).update(dependsOn=[ctx.name]),
+                OUTCOMES["schema or CEL rule"],
+                lambda ctx: {"dependsOn": [ctx.name]},
+                ("dependsOn",),
+                renamed=OUTCOMES["unknown dependency"],
             )
         ),
         not_matching(DNS_LABEL, TEXT).map(
             lambda d: mutation(("spec", "dependsOn"), [d], "bad dependency name")
         ),
         st.just(mutation(("spec", "dependsOn"), ["ghost-a", "ghost-a"], "duplicate dependency")),
-        st.just(Mutation("no image", lambda body, ctx: obj_at(body, ("spec",)).pop("image", None))),
-        st.just(Mutation("no spec", lambda body, ctx: body.pop("spec", None))),
+        st.just(
+            Mutation(
+                "no image",
+                lambda body, ctx: obj_at(body, ("spec",)).pop("image", None),
+                OUTCOMES["schema or CEL rule"],
+                writes=(IMAGE,),
+                absent=(IMAGE,),
+            )
+        ),
+        # A later mutation recreates spec, still without the required image.
+        st.just(
+            Mutation(
+                "no spec",
+                lambda body, ctx: body.pop("spec", None),
+                OUTCOMES["schema or CEL rule"],
+                writes=(("spec",),),
+                absent=(IMAGE,),
+            )
+        ),
     )
 
 
-# -- BandsyEnvironment ----------------------------------------------------------------------------
+# -- BandsyEnvironment: everything generated is refused --------------------------------------------
 
 
 def environment_out_of_range() -> st.SearchStrategy[Mutation]:
+    """Refused (422): minimum, maximum, minLength, maxLength, maxItems, maxProperties."""
     return st.one_of(
         st.one_of(st.integers(-(10**6), -1), st.integers(2592001, 10**9)).map(
             lambda v: mutation(("spec", "promotion", "soakSeconds"), v)
@@ -519,6 +833,7 @@ def _valid_template(value: str, pattern: str, limit: int) -> bool:
 
 
 def environment_patterns() -> st.SearchStrategy[Mutation]:
+    """Refused (422): patterns, enums, CEL rules, required fields."""
     templates = [
         (("spec", "postgres", "userTemplate"), TEMPLATE, 63),
         (("spec", "postgres", "databaseTemplate"), TEMPLATE, 63),
@@ -551,10 +866,14 @@ def environment_patterns() -> st.SearchStrategy[Mutation]:
             ("spec", "postgres", "sslMode"),
             {"disable", "allow", "prefer", "require", "verify-ca", "verify-full"},
         ),
+        # From itself by the name the body starts with: renamed, from another environment.
         st.just(
-            Mutation(
+            spec_fields(
                 "promotion from itself",
-                lambda body, ctx: obj_at(body, ("spec",)).update(promotion={"from": ctx.name}),
+                OUTCOMES["schema or CEL rule"],
+                lambda ctx: {"promotion": {"from": ctx.name}},
+                ("promotion",),
+                renamed=VALID,
             )
         ),
         not_matching(ENV_NAME, TEXT).map(lambda v: mutation(("spec", "promotion", "from"), v)),
@@ -595,6 +914,9 @@ def environment_patterns() -> st.SearchStrategy[Mutation]:
             lambda field: Mutation(
                 f"postgres without {field}",
                 lambda body, ctx: obj_at(body, ("spec", "postgres")).pop(field, None),
+                OUTCOMES["schema or CEL rule"],
+                writes=(("spec", "postgres", field),),
+                absent=(("spec", "postgres", field),),
             )
         ),
         not_matching(r"[a-z0-9]([-a-z0-9.]*[a-z0-9])?", TEXT).map(
@@ -603,13 +925,15 @@ def environment_patterns() -> st.SearchStrategy[Mutation]:
     )
 
 
-# -- recipes and the operator's verdict -----------------------------------------------------------
+# -- recipes --------------------------------------------------------------------------------------
 
 
 def mutations(kind: str) -> st.SearchStrategy[Mutation]:
     if kind == SERVICE:
         specific = [service_out_of_range(), service_patterns(), service_references()]
-        return st.one_of(wrong_type(SERVICE), unknown_field(SERVICE), bad_name(40), *specific)
+        return st.one_of(
+            wrong_type(SERVICE), unknown_field(SERVICE), bad_name(40, RESERVED_PREFIX), *specific
+        )
     return st.one_of(
         wrong_type(ENVIRONMENT),
         unknown_field(ENVIRONMENT),
@@ -627,33 +951,3 @@ def recipes() -> st.SearchStrategy[Recipe]:
             lambda found: Recipe(kind, tuple(found))
         )
     )
-
-
-def operator_verdict(
-    kind: str,
-    stored: dict[str, Any],
-    environments: Mapping[str, Environment],
-    services: Mapping[str, Service],
-) -> str | None:
-    """The reason the operator reports for a body the API server accepted (as stored, defaults
-    included), or None when the operator would act on it: then it is not malformed. A service
-    is malformed only when every environment it names has a problem; one that deploys anywhere
-    is valid input with a problem elsewhere."""
-    stored = {**stored, "metadata": {**stored["metadata"], "uid": "not-yet", "generation": 1}}
-    try:
-        model = parse_service(stored) if kind == SERVICE else parse_environment(stored)
-    except ValidationError:
-        return "InvalidSpec"
-    if not isinstance(model, Service):
-        return None
-    services = {**services, model.name: model}
-    planner = DatabaseReconciler(None, None, {})  # type: ignore[arg-type]  # plan() does no I/O
-    reasons = []
-    for env in sorted(model.spec.environments):
-        problems = environment_problems(model, env, environments, services)
-        if not problems:
-            problems = planner.plan(model, environments[env])[1]
-        if not problems:
-            return None
-        reasons.append(problems[0].reason)
-    return reasons[0] if reasons else None

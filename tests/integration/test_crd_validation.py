@@ -83,6 +83,11 @@ WEB = {"image": {"repository": "ghcr.io/feinwaru/web"}}
 INVALID_SERVICES: list[tuple[str, dict[str, Any], str]] = [
     ("name too long", service_body("w" * 41, tags(develop="d1")), "Too long"),
     ("name starts with a digit", service_body("9web", tags(develop="d1")), "DNS label"),
+    (
+        "name with the reserved prefix",
+        service_body("bandsy-default-deny", tags(develop="d1")),
+        "may not start with bandsy-",
+    ),
     ("missing image", {**service_body("web", tags(develop="d1")), "spec": {}}, "Required value"),
     (
         "image repository",
