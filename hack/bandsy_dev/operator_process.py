@@ -141,10 +141,15 @@ def least_privilege_kubeconfig(kubectl: KubectlRunner, admin_kubeconfig: str, pa
     token = kubectl(
         "-n", "bandsy-system", "create", "token", "bandsy-operator", "--duration=6h"
     ).stdout.strip()
+    return kubeconfig_with_token(admin_kubeconfig, token, path, "bandsy-operator")
+
+
+def kubeconfig_with_token(admin_kubeconfig: str, token: str, path: Path, user: str) -> str:
+    """The admin's kubeconfig (same cluster) for another identity, by its bearer token."""
     config = yaml.safe_load(Path(admin_kubeconfig).read_text())
-    config["users"] = [{"name": "bandsy-operator", "user": {"token": token}}]
+    config["users"] = [{"name": user, "user": {"token": token}}]
     for context in config["contexts"]:
-        context["context"]["user"] = "bandsy-operator"
+        context["context"]["user"] = user
     path.write_text(yaml.safe_dump(config))
     path.chmod(0o600)
     return str(path)

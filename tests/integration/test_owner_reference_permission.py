@@ -12,14 +12,17 @@ from __future__ import annotations
 import json
 import uuid
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
 
 from bandsy_dev.kube import REPO_ROOT
-from bandsy_dev.operator_process import KubectlRunner, least_privilege_kubeconfig
+from bandsy_dev.operator_process import (
+    KubectlRunner,
+    kubeconfig_with_token,
+    least_privilege_kubeconfig,
+)
 from bandsy_operator.builders.meta import owner_reference
 from bandsy_operator.constants import ENVIRONMENT_KIND, SERVICE_KIND
 from bandsy_operator.models import ObjectIdentity
@@ -38,16 +41,6 @@ def shipped_cluster_role() -> Manifest:
     documents = yaml.safe_load_all((REPO_ROOT / "deploy" / "rbac.yaml").read_text())
     (role,) = [doc for doc in documents if doc["kind"] == "ClusterRole"]
     return dict(role)
-
-
-def kubeconfig_with_token(admin_kubeconfig: str, token: str, path: Path) -> str:
-    config = yaml.safe_load(Path(admin_kubeconfig).read_text())
-    config["users"] = [{"name": "token", "user": {"token": token}}]
-    for context in config["contexts"]:
-        context["context"]["user"] = "token"
-    path.write_text(yaml.safe_dump(config))
-    path.chmod(0o600)
-    return str(path)
 
 
 @pytest.fixture(scope="module")
@@ -121,7 +114,7 @@ def reduced_kubectl(
     )
     token = kubectl("-n", namespace, "create", "token", REDUCED, "--duration=1h").stdout.strip()
     path = tmp_path_factory.mktemp("reduced-identity") / "kubeconfig"
-    yield KubectlRunner(kubeconfig_with_token(servers["KUBECONFIG"], token, path))
+    yield KubectlRunner(kubeconfig_with_token(servers["KUBECONFIG"], token, path, REDUCED))
     kubectl("delete", "clusterrolebinding", REDUCED)
     kubectl("delete", "clusterrole", REDUCED)
 
