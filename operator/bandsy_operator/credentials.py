@@ -160,9 +160,11 @@ class CredentialStore:
     async def config_hash_key(self, *, create: bool) -> bytes:
         """The key of the pods' config hash (``bandsy.app/config-hash``), which must not let
         whoever may read a Deployment test guesses of a secret value against it. Made once by
-        the operator (``create``); a read-only caller gets HashKeyMissingError before that."""
+        the operator (``create``; a restart only reads it); a read-only caller gets
+        HashKeyMissingError before that."""
         ref = ObjectRef("v1", "Secret", self.namespace, naming.CONFIG_HASH_KEY_SECRET)
-        if create:
+        secret = await self.api.get(ref)
+        if secret is None and create:
             # Stored as hex text: whoever reads Secrets here (people, tools) reads text.
             key = secrets.token_hex(HASH_KEY_BYTES).encode()
             manifest: Manifest = {
@@ -179,11 +181,11 @@ class CredentialStore:
             try:
                 await self.api.create(manifest)
             except ApiError as error:
-                if not is_conflict(error):  # a conflict: made by an earlier start; read it
+                if not is_conflict(error):  # a conflict: another replica made it; read it
                     raise
+                secret = await self.api.get(ref)
             else:
                 return key
-        secret = await self.api.get(ref)
         if secret is None or not (secret.get("data") or {}).get("key"):
             raise HashKeyMissingError(
                 f"Secret {self.namespace}/{ref.name} (the config-hash key) does not exist yet: "

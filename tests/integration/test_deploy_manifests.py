@@ -26,6 +26,7 @@ from bandsy_operator.constants import (
     SERVICE_PLURAL,
 )
 from bandsy_operator.models import parse_environment, parse_service
+from bandsy_operator.promotion import Image
 from conftest import REPO_ROOT, KubectlRunner
 
 pytestmark = pytest.mark.integration
@@ -205,7 +206,8 @@ def test_cluster_role_covers_every_kind_the_builders_produce(rendered: list[Mani
     for svc in services:
         for env in environments:
             if env.name in svc.spec.environments:
-                inputs = ServiceInputs(svc, env, svc.spec.environments[env.name].image.tag)
+                tag = svc.spec.environments[env.name].image.tag
+                inputs = ServiceInputs(svc, env, Image(svc.spec.image.repository, tag), b"key")
                 objects += build_service_objects(inputs, lambda length: "x" * length)
     kinds = {(obj["apiVersion"], obj["kind"]) for obj in objects}
     assert len(kinds) >= 9, kinds  # the samples exercise every builder

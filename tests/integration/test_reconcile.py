@@ -694,8 +694,12 @@ async def test_revoked_exposure_removes_the_ingress_at_once(
     assert (exposed["status"], exposed["reason"]) == ("False", "ExternalNotAllowed"), exposed
     assert "url" not in obj["status"]
     assert condition(obj, "Stalled")["status"] == "False"
-    refused = await events_about(kube, web, "ExternalNotAllowed")
-    assert refused
-    assert refused[0]["type"] == "Warning"
+
+    async def warned() -> bool:  # posted right after the status write the checks above saw
+        refused = await events_about(kube, web, "ExternalNotAllowed")
+        assert [e["type"] for e in refused] == ["Warning"], refused
+        return True
+
+    await eventually(warned, timeout=10)
     kubectl("delete", "bsvc", web, "--wait=true", "--timeout=60s")
     kubectl("delete", "benv", env, "--wait=true", "--timeout=60s")
