@@ -318,6 +318,7 @@ def build_base() -> str:
         tarball = work / "rootfs.tar"
         _run(["tar", "--numeric-owner", "--xattrs", "-C", str(root), "-cf", str(tarball), "."])
         shutil.rmtree(root)
+        packages = " ".join(BASE_PACKAGES)
         container = buildah("from", "--quiet", "scratch").strip()
         buildah("add", "--quiet", container, str(tarball), "/")  # a local tar: owners kept
         buildah(
@@ -326,6 +327,7 @@ def build_base() -> str:
             *("--env", "LANG=C.UTF-8"),
             *("--env", f"PYTHON_VERSION={version}"),
             *("--cmd", '["python3"]'),
+            *("--created-by", f"debootstrap --variant=minbase {SUITE}; apt-get install {packages}"),
             container,
         )
         buildah("commit", "--quiet", "--rm", "--identity-label=false", container, BASE_IMAGE)
