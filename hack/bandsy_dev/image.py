@@ -57,6 +57,7 @@ DEFAULT_SECURITY_MIRROR = "http://deb.debian.org/debian-security"
 CA_BUNDLE = "/etc/ssl/certs/ca-certificates.crt"
 # The hosts pip reaches during the build (the Dockerfile uses the default index).
 INDEX_HOSTS = ("pypi.org", "files.pythonhosted.org")
+SYSTEM_CONTAINERS_DIR = Path("/var/lib/containers")
 CHROOT_ENV = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "LC_ALL": "C"}
 
 
@@ -144,14 +145,22 @@ def _image_id(name: str) -> str | None:
 
 @contextlib.contextmanager
 def _locked() -> Iterator[None]:
-    """One build at a time per cache (worktrees may share .cache)."""
+    """One build at a time per cache (worktrees may share .cache), leaving no system state.
+
+    containers/image keeps root's blob-info cache in /var/lib/containers/cache whatever the
+    storage configuration says (no setting moves it); it only speeds up registry transfers, so
+    it goes again when this build created it.
+    """
     cache = cache_dir()
     cache.mkdir(parents=True, exist_ok=True)
     with (cache / ".lock").open("w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
+        system_dir_existed = SYSTEM_CONTAINERS_DIR.exists()
         try:
             yield
         finally:
+            if not system_dir_existed:
+                shutil.rmtree(SYSTEM_CONTAINERS_DIR, ignore_errors=True)
             fcntl.flock(lock, fcntl.LOCK_UN)
 
 
@@ -293,7 +302,7 @@ def _bootstrap_rootfs(root: Path, logs: Path) -> str:
     return version
 
 
-def build_base() -> str:
+def _build_base() -> str:
     """``BASE_IMAGE`` in buildah's storage, built once per recipe; returns its image id."""
     state = _base_state()
     recipe = _base_recipe()
@@ -442,7 +451,7 @@ def build_operator_image() -> Path:
         ensure_packages(IMAGE_TOOLS)
         # Builds are serialised and the storage is ours: a container here is an interrupted one's.
         buildah("rm", "--all")
-        base_id = build_base()
+        base_id = _build_base()
         archive = archive_path()
         stamp = archive.with_suffix(".inputs")
         digest = inputs_digest(base_id)
