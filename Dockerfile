@@ -2,6 +2,7 @@
 # The operator image (SPEC §8): slim, non-root, runs on a read-only root filesystem.
 #
 #   docker build -t ghcr.io/feinwaru/bandsy-operator:dev .
+#   make image    # no Docker engine: buildah, on a local Debian 12 base given as PYTHON_IMAGE
 #
 # Stage 1 gathers the wheels of the dependencies, exactly as requirements/runtime.lock.txt pins
 # them (make lock; pip checks every file's hash), and builds the package's; stage 2 installs them

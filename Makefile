@@ -106,5 +106,15 @@ lock: $(UV) ## rewrite requirements/*.lock.txt from pyproject.toml (LOCK_ARGS=--
 	$(UV_COMPILE) --extra dev -o $(DEV_LOCK) pyproject.toml
 	$(UV_COMPILE) -c $(DEV_LOCK) -o $(RUNTIME_LOCK) pyproject.toml
 
+# Without a Docker engine (SPEC §8.1): buildah builds Dockerfile on a local Debian 12 Python 3.11
+# base (bandsy_dev/image.py), into .cache/images; unchanged inputs skip the build.
+.PHONY: image
+image: venv ## build the operator's image from Dockerfile; import it into the local node if one runs
+	@import=; \
+	if [[ -f $(STATE)/cluster.env ]] && (source $(STATE)/cluster.env && [[ "$${BANDSY_NODE:-}" == 1 ]]); then \
+	  import=--import; \
+	fi; \
+	$(PY) -m bandsy_dev.image $$import
+
 kind-up: ## kind cluster + image + deploy/ + samples (needs a Docker engine)
 	hack/kind-up.sh

@@ -5,10 +5,14 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+from collections.abc import Mapping
 from pathlib import Path
 
 # command we look for -> Debian package providing it
 REQUIRED = {"redis-server": "redis-server", "initdb": "postgresql"}
+# `make image` (bandsy_dev.image): the Dockerfile builder (chroot isolation: no runc needed), the
+# base image's bootstrapper, and buildah's uid-mapping helpers (a dependency, named to be checked).
+IMAGE_TOOLS = {"buildah": "buildah", "debootstrap": "debootstrap", "newuidmap": "uidmap"}
 POSTGRES_LIB = Path("/usr/lib/postgresql")
 
 
@@ -29,12 +33,12 @@ def _present(command: str) -> bool:
     return shutil.which(command) is not None
 
 
-def missing_packages() -> list[str]:
-    return [pkg for cmd, pkg in REQUIRED.items() if not _present(cmd)]
+def missing_packages(required: Mapping[str, str] = REQUIRED) -> list[str]:
+    return [pkg for cmd, pkg in required.items() if not _present(cmd)]
 
 
-def ensure_packages() -> None:
-    missing = missing_packages()
+def ensure_packages(required: Mapping[str, str] = REQUIRED) -> None:
+    missing = missing_packages(required)
     if not missing:
         return
     if os.geteuid() != 0:
