@@ -1,9 +1,10 @@
 """Pod-level failures reach the service's status (SPEC §12) and hold promotion (§6), on the real
-control plane.
+control plane; container defaults keep a quota from refusing pods silently.
 
 There is no kubelet, deployment or ReplicaSet controller here: the tests play them as
 ``workloads`` describes (a ReplicaSet of the Deployment's revision, pods made from it, their
-containers' states, the Deployment's status). Admission is the API server's own.
+containers' states, the Deployment's status). Admission is the API server's own: Pod Security,
+the quota and the LimitRange decide which pods exist.
 """
 
 from __future__ import annotations
@@ -14,6 +15,8 @@ import uuid
 from typing import Any
 
 import pytest
+from lightkube.core.exceptions import ApiError
+from lightkube.resources.core_v1 import ResourceQuota
 
 from bandsy_dev.kubelet import make_deployment_ready
 from bandsy_operator.kube import KubeApi, ObjectRef
@@ -24,7 +27,9 @@ from waiting import eventually
 from workloads import (
     crash_loop_back_off,
     create_pod,
+    failed_create,
     image_pull_back_off,
+    pod_of,
     report_deployment,
     report_pod,
     running_status,
@@ -209,3 +214,170 @@ async def test_a_crash_loop_is_not_ready_though_the_deployment_says_available(
     assert await kube.get(ObjectRef("v1", "Pod", up, crashing["metadata"]["name"]))
     await eventually(lambda: deployment(kube, down, name), timeout=20)
     kubectl("delete", "bsvc", name, "--wait=true", "--timeout=60s")
+
+
+async def play_quota_controller(kube: KubeApi, namespace: str) -> None:
+    """The quota's status, as its controller computes it: without it, admission enforces
+    nothing."""
+    quota = await kube.get(ObjectRef("v1", "ResourceQuota", namespace, "bandsy-quota"))
+    assert quota is not None
+    hard = quota["spec"]["hard"]
+    await kube.client.patch(
+        ResourceQuota.Status,
+        "bandsy-quota",
+        {"status": {"hard": hard, "used": dict.fromkeys(hard, "0")}},
+        namespace=namespace,
+    )
+
+
+async def refused_creation(kube: KubeApi, pod: dict[str, Any]) -> str:
+    """What the API server's admission says to the ReplicaSet controller creating ``pod``."""
+    try:
+        await kube.create(pod)
+    except ApiError as error:
+        return str(error.status.message)
+    raise AssertionError(f"pod {pod['metadata']['name']} was admitted")
+
+
+async def test_a_quota_without_defaults_refuses_pods_and_says_so(
+    kube: KubeApi, kubectl: KubectlRunner, operator: OperatorProcess
+) -> None:
+    """A quota on requests refuses every pod that asks for none, as the services' do by
+    default: the environment warns before it happens, the service reports the refusal, and
+    container defaults make the same pod welcome."""
+    env, down = f"pfq-{uid()}", f"pfqdown-{uid()}"
+    quota = {"requests.cpu": "2", "requests.memory": "4Gi", "pods": "10"}
+    kubectl.apply(
+        environment_body(env, quota=quota, deletionPolicy="Delete"),
+        environment_body(down, promotion={"from": env}, deletionPolicy="Delete"),
+    )
+
+    async def warned() -> dict[str, Any]:
+        obj = await kube.get(ObjectRef(BANDSY, "BandsyEnvironment", "", env))
+        assert obj is not None
+        cond = condition(obj.get("status") or {}, "QuotaWithoutDefaults")
+        assert (cond.get("status"), cond.get("reason")) == ("True", "QuotaWithoutDefaults"), cond
+        return cond
+
+    message = (await eventually(warned))["message"]
+    assert "spec.defaults.requests.cpu" in message
+    assert "spec.defaults.requests.memory" in message
+    await eventually(lambda: one_warning(kube, env, "QuotaWithoutDefaults"), timeout=10)
+    await eventually(lambda: kube.get(ObjectRef("v1", "ResourceQuota", env, "bandsy-quota")))
+    await play_quota_controller(kube, env)
+
+    name = f"quota-{uid()}"
+    kubectl.apply(service_body(name, tags(**{env: "release-1", down: "release-1"}), port=80))
+    await eventually(lambda: deployment(kube, env, name))
+    await serviceable(kube, env)
+    replicaset = await start_rollout(kube, env, name, "7d9f8c6b5", revision=1)
+    refusal = await refused_creation(kube, pod_of(replicaset, "x2k4q"))
+    assert "must specify requests.cpu" in refusal, refusal
+    # The deployment controller copies its ReplicaSet's failure onto the Deployment.
+    await report_deployment(
+        kube,
+        env,
+        name,
+        replicas=0,
+        updatedReplicas=0,
+        availableReplicas=0,
+        unavailableReplicas=1,
+        conditions=[failed_create(refusal)],
+    )
+
+    ready = await eventually(lambda: ready_condition(kube, name, env, "FailedCreate"))
+    assert ready["message"] == f"FailedCreate: {refusal}"
+    await eventually(lambda: one_warning(kube, name, "FailedCreate"), timeout=10)
+    await eventually(lambda: blocked_upstream(kube, name, down))
+    assert await deployment(kube, down, name) is None
+
+    defaults = {"requests": {"cpu": "100m", "memory": "128Mi"}, "limits": {"memory": "256Mi"}}
+    kubectl.apply(
+        environment_body(env, quota=quota, defaults=defaults, deletionPolicy="Delete"),
+    )
+
+    async def covered() -> bool:
+        obj = await kube.get(ObjectRef(BANDSY, "BandsyEnvironment", "", env))
+        assert obj is not None
+        cond = condition(obj.get("status") or {}, "QuotaWithoutDefaults")
+        assert cond.get("status") == "False", cond
+        return await kube.get(ObjectRef("v1", "LimitRange", env, "bandsy-defaults")) is not None
+
+    await eventually(covered)
+    admitted = await create_pod(kube, replicaset, "x2k4q")
+    resources = admitted["spec"]["containers"][0]["resources"]
+    assert resources == {
+        "requests": {"cpu": "100m", "memory": "128Mi"},
+        "limits": {"memory": "256Mi"},
+    }
+    await report_pod(kube, admitted, running_status(admitted))
+    await make_deployment_ready(kube, env, name)  # its conditions replace ReplicaFailure
+    await eventually(lambda: is_ready(kube, name, env))
+    await eventually(lambda: deployment(kube, down, name), timeout=20)
+    kubectl("delete", "bsvc", name, "--wait=true", "--timeout=60s")
+    kubectl("delete", "benv", env, down, "--wait=true", "--timeout=60s")
+
+
+async def test_the_limit_range_follows_the_defaults(
+    kube: KubeApi, kubectl: KubectlRunner, operator: OperatorProcess
+) -> None:
+    env = f"pfl-{uid()}"
+    quota = {"requests.cpu": "2", "limits.memory": "4Gi"}
+    ref = ObjectRef("v1", "LimitRange", env, "bandsy-defaults")
+
+    def apply(defaults: dict[str, Any] | None) -> None:
+        spec: dict[str, Any] = {"quota": quota, "deletionPolicy": "Delete"}
+        if defaults is not None:
+            spec["defaults"] = defaults
+        kubectl.apply(environment_body(env, **spec))
+
+    async def limits_are(expected: dict[str, Any]) -> bool:
+        found = await kube.get(ref)
+        assert found is not None
+        (limit,) = found["spec"]["limits"]
+        assert {k: limit.get(k) for k in expected} == expected, limit
+        return True
+
+    async def warning(status: str) -> dict[str, Any]:
+        obj = await kube.get(ObjectRef(BANDSY, "BandsyEnvironment", "", env))
+        assert obj is not None
+        cond = condition(obj.get("status") or {}, "QuotaWithoutDefaults")
+        assert cond.get("status") == status, cond
+        return cond
+
+    apply({"requests": {"cpu": "100m"}})
+    await eventually(lambda: limits_are({"type": "Container", "defaultRequest": {"cpu": "100m"}}))
+    # A default request is no default limit: the quota on limits.memory still refuses pods.
+    message = (await eventually(lambda: warning("True")))["message"]
+    assert "limits.memory" in message
+    assert "requests.cpu" not in message
+
+    apply({"requests": {"cpu": "250m"}, "limits": {"memory": "512Mi"}})
+    # The default limit is the default request where none is given.
+    changed = {"defaultRequest": {"cpu": "250m", "memory": "512Mi"}, "default": {"memory": "512Mi"}}
+    await eventually(lambda: limits_are(changed))
+    await eventually(lambda: warning("False"))
+
+    # Without the limit, no trace of it is left, its request included.
+    apply({"requests": {"cpu": "250m"}})
+    await eventually(lambda: limits_are({"defaultRequest": {"cpu": "250m"}, "default": None}))
+    await eventually(lambda: warning("True"))
+
+    apply(None)
+
+    async def pruned() -> bool:
+        return await kube.get(ref) is None
+
+    await eventually(pruned)
+    await eventually(lambda: warning("True"))
+
+    async def warned_twice() -> bool:
+        # One Warning each time it became True (not when it stays so); going back to False
+        # posts nothing.
+        warnings = await events_about(kube, env, "QuotaWithoutDefaults")
+        assert [e["type"] for e in warnings] == ["Warning", "Warning"], warnings
+        return True
+
+    await eventually(warned_twice, timeout=10)
+    assert not await events_about(kube, env, "DefaultsCoverQuota")
+    kubectl("delete", "benv", env, "--wait=true", "--timeout=60s")
