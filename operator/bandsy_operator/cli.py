@@ -36,6 +36,8 @@ from .reconcile.service import (
     deployment_ref,
     desired_image,
     gate_input,
+    read_pods,
+    read_replicasets,
     ready_image,
     recorded_readiness,
     service_inputs,
@@ -156,11 +158,13 @@ async def upstream_readiness(
     if upstream is None or source not in service.model.spec.environments:
         return None
     deployment = await api.get(deployment_ref(upstream, service.model.name))
+    pods = await read_pods(api, upstream, service.model.name) if deployment is not None else []
+    replicasets = await read_replicasets(api, upstream.namespace, pods)
     recorded = recorded_readiness(
         (service.status.get("environments") or {}).get(source) or {},
         service.model.spec.image.repository,
     )
-    return carry_readiness(ready_image(deployment), recorded, now)
+    return carry_readiness(ready_image(deployment, pods, replicasets), recorded, now)
 
 
 async def gate_verdict(

@@ -23,6 +23,10 @@ SERVICE_LABEL: Final = f"{GROUP}/service"
 EXTERNAL_LABEL: Final = f"{GROUP}/external"
 PSA_ENFORCE_LABEL: Final = "pod-security.kubernetes.io/enforce"
 NAMESPACE_NAME_LABEL: Final = "kubernetes.io/metadata.name"
+# Written by the deployment controller: on each ReplicaSet and its pods (the template's hash), and
+# the revision on a Deployment and on its ReplicaSet of that revision (its current one).
+POD_TEMPLATE_HASH_LABEL: Final = "pod-template-hash"
+REVISION_ANNOTATION: Final = "deployment.kubernetes.io/revision"
 
 # Annotations.
 CONFIG_HASH_ANNOTATION: Final = f"{GROUP}/config-hash"

@@ -40,8 +40,9 @@ from .world import Known, World
 
 log = logging.getLogger(__name__)
 API_SERVER = "the API server"
-# Deployment status changes come in bursts (a service's environments roll out together, a
-# rollout reports each step): one reconcile after a burst instead of one per event.
+# Deployment and pod status changes come in bursts (a service's environments roll out together,
+# a rollout reports each step, the pods of one bad image fail together): one reconcile after a
+# burst instead of one per event.
 WORKLOAD_SETTLE_SECONDS = 0.5
 
 
@@ -221,6 +222,11 @@ class Controller:
     def workload_event(self, event_type: str | None, body: Mapping[str, Any]) -> None:
         self._answered(API_SERVER)
         if (service := self.world.workload_news(event_type, body)) is not None:
+            self.queue.add_soon(service_key(service), WORKLOAD_SETTLE_SECONDS)
+
+    def pod_event(self, event_type: str | None, body: Mapping[str, Any]) -> None:
+        self._answered(API_SERVER)
+        if (service := self.world.pod_news(event_type, body)) is not None:
             self.queue.add_soon(service_key(service), WORKLOAD_SETTLE_SECONDS)
 
     # -- work -----------------------------------------------------------------------------------

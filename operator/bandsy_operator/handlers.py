@@ -27,6 +27,9 @@ from .settings import OperatorSettings
 
 log = logging.getLogger(__name__)
 OURS = {MANAGED_BY_LABEL: FIELD_MANAGER}
+# Deployments and pods are watched through this label selector, so the API server sends only
+# ours (a handler's label filter alone is applied by kopf, to every object of the cluster).
+OURS_SELECTOR = f"{MANAGED_BY_LABEL}={FIELD_MANAGER}"
 # kopf's retries of a failed API request, its watches' reconnects included. Its default grows to
 # 21 s between attempts (so watches came back up to 13 s after the API server did; one returning
 # also refuses requests with 403 for a moment, until its RBAC cache is filled) and gives up after
@@ -64,6 +67,8 @@ async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> N
     settings.batching.worker_limit = 32
     settings.batching.idle_timeout = 1.0
     settings.watching.chunk_size = 200
+    settings.watching.label_selectors["apps", "v1", "deployments"] = OURS_SELECTOR
+    settings.watching.label_selectors["v1", "pods"] = OURS_SELECTOR
     operator_settings = OperatorSettings.from_env()
     controller = Controller(KubeApi.from_environment(), operator_settings)
     # kopf retries this handler when it fails: serving again only points /metrics at this world.
@@ -95,3 +100,9 @@ async def service_event(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> None
 @kopf.on.event("apps", "v1", "deployments", labels=OURS)
 async def deployment_event(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> None:
     memo["controller"].workload_event(event["type"], event["object"])
+
+
+# Pods only tell when one fails or recovers (SPEC §12); the world keeps the failing ones.
+@kopf.on.event("v1", "pods", labels=OURS)
+async def pod_event(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> None:
+    memo["controller"].pod_event(event["type"], event["object"])

@@ -97,6 +97,26 @@ class Access(ApiModel):
     editors: tuple[str, ...] = ()
 
 
+class ComputeQuantities(ApiModel):
+    cpu: Quantity | None = None
+    memory: Quantity | None = None
+
+    def given(self) -> dict[str, str]:
+        """The quantities given, by resource name."""
+        return {
+            name: str(value)
+            for name, value in (("cpu", self.cpu), ("memory", self.memory))
+            if value is not None
+        }
+
+
+class ContainerDefaults(ApiModel):
+    """What a container that asks for nothing gets (a LimitRange), so a quota admits it."""
+
+    requests: ComputeQuantities = ComputeQuantities()
+    limits: ComputeQuantities = ComputeQuantities()
+
+
 class EnvironmentSpec(ApiModel):
     namespace: str | None = None
     protected: bool | None = None  # None: the default of Environment.protected
@@ -111,6 +131,7 @@ class EnvironmentSpec(ApiModel):
     network_policy: NetworkPolicySettings = NetworkPolicySettings()
     access: Access = Access()
     quota: dict[str, Quantity] = Field(default_factory=dict)
+    defaults: ContainerDefaults = ContainerDefaults()
     deletion_policy: ReclaimPolicy = "Retain"
 
 

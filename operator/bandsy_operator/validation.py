@@ -9,6 +9,17 @@ from .models import Environment, Service
 from .naming import InvalidNameError, render_template
 
 BACKENDS = ("postgres", "redis", "mongo")
+# Quota keys every container must then state, or the quota's admission refuses its pod; to the
+# container defaults (spec.defaults) that state it for them, the one to suggest first. A default
+# limit is also the default request (the API server defaults a LimitRange that way).
+QUOTA_NEEDS: Mapping[str, tuple[str, ...]] = {
+    "cpu": ("requests.cpu", "limits.cpu"),
+    "requests.cpu": ("requests.cpu", "limits.cpu"),
+    "memory": ("requests.memory", "limits.memory"),
+    "requests.memory": ("requests.memory", "limits.memory"),
+    "limits.cpu": ("limits.cpu",),
+    "limits.memory": ("limits.memory",),
+}
 # Stands for any service when environments compare their user templates (they all contain it).
 ANY_SERVICE = "svc"
 
@@ -121,3 +132,16 @@ def shared_credentials(
             line = f"{backend} users with {other.name} ({settings.host}:{settings.port})"
             (refused if other.name in refusing else shared).append(line)
     return shared, refused
+
+
+def quota_without_defaults(env: Environment) -> dict[str, str]:
+    """Quota keys that no container default covers, each with the default that would: a pod
+    whose containers do not ask for them is refused, and its Deployment reports FailedCreate."""
+    defaults = env.spec.defaults
+    given = {f"requests.{name}" for name in defaults.requests.given()}
+    given |= {f"limits.{name}" for name in defaults.limits.given()}
+    return {
+        key: QUOTA_NEEDS[key][0]
+        for key in sorted(env.spec.quota)
+        if key in QUOTA_NEEDS and not given & set(QUOTA_NEEDS[key])
+    }

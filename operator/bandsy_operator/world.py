@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any, Generic, TypeVar
@@ -12,6 +12,7 @@ from pydantic import ValidationError
 from .constants import SERVICE_LABEL
 from .kube import without_managed_fields
 from .models import Environment, Service, parse_environment, parse_service
+from .status import pod_failure
 
 Model = TypeVar("Model", Environment, Service)
 
@@ -76,6 +77,23 @@ def _other_object(deleted: Mapping[str, Any], current: Known[Any] | None) -> boo
 
 
 WorkloadKey = tuple[str, str]  # namespace, name
+ServiceKey = tuple[str, str]  # namespace, service
+
+
+def _pod_essentials(pod: Mapping[str, Any]) -> dict[str, Any]:
+    """What a failing pod's verdict needs (``status.deployment_rollout``): a pod body is mostly
+    its spec, which nothing here reads."""
+    meta = pod.get("metadata", {})
+    kept = ("name", "namespace", "ownerReferences", "resourceVersion")
+    status = pod.get("status") or {}
+    return {
+        "metadata": {key: meta[key] for key in kept if key in meta},
+        "status": {
+            key: status[key]
+            for key in ("initContainerStatuses", "containerStatuses")
+            if key in status
+        },
+    }
 
 
 class World:
@@ -89,6 +107,9 @@ class World:
         self._valid_services: dict[str, Service] = {}
         # The newest body of each of our Deployments: from its watch events and our own writes.
         self._workloads: dict[WorkloadKey, dict[str, Any]] = {}
+        # Our pods that fail (status.pod_failure), by service and pod name, from their watch
+        # events: healthy pods, nearly all of them, cost nothing to remember.
+        self._failing_pods: dict[ServiceKey, dict[str, dict[str, Any]]] = {}
 
     def observe_environment(self, body: dict[str, Any]) -> Known[Environment]:
         name = body["metadata"]["name"]
@@ -191,23 +212,88 @@ class World:
         self._workloads[key] = without_managed_fields(body)
         return True
 
+    def _deployed_in(self, service: str, namespace: str) -> bool:
+        """The service is known and has an environment in ``namespace``."""
+        known = self.services.get(service)
+        if known is None or known.model is None:
+            return False
+        environments = self._valid_environments
+        return any(
+            env in environments and environments[env].namespace == namespace
+            for env in known.model.spec.environments
+        )
+
     def workload_news(self, event_type: str | None, body: Mapping[str, Any]) -> str | None:
         """The service to reconcile for a watch event about one of our Deployments, or None when
         the event tells nothing new: the echo of our own apply, a version already seen, or a
         Deployment outside the service's environments."""
         meta = body.get("metadata", {})
         service = str((meta.get("labels") or {}).get(SERVICE_LABEL, ""))
-        known = self.services.get(service)
-        if known is None or known.model is None:
-            return None
         namespace = meta.get("namespace", "")
-        environments = self._valid_environments
-        if not any(
-            env in environments and environments[env].namespace == namespace
-            for env in known.model.spec.environments
-        ):
+        if not self._deployed_in(service, namespace):
             return None
         if event_type == "DELETED":
             self._workloads.pop((namespace, meta.get("name", "")), None)
             return service
         return service if self.observe_workload(body) else None
+
+    # -- pods -----------------------------------------------------------------------------------
+
+    def failing_pods(self, namespace: str, service: str) -> list[dict[str, Any]]:
+        """The service's pods in ``namespace`` that fail, as last seen (their essentials)."""
+        return list(self._failing_pods.get((namespace, service), {}).values())
+
+    def pod_news(self, event_type: str | None, body: Mapping[str, Any]) -> str | None:
+        """The service to reconcile for a watch event about one of our pods: when the pod
+        starts failing, fails otherwise, or stops failing (recovered or gone). A pod that runs,
+        or keeps failing as it did, is no news."""
+        meta = body.get("metadata", {})
+        service = str((meta.get("labels") or {}).get(SERVICE_LABEL, ""))
+        key, name = (meta.get("namespace", ""), service), meta.get("name", "")
+        known = self._failing_pods.get(key, {}).get(name)
+        deleted = event_type == "DELETED"
+        if (
+            known is not None
+            and not deleted
+            and version_not_newer(_resource_version(body), _resource_version(known))
+        ):
+            return None
+        failure = None if deleted else pod_failure(body)
+        if failure is None:
+            if known is None:
+                return None
+            self._forget_pod(key, name)
+        else:
+            self._failing_pods.setdefault(key, {})[name] = _pod_essentials(body)
+            if known is not None and pod_failure(known) == failure:
+                return None
+        return service if self._deployed_in(service, key[0]) else None
+
+    def observe_pods(
+        self, namespace: str, service: str, listed: Iterable[Mapping[str, Any]]
+    ) -> None:
+        """A live list of the service's pods in ``namespace`` replaces what the watch told (it
+        may have missed a deletion), but for pods the watch has since seen newer."""
+        key = (namespace, service)
+        remembered = self._failing_pods.get(key, {})
+        failing: dict[str, dict[str, Any]] = {}
+        for pod in listed:
+            name = pod.get("metadata", {}).get("name", "")
+            newest: Mapping[str, Any] = pod
+            known = remembered.get(name)
+            if known is not None and version_not_newer(
+                _resource_version(pod), _resource_version(known)
+            ):
+                newest = known
+            if pod_failure(newest) is not None:
+                failing[name] = _pod_essentials(newest)
+        if failing:
+            self._failing_pods[key] = failing
+        else:
+            self._failing_pods.pop(key, None)
+
+    def _forget_pod(self, key: ServiceKey, name: str) -> None:
+        pods = self._failing_pods.get(key, {})
+        pods.pop(name, None)
+        if not pods:
+            self._failing_pods.pop(key, None)

@@ -71,6 +71,33 @@ INVALID_ENVIRONMENTS: list[tuple[str, dict[str, Any], str]] = [
     ),
     ("quota key", environment_body("e1", quota={"CPU": "1"}), "quota keys"),
     ("quota value", environment_body("e1", quota={"pods": "many"}), "should match"),
+    (
+        "default quantity",
+        environment_body("e1", defaults={"requests": {"cpu": "a lot"}}),
+        "should match",
+    ),
+    (
+        "negative default",
+        environment_body("e1", defaults={"limits": {"memory": "-1Gi"}}),
+        "should match",
+    ),
+    (
+        "default for another resource",
+        environment_body("e1", defaults={"requests": {"gpu": "1"}}),
+        'unknown field "spec.defaults.requests.gpu"',
+    ),
+    (
+        "default request above the default limit",
+        environment_body(
+            "e1", defaults={"requests": {"memory": "1Gi"}, "limits": {"memory": "512Mi"}}
+        ),
+        "defaults.requests.memory cannot exceed defaults.limits.memory",
+    ),
+    (
+        "default cpu request above the default limit",
+        environment_body("e1", defaults={"requests": {"cpu": 2}, "limits": {"cpu": "1500m"}}),
+        "defaults.requests.cpu cannot exceed defaults.limits.cpu",
+    ),
     ("ingress domain", environment_body("e1", ingress={"domain": "bandsy"}), "should match"),
     (
         "allowed service name",
@@ -213,6 +240,11 @@ def test_invalid_custom_resource_is_refused(
 def test_valid_samples_are_accepted(kubectl: KubectlRunner, crds: None) -> None:
     for body in (
         environment_body("e1", postgres=POSTGRES, quota={"pods": "60", "requests.cpu": 8}),
+        environment_body(
+            "e1",
+            quota={"requests.cpu": 8, "limits.memory": "16Gi"},
+            defaults={"requests": {"cpu": 1, "memory": "1Gi"}, "limits": {"memory": "1024Mi"}},
+        ),
         service_body("web", tags(develop="latest", production="release-1.7.2"), **WEB),
     ):
         kubectl("apply", "--dry-run=server", "-f", "-", input=yaml.safe_dump(body))

@@ -232,10 +232,15 @@ def test_cluster_role_covers_every_kind_the_builders_produce(rendered: list[Mani
     for kind, plural in sorted(plurals.items()):
         finalizers = f"{plural}/finalizers"
         assert "update" in granted(role, GROUP, finalizers), f"{kind}: no update on {finalizers}"
-    # kopf watches the custom resources and our Deployments; the controller lists the former.
+    # kopf watches the custom resources, our Deployments and pods; the controller lists the
+    # custom resources, and a service's pods when its Deployment is not Ready.
     for group, resource in [
         ("bandsy.app", "bandsyenvironments"),
         ("bandsy.app", "bandsyservices"),
         ("apps", "deployments"),
+        ("", "pods"),
     ]:
         assert {"list", "watch"} <= granted(role, group, resource), resource
+    # Pods and their ReplicaSets are only read: the deployment controller makes them.
+    assert granted(role, "", "pods") == {"list", "watch"}
+    assert granted(role, "apps", "replicasets") == {"get"}

@@ -35,6 +35,7 @@ KINDS = [
     ("networking.k8s.io/v1", "Ingress"),
     ("networking.k8s.io/v1", "NetworkPolicy"),
     ("v1", "ResourceQuota"),
+    ("v1", "LimitRange"),
     ("rbac.authorization.k8s.io/v1", "RoleBinding"),
 ]
 
@@ -183,6 +184,9 @@ async def test_three_environments_and_three_services_converge(
     assert "podAntiAffinity" in production["spec"]["template"]["spec"]["affinity"]
     quota = await eventually(lambda: get(kube, "v1", "ResourceQuota", "production", "bandsy-quota"))
     assert quota["spec"]["hard"]["pods"] == "60"
+    # With it, container defaults: a pod that asks for nothing is not refused by the quota.
+    defaults = await get(kube, "v1", "LimitRange", "production", "bandsy-defaults")
+    assert defaults["spec"]["limits"][0]["defaultRequest"] == {"cpu": "100m", "memory": "128Mi"}
 
     # Status: rolling out until the (simulated) kubelet reports the pods ready.
     status = (await bsvc(kube, api))["status"]["environments"]["develop"]

@@ -53,3 +53,38 @@ def test_full_environment() -> None:
         if obj["kind"] != "Namespace":
             assert obj["metadata"]["namespace"] == "prod"
         assert obj["metadata"]["ownerReferences"][0]["kind"] == "BandsyEnvironment"
+
+
+def test_container_defaults_become_a_limit_range() -> None:
+    env = environment(
+        "production",
+        quota={"requests.cpu": "8"},
+        defaults={"requests": {"cpu": "100m", "memory": "128Mi"}, "limits": {"memory": "256Mi"}},
+    )
+    objects = {(o["kind"], o["metadata"]["name"]): o for o in build_environment_objects(env)}
+    limit_range = objects[("LimitRange", "bandsy-defaults")]
+    assert limit_range["metadata"]["namespace"] == "production"
+    assert limit_range["metadata"]["labels"]["app.kubernetes.io/managed-by"] == "bandsy-operator"
+    assert limit_range["metadata"]["ownerReferences"][0]["kind"] == "BandsyEnvironment"
+    assert limit_range["spec"] == {
+        "limits": [
+            {
+                "type": "Container",
+                "default": {"memory": "256Mi"},
+                "defaultRequest": {"cpu": "100m", "memory": "128Mi"},
+            }
+        ]
+    }
+    requests_only = environment("develop", defaults={"requests": {"cpu": 1}})
+    (limit_range,) = [
+        o for o in build_environment_objects(requests_only) if o["kind"] == "LimitRange"
+    ]
+    assert limit_range["spec"]["limits"] == [{"type": "Container", "defaultRequest": {"cpu": "1"}}]
+    # A default limit without a default request is the request too (as the API server has it).
+    limits_only = environment("develop", defaults={"limits": {"memory": "1Gi", "cpu": "1"}})
+    (limit_range,) = [
+        o for o in build_environment_objects(limits_only) if o["kind"] == "LimitRange"
+    ]
+    assert limit_range["spec"]["limits"][0]["defaultRequest"] == {"cpu": "1", "memory": "1Gi"}
+    for without in (environment("develop"), environment("develop", defaults={"limits": {}})):
+        assert "LimitRange" not in {o["kind"] for o in build_environment_objects(without)}

@@ -10,6 +10,7 @@ from bandsy_operator.reconcile.databases import AccountRef, DatabaseReconciler
 from bandsy_operator.validation import (
     environment_problems,
     exposure_refused,
+    quota_without_defaults,
     shared_credentials,
     sharing_refused,
 )
@@ -135,3 +136,37 @@ def test_planning_refuses_shared_roles_and_moved_databases() -> None:
     # Another user on the same server and database is no move (a template fix, say).
     renamed = AccountRef("develop", "postgres", "db.example:5432", "old-user", "web-develop")
     assert planner.plan(web, develop, envs, {renamed})[1] == []
+
+
+@pytest.mark.parametrize(
+    ("quota", "defaults", "uncovered"),
+    [
+        ({}, {}, {}),
+        ({"pods": "60", "services": "10"}, {}, {}),
+        (
+            {"requests.cpu": "8", "requests.memory": "16Gi", "pods": "60"},
+            {},
+            {"requests.cpu": "requests.cpu", "requests.memory": "requests.memory"},
+        ),
+        ({"cpu": "8", "memory": "16Gi"}, {}, {"cpu": "requests.cpu", "memory": "requests.memory"}),
+        (
+            {"requests.cpu": "8", "requests.memory": "16Gi"},
+            {"requests": {"cpu": "100m", "memory": "128Mi"}},
+            {},
+        ),
+        # A default limit is the default request too.
+        ({"requests.memory": "16Gi"}, {"limits": {"memory": "256Mi"}}, {}),
+        # A default request is no limit.
+        (
+            {"limits.memory": "32Gi", "requests.cpu": "8"},
+            {"requests": {"cpu": "100m", "memory": "128Mi"}},
+            {"limits.memory": "limits.memory"},
+        ),
+        ({"limits.cpu": "8"}, {"limits": {"cpu": "1"}}, {}),
+    ],
+)
+def test_a_quota_on_what_no_default_covers_refuses_pods(
+    quota: dict[str, str], defaults: dict[str, Any], uncovered: dict[str, str]
+) -> None:
+    env = environment("production", quota=quota, defaults=defaults)
+    assert quota_without_defaults(env) == uncovered

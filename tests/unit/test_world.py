@@ -7,6 +7,7 @@ from typing import Any
 from bandsy_operator.constants import SERVICE_LABEL
 from bandsy_operator.world import World
 from factories import environment_body, service_body, tags
+from workloads import crash_loop_back_off, image_pull_back_off, running_status
 
 
 def stored(uid: str, resource_version: str) -> dict[str, Any]:
@@ -83,3 +84,73 @@ def test_deployments_outside_the_services_environments_are_not_its_business() ->
     assert world.workload_news("ADDED", deployment("floor-develop", "5")) is None
     assert world.workload_news("ADDED", deployment("prod", "5")) is None  # web is not there
     assert world.workload_news("ADDED", deployment("develop", "5", service="api")) is None
+
+
+# -- pods -----------------------------------------------------------------------------------------
+
+
+def web_pod(
+    namespace: str, resource_version: str, status: dict[str, Any], name: str = "web-7d9f8c6b5-x2k4q"
+) -> dict[str, Any]:
+    """One of web's pods, as its watch delivers it: labelled by the Deployment's template."""
+    body = {
+        "metadata": {
+            "name": name,
+            "namespace": namespace,
+            "resourceVersion": resource_version,
+            "labels": {SERVICE_LABEL: "web"},
+            "ownerReferences": [
+                {"kind": "ReplicaSet", "name": "web-7d9f8c6b5", "uid": "u", "controller": True}
+            ],
+        },
+        "spec": {"containers": [{"name": "web", "image": "ghcr.io/feinwaru/web:nope"}]},
+    }
+    return {**body, "status": status(body)}
+
+
+def test_a_pod_is_news_when_it_starts_stops_or_changes_failing() -> None:
+    world = world_with_web()
+    assert world.pod_news("ADDED", web_pod("develop", "1", running_status)) is None
+    assert world.failing_pods("develop", "web") == []
+    assert world.pod_news("MODIFIED", web_pod("develop", "2", image_pull_back_off)) == "web"
+    (remembered,) = world.failing_pods("develop", "web")
+    assert "spec" not in remembered  # the essentials only
+    assert remembered["metadata"]["ownerReferences"][0]["name"] == "web-7d9f8c6b5"
+    # The kubelet retrying the same failure is no news; a late, older event neither.
+    assert world.pod_news("MODIFIED", web_pod("develop", "3", image_pull_back_off)) is None
+    assert world.pod_news("MODIFIED", web_pod("develop", "2", running_status)) is None
+    assert world.pod_news("MODIFIED", web_pod("develop", "4", crash_loop_back_off)) == "web"
+    assert world.pod_news("MODIFIED", web_pod("develop", "5", running_status)) == "web"
+    assert world.failing_pods("develop", "web") == []
+    assert world.pod_news("MODIFIED", web_pod("develop", "6", crash_loop_back_off)) == "web"
+    assert world.pod_news("DELETED", web_pod("develop", "7", crash_loop_back_off)) == "web"
+    assert world.failing_pods("develop", "web") == []
+    assert world.pod_news("DELETED", web_pod("develop", "8", running_status)) is None
+
+
+def test_failing_pods_outside_the_services_environments_are_remembered_not_news() -> None:
+    """A pod may be seen before its service or environment: kept for when they come."""
+    world = world_with_web()
+    assert world.pod_news("ADDED", web_pod("prod", "1", image_pull_back_off)) is None
+    assert len(world.failing_pods("prod", "web")) == 1
+
+
+def test_a_live_list_replaces_what_the_watch_told_but_newer_news() -> None:
+    world = world_with_web()
+    world.pod_news("ADDED", web_pod("develop", "5", image_pull_back_off, name="web-a"))
+    world.pod_news("ADDED", web_pod("develop", "9", image_pull_back_off, name="web-b"))
+    world.pod_news("ADDED", web_pod("develop", "6", image_pull_back_off, name="web-gone"))
+    world.observe_pods(
+        "develop",
+        "web",
+        [
+            web_pod("develop", "7", running_status, name="web-a"),  # recovered since
+            web_pod("develop", "8", running_status, name="web-b"),  # older than the watch's
+            web_pod("develop", "8", crash_loop_back_off, name="web-c"),  # the watch missed it
+        ],
+    )  # web-gone's deletion was missed
+    failing = {p["metadata"]["name"]: p for p in world.failing_pods("develop", "web")}
+    assert set(failing) == {"web-b", "web-c"}
+    assert failing["web-b"]["metadata"]["resourceVersion"] == "9"
+    world.observe_pods("develop", "web", [])
+    assert world.failing_pods("develop", "web") == []

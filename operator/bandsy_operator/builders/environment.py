@@ -1,4 +1,5 @@
-"""Objects of one environment (owner: the BandsyEnvironment): namespace, policies, quota, access."""
+"""Objects of one environment (owner: the BandsyEnvironment): namespace, policies, quota, container
+defaults, access."""
 
 from __future__ import annotations
 
@@ -121,6 +122,31 @@ def build_quota(env: Environment) -> Manifest | None:
     }
 
 
+def build_limit_range(env: Environment) -> Manifest | None:
+    """Container defaults (SPEC §12): a container without requests or limits gets these, so a
+    quota on them admits its pod instead of refusing it (FailedCreate)."""
+    requests, limits = env.spec.defaults.requests.given(), env.spec.defaults.limits.given()
+    if not requests and not limits:
+        return None
+    limit: dict[str, Any] = {"type": "Container"}
+    if limits:
+        limit["default"] = limits
+    # A default limit is the default request where none is given: the API server would default
+    # it so, but a field it defaults is nobody's, and would outlive the limit it came from.
+    limit["defaultRequest"] = {**limits, **requests}
+    return {
+        "apiVersion": "v1",
+        "kind": "LimitRange",
+        "metadata": object_meta(
+            naming.LIMIT_RANGE,
+            environment_labels(env.name),
+            owner_reference(ENVIRONMENT_KIND, env.meta),
+            namespace=env.namespace,
+        ),
+        "spec": {"limits": [limit]},
+    }
+
+
 def build_access_bindings(env: Environment) -> list[Manifest]:
     bindings = []
     for name, cluster_role, groups in (
@@ -156,8 +182,6 @@ def build_access_bindings(env: Environment) -> list[Manifest]:
 def build_environment_objects(env: Environment) -> list[Manifest]:
     """Everything the environment owns, namespace first."""
     objects = [build_namespace(env), *build_network_policies(env)]
-    quota = build_quota(env)
-    if quota is not None:
-        objects.append(quota)
+    objects += [obj for obj in (build_quota(env), build_limit_range(env)) if obj is not None]
     objects.extend(build_access_bindings(env))
     return [stamp_applied_hash(obj) for obj in objects]

@@ -15,13 +15,33 @@ from ..kube import KubeApi, ObjectRef
 from ..models import Environment, parse_environment, parse_identity
 from ..observation import ReadMode
 from ..status import FALSE, TRUE, ConditionUpdate, merge_conditions, now_rfc3339, transitions
-from ..validation import BACKENDS, shared_credentials
+from ..validation import BACKENDS, quota_without_defaults, shared_credentials
 from ..world import Known, World
 from .databases import SHARED_CREDENTIALS_REFUSED, AccountRef, DatabaseReconciler
 from .service import DATABASE_READY, READY, ReclaimPendingError, unmanaged_problem
 
 log = logging.getLogger(__name__)
 SHARED_CREDENTIALS = "SharedCredentials"
+QUOTA_WITHOUT_DEFAULTS = "QuotaWithoutDefaults"
+# Warnings: True is the news (a Warning Event); their going back to False posts nothing.
+WARNING_CONDITIONS = (SHARED_CREDENTIALS, QUOTA_WITHOUT_DEFAULTS)
+
+
+def quota_condition(env: Environment) -> ConditionUpdate:
+    """QuotaWithoutDefaults (a warning): a quota on cpu or memory that the container defaults
+    do not cover refuses every pod that does not ask for them itself (SPEC §12)."""
+    uncovered = quota_without_defaults(env)
+    if not uncovered:
+        return ConditionUpdate(QUOTA_WITHOUT_DEFAULTS, FALSE, "DefaultsCoverQuota", "")
+    fixes = sorted(set(uncovered.values()))
+    return ConditionUpdate(
+        QUOTA_WITHOUT_DEFAULTS,
+        TRUE,
+        QUOTA_WITHOUT_DEFAULTS,
+        f"quota on {', '.join(uncovered)} without container defaults: a pod that does not ask "
+        "for them is refused (its Deployment reports FailedCreate); set "
+        + ", ".join(f"spec.defaults.{fix}" for fix in fixes),
+    )
 
 
 class EnvironmentReconciler:
@@ -79,7 +99,7 @@ class EnvironmentReconciler:
             ready = ConditionUpdate(READY, TRUE, "Ready", f"namespace {env.namespace} is set up")
         await self._publish(
             known,
-            [ready, *self._credential_conditions(env)],
+            [ready, *self._credential_conditions(env), quota_condition(env)],
             {
                 "namespace": env.namespace,
                 "services": self._services_summary(name),
@@ -185,7 +205,7 @@ class EnvironmentReconciler:
         await self._write_status(known, after)
         identity = parse_identity(known.body)
         for cond in transitions(before.get("conditions") or [], after["conditions"]):
-            if cond["type"] == SHARED_CREDENTIALS and cond["status"] != TRUE:
+            if cond["type"] in WARNING_CONDITIONS and cond["status"] != TRUE:
                 continue
             warning = (cond["type"] in (READY, DATABASE_READY)) != (cond["status"] == TRUE)
             type_: EventType = "Warning" if warning else "Normal"

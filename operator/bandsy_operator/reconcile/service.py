@@ -17,12 +17,13 @@ from typing import Any
 
 from .. import inventory, naming, promotion
 from ..apply import Applied, Applier, is_managed
+from ..builders.meta import selector_labels
 from ..builders.service import ServiceInputs, build_service_objects, missing_provided_secrets
 from ..constants import CHANGE_CAUSE_ANNOTATION, SERVICE_KIND, SKIP_GATES_ANNOTATION
 from ..events import EventRecorder, EventType
 from ..kube import KubeApi, Manifest, ObjectRef, without_managed_fields
 from ..models import Environment, Service, parse_identity
-from ..observation import Observed, ReadMode, basis
+from ..observation import Basis, Observed, ReadMode, basis
 from ..promotion import GateVerdict, Image, Readiness, carry_readiness
 from ..secrets_gen import random_secret
 from ..status import (
@@ -32,6 +33,7 @@ from ..status import (
     UNKNOWN,
     ConditionUpdate,
     deployment_rollout,
+    failing_replicasets,
     merge_conditions,
     now_rfc3339,
     summary,
@@ -89,6 +91,10 @@ class EnvironmentPlan:
     # Inputs of the build, as this reconcile found them: the Deployment and the service Secret.
     observed: dict[ObjectRef, Observed] = field(default_factory=dict)
     deployment: Manifest | None = None  # as found before the apply
+    # What may make the Deployment not Ready (SPEC §12): its pods (the failing ones at least)
+    # and the ReplicaSets that own the failing ones.
+    pods: list[Manifest] = field(default_factory=list)
+    replicasets: list[Manifest] = field(default_factory=list)
     missing_secrets: list[str] = field(default_factory=list)
     inputs: ServiceInputs | None = None
     applied: list[Applied] = field(default_factory=list)
@@ -116,9 +122,30 @@ def running_image(deployment: Manifest | None) -> Image | None:
     return Image.parse(containers[0].get("image", "")) if containers else None
 
 
-def ready_image(deployment: Manifest | None) -> Image | None:
-    """What the Deployment runs Ready now (SPEC §6), or None."""
-    return running_image(deployment) if deployment_rollout(deployment).ready else None
+def ready_image(
+    deployment: Manifest | None, pods: list[Manifest], replicasets: list[Manifest]
+) -> Image | None:
+    """What the Deployment runs Ready now (SPEC §6), or None: failing pods are not Ready."""
+    rollout = deployment_rollout(deployment, pods, replicasets)
+    return running_image(deployment) if rollout.ready else None
+
+
+async def read_pods(api: KubeApi, env: Environment, service: str) -> list[Manifest]:
+    """The service's pods in ``env``, as the API server has them now (its Deployment's
+    selector: the pods of every ReplicaSet of it)."""
+    pods = await api.list("v1", "Pod", env.namespace, labels=selector_labels(service, env.name))
+    return [without_managed_fields(pod) for pod in pods]
+
+
+async def read_replicasets(api: KubeApi, namespace: str, pods: list[Manifest]) -> list[Manifest]:
+    """The ReplicaSets of the failing ``pods``: none, and no request, when nothing fails."""
+    found = await asyncio.gather(
+        *(
+            api.get(ObjectRef("apps/v1", "ReplicaSet", namespace, name))
+            for name in sorted(failing_replicasets(pods))
+        )
+    )
+    return [replicaset for replicaset in found if replicaset is not None]
 
 
 def desired_image(service: Service, env_name: str) -> Image:
@@ -457,8 +484,27 @@ class ServiceReconciler:
             found = await self.applier.observe(ref, basis(mode, ref in applied_before), remembered)
             plan.deployment = found.body
             plan.observed[ref] = found
+            if found.body is not None:
+                plan.pods = await self._observe_pods(env, service.name, found.body, mode)
+                plan.replicasets = await read_replicasets(self.api, env.namespace, plan.pods)
 
         await asyncio.gather(*(observe(p) for p in plans if p.name in environments))
+
+    async def _observe_pods(
+        self, env: Environment, service: str, deployment: Manifest, mode: ReadMode
+    ) -> list[Manifest]:
+        """The service's failing pods in ``env``, as the pod watch keeps them. A live reconcile
+        lists them instead where something may fail: a Deployment that is not Ready (at
+        start-up the watch may not have told yet) or pods the watch says fail (it may have
+        missed their deletion). A Ready Deployment without failing pods costs no request."""
+        remembered = self.world.failing_pods(env.namespace, service)
+        if basis(mode, recorded=True) is Basis.READ:
+            rollout = deployment_rollout(deployment)
+            if remembered or (rollout.replicas > 0 and not rollout.ready):
+                listed = await read_pods(self.api, env, service)
+                self.world.observe_pods(env.namespace, service, listed)
+                return self.world.failing_pods(env.namespace, service)
+        return remembered
 
     @staticmethod
     def _readiness_now(
@@ -472,7 +518,7 @@ class ServiceReconciler:
         repository = service.spec.image.repository
         return {
             plan.name: carry_readiness(
-                ready_image(plan.deployment),
+                ready_image(plan.deployment, plan.pods, plan.replicasets),
                 recorded_readiness(old.get(plan.name) or {}, repository),
                 now,
             )
@@ -703,11 +749,13 @@ class ServiceReconciler:
         deployment = next(
             (a.live for a in plan.applied if a.live and a.live["kind"] == "Deployment"), None
         )
-        rollout = deployment_rollout(deployment)
+        rollout = deployment_rollout(deployment, plan.pods, plan.replicasets)
         applied = running_image(deployment)
         history = [promotion.Rollout.from_status(h) for h in old.get("history") or []]
         readiness = carry_readiness(
-            ready_image(deployment), recorded_readiness(old, repository), moment
+            ready_image(deployment, plan.pods, plan.replicasets),
+            recorded_readiness(old, repository),
+            moment,
         )
         for key in ("readyTag", "readyImage", "readySince"):
             status.pop(key, None)
@@ -767,6 +815,8 @@ class ServiceReconciler:
             return ConditionUpdate(
                 READY, FALSE, "ScaledToZero", f"replicas is 0: {applied.tag} runs nowhere"
             )
+        if rollout.failure is not None:  # what a person must fix, rather than "in progress"
+            return ConditionUpdate(READY, FALSE, rollout.failure.reason, rollout.failure.message)
         progress = f"{rollout.available_replicas}/{rollout.replicas} replicas available"
         if _rolling_from(history, applied) is not None:
             return ConditionUpdate(
