@@ -34,8 +34,9 @@ venv: $(VENV)/.installed ## create .venv: the dev lock (hashes checked), then th
 deps: venv ## install missing Debian packages (postgresql, redis-server)
 	$(PY) -m bandsy_dev.packages
 
-control-plane: ## build (or reuse) etcd, kube-apiserver, kube-controller-manager, kubectl, FerretDB
+control-plane: ## build (or reuse) the control plane, the node's binaries, FerretDB
 	hack/control-plane/build.sh
+	hack/node/build.sh
 	hack/ferretdb/build.sh
 
 lint: venv workflows-lint ## ruff check, ruff format --check, mypy --strict, actionlint
