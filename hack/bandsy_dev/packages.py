@@ -5,10 +5,21 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+from collections.abc import Mapping
 from pathlib import Path
 
 # command we look for -> Debian package providing it
 REQUIRED = {"redis-server": "redis-server", "initdb": "postgresql"}
+# The node (SPEC §8.1), which only runs as root: looked up by Debian package name.
+NODE_PACKAGES = (
+    "runc",
+    "containernetworking-plugins",  # bridge, host-local, loopback in /usr/lib/cni
+    "umoci",  # builds the OCI images the node imports (no registry)
+    "ipset",  # kube-router's NetworkPolicy sets
+    "nftables",  # our guard table; the teardown lists and removes tables
+    "iptables",  # kube-router's chains
+    "busybox-static",  # the node test's image: a static busybox needs no libraries
+)
 POSTGRES_LIB = Path("/usr/lib/postgresql")
 
 
@@ -29,12 +40,23 @@ def _present(command: str) -> bool:
     return shutil.which(command) is not None
 
 
-def missing_packages() -> list[str]:
-    return [pkg for cmd, pkg in REQUIRED.items() if not _present(cmd)]
+def _installed(package: str) -> bool:
+    status = subprocess.run(
+        ["dpkg-query", "-W", "-f=${Status}", package], capture_output=True, text=True
+    )
+    return status.returncode == 0 and status.stdout.endswith(" installed")
 
 
-def ensure_packages() -> None:
-    missing = missing_packages()
+def missing_packages(required: Mapping[str, str] = REQUIRED) -> list[str]:
+    return [pkg for cmd, pkg in required.items() if not _present(cmd)]
+
+
+def missing_node_packages() -> list[str]:
+    return [pkg for pkg in NODE_PACKAGES if not _installed(pkg)]
+
+
+def ensure_packages(required: Mapping[str, str] = REQUIRED, node: bool = False) -> None:
+    missing = missing_packages(required) + (missing_node_packages() if node else [])
     if not missing:
         return
     if os.geteuid() != 0:
@@ -54,4 +76,5 @@ def ensure_packages() -> None:
 
 
 if __name__ == "__main__":
-    ensure_packages()
+    # `make deps`: the node's packages too when root (a non-root run never starts the node).
+    ensure_packages(node=os.geteuid() == 0)
