@@ -19,6 +19,7 @@ from pathlib import Path
 
 from .host_state import remove_tree
 from .local_env import LocalEnvironment
+from .node import node_wanted
 from .node_cleanup import restore_from
 from .node_config import NodePaths
 from .procs import pid_alive, signal_group, tail, terminate
@@ -33,14 +34,14 @@ def _read_pids(path: Path) -> list[int]:
     return [int(p) for p in path.read_text().split() if p.strip().isdigit()]
 
 
-def supervise(state: Path) -> int:
+def supervise(state: Path, with_node: bool) -> int:
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
     servers = state / "servers"
     if servers.exists():
         remove_tree(servers)  # refuses should a mount remain (down restores the host first)
-    env = LocalEnvironment(servers)
+    env = LocalEnvironment(servers, with_node=with_node)
     started = time.monotonic()
     try:
         env.start()
@@ -59,6 +60,7 @@ def supervise(state: Path) -> int:
 
 def up(state: Path) -> int:
     state.mkdir(parents=True, exist_ok=True)
+    with_node = node_wanted()  # here, so a non-root run's notice reaches the terminal
     pid_file = state / "supervisor.pid"
     if any(pid_alive(pid) for pid in _read_pids(pid_file)) and (state / "cluster.env").exists():
         print(f"already running; source {state / 'cluster.env'}")
@@ -67,7 +69,15 @@ def up(state: Path) -> int:
     log = state / "supervisor.log"
     with log.open("wb") as out:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "bandsy_dev", "supervise", "--state", str(state)],
+            [
+                sys.executable,
+                "-m",
+                "bandsy_dev",
+                "supervise",
+                "--state",
+                str(state),
+                f"--node={int(with_node)}",
+            ],
             stdin=subprocess.DEVNULL,
             stdout=out,
             stderr=subprocess.STDOUT,
@@ -131,13 +141,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("command", choices=["up", "down", "status", "supervise", "cleanup-node"])
     parser.add_argument("workdir", nargs="?", type=Path, help="cleanup-node: the node work dir")
     parser.add_argument("--state", type=Path, default=DEFAULT_STATE, help="state directory")
+    parser.add_argument("--node", type=int, choices=[0, 1], help="supervise: run a node or not")
     args = parser.parse_args(argv)
     state: Path = args.state.resolve()
     if args.command == "cleanup-node":
         if args.workdir is None:
             parser.error("cleanup-node needs the node's work dir")
         return cleanup_node(args.workdir.resolve())
-    commands = {"up": up, "down": down, "status": status, "supervise": supervise}
+    if args.command == "supervise":
+        return supervise(state, with_node=bool(args.node))
+    commands = {"up": up, "down": down, "status": status}
     return int(commands[args.command](state))
 
 
