@@ -4,6 +4,7 @@
 returns once ``cluster.env`` is written. ``down`` stops the supervisor and, should it have died,
 every server process it recorded, and gives the host back from the node's record.
 ``cleanup-node DIR`` does the latter for a node work dir whose owner died (a killed test run).
+``import-image ARCHIVE`` imports an OCI archive (images named in full) into the running node.
 """
 
 from __future__ import annotations
@@ -17,9 +18,10 @@ import threading
 import time
 from pathlib import Path
 
+from . import images
 from .host_state import remove_tree
 from .local_env import LocalEnvironment
-from .node import node_wanted
+from .node import build_node_binaries, node_wanted
 from .node_cleanup import restore_from
 from .node_config import NodePaths
 from .procs import pid_alive, signal_group, tail, terminate
@@ -136,18 +138,35 @@ def cleanup_node(workdir: Path) -> int:
     return 0
 
 
+def import_image(state: Path, archive: Path) -> int:
+    paths = NodePaths(state / "servers" / "node")
+    if not paths.containerd_socket.exists():
+        print(f"no node runs from {state} (make cluster-up as root)", file=sys.stderr)
+        return 1
+    ctr = build_node_binaries()["ctr"]
+    for reference in images.import_archive(ctr, paths.containerd_socket, archive):
+        print(f"imported {reference}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bandsy_dev", description=__doc__)
-    parser.add_argument("command", choices=["up", "down", "status", "supervise", "cleanup-node"])
-    parser.add_argument("workdir", nargs="?", type=Path, help="cleanup-node: the node work dir")
+    parser.add_argument(
+        "command", choices=["up", "down", "status", "supervise", "cleanup-node", "import-image"]
+    )
+    parser.add_argument(
+        "path", nargs="?", type=Path, help="cleanup-node: the node work dir; import-image: archive"
+    )
     parser.add_argument("--state", type=Path, default=DEFAULT_STATE, help="state directory")
     parser.add_argument("--node", type=int, choices=[0, 1], help="supervise: run a node or not")
     args = parser.parse_args(argv)
     state: Path = args.state.resolve()
-    if args.command == "cleanup-node":
-        if args.workdir is None:
-            parser.error("cleanup-node needs the node's work dir")
-        return cleanup_node(args.workdir.resolve())
+    if args.command in ("cleanup-node", "import-image"):
+        if args.path is None:
+            parser.error(f"{args.command} needs a path")
+        if args.command == "import-image":
+            return import_image(state, args.path.resolve())
+        return cleanup_node(args.path.resolve())
     if args.command == "supervise":
         return supervise(state, with_node=bool(args.node))
     commands = {"up": up, "down": down, "status": status}

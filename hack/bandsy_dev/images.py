@@ -99,7 +99,7 @@ def import_archive(ctr: Path, address: Path, archive: Path) -> list[str]:
     references = archive_references(archive)
     if not references or any("/" not in ref or ":" not in ref for ref in references):
         raise ValueError(f"{archive}: every image must be named in full, found {references}")
-    base = ["--address", str(address), "--namespace", CONTAINERD_NAMESPACE]
+    base = ["--address", str(address.resolve()), "--namespace", CONTAINERD_NAMESPACE]
     run(str(ctr), *base, "images", "import", "--label", PINNED_LABEL, str(archive))
     present = set(run(str(ctr), *base, "images", "list", "--quiet").stdout.split())
     missing = [ref for ref in references if ref not in present]
