@@ -74,6 +74,7 @@ class Node:
     node_bin: dict[str, Path]
     processes: dict[str, ManagedProcess] = field(default_factory=dict)
     ports: dict[str, int] = field(default_factory=dict)
+    paths: NodePaths = field(init=False)
 
     def __post_init__(self) -> None:
         self.workdir = self.workdir.resolve()
