@@ -9,6 +9,9 @@ PY := $(VENV)/bin/python
 STATE := .local
 COVERAGE_FLOOR := 94.8
 PYTEST_ARGS ?=
+# `make cluster-up` (and `make run`) start a real node when root; NODE=0 keeps the node-less mode.
+NODE ?= 1
+export NODE
 export PYTHONPATH := $(CURDIR)/hack
 
 .PHONY: help venv deps control-plane lint unit test cluster-up cluster-down run kind-up bench chaos
@@ -31,11 +34,12 @@ $(VENV)/.installed: pyproject.toml $(DEV_LOCK)
 
 venv: $(VENV)/.installed ## create .venv: the dev lock (hashes checked), then the package itself
 
-deps: venv ## install missing Debian packages (postgresql, redis-server)
+deps: venv ## install missing Debian packages (postgresql, redis-server; as root the node's too)
 	$(PY) -m bandsy_dev.packages
 
-control-plane: ## build (or reuse) etcd, kube-apiserver, kube-controller-manager, kubectl, FerretDB
+control-plane: ## build (or reuse) the control plane, the node's binaries, FerretDB
 	hack/control-plane/build.sh
+	hack/node/build.sh
 	hack/ferretdb/build.sh
 
 lint: venv workflows-lint ## ruff check, ruff format --check, mypy --strict, actionlint
@@ -56,10 +60,10 @@ bench: deps control-plane ## benchmarks on fresh local servers: table on stdout,
 chaos: deps control-plane ## the fault-injection suite at full size (make test runs it reduced)
 	BANDSY_CHAOS_SIZE=full $(PY) -m pytest tests/chaos $(PYTEST_ARGS)
 
-cluster-up: deps control-plane ## start the local servers in the background; writes .local/cluster.env
+cluster-up: deps control-plane ## start the local servers (as root a node too; NODE=0: none); .local/cluster.env
 	$(PY) -m bandsy_dev up --state $(STATE)
 
-cluster-down: ## stop the local servers
+cluster-down: ## stop the local servers; give the host back as it was
 	$(PY) -m bandsy_dev down --state $(STATE)
 
 run: venv ## run the operator in the foreground (starts a local cluster unless KUBECONFIG is set)

@@ -35,7 +35,9 @@ def local_env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalEnviron
     if os.environ.get("BANDSY_CLUSTER_ENV"):
         yield None
         return
-    env = LocalEnvironment(tmp_path_factory.mktemp("servers"))
+    # Node-less: these tests play the deployment controller (bandsy_dev.kubelet); tests/node
+    # starts a node of its own.
+    env = LocalEnvironment(tmp_path_factory.mktemp("servers"), with_node=False)
     env.start()
     try:
         yield env

@@ -2,15 +2,15 @@
 
 ``up`` starts a detached supervisor that owns the servers and tears them down on SIGTERM, and
 returns once ``cluster.env`` is written. ``down`` stops the supervisor and, should it have died,
-every server process it recorded.
+every server process it recorded, and gives the host back from the node's record.
+``cleanup-node DIR`` does the latter for a node work dir whose owner died (a killed test run).
+``import-image ARCHIVE`` imports an OCI archive (images named in full) into the running node.
 """
 
 from __future__ import annotations
 
 import argparse
-import contextlib
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -18,21 +18,16 @@ import threading
 import time
 from pathlib import Path
 
+from . import images
+from .host_state import remove_tree
 from .local_env import LocalEnvironment
-from .procs import signal_group, tail
+from .node import build_node_binaries, node_wanted
+from .node_cleanup import restore_from
+from .node_config import NodePaths
+from .procs import pid_alive, signal_group, tail, terminate
 
 DEFAULT_STATE = Path(__file__).resolve().parents[2] / ".local"
 UP_TIMEOUT = 60 * 60  # the first run builds the control plane
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def _read_pids(path: Path) -> list[int]:
@@ -41,18 +36,21 @@ def _read_pids(path: Path) -> list[int]:
     return [int(p) for p in path.read_text().split() if p.strip().isdigit()]
 
 
-def supervise(state: Path) -> int:
+def supervise(state: Path, with_node: bool) -> int:
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
     servers = state / "servers"
-    shutil.rmtree(servers, ignore_errors=True)
-    env = LocalEnvironment(servers)
+    if servers.exists():
+        remove_tree(servers)  # refuses should a mount remain (down restores the host first)
+    env = LocalEnvironment(servers, with_node=with_node)
+    started = time.monotonic()
     try:
         env.start()
         (state / "pids").write_text("\n".join(map(str, env.pids())) + "\n")
         env.publish(state)
-        print("local cluster ready", flush=True)
+        node = "with a node" if env.node is not None else "node-less"
+        print(f"local cluster ready ({node}) in {time.monotonic() - started:.1f} s", flush=True)
         stop.wait()
     finally:
         env.stop()
@@ -64,15 +62,24 @@ def supervise(state: Path) -> int:
 
 def up(state: Path) -> int:
     state.mkdir(parents=True, exist_ok=True)
+    with_node = node_wanted()  # here, so a non-root run's notice reaches the terminal
     pid_file = state / "supervisor.pid"
-    if any(_pid_alive(pid) for pid in _read_pids(pid_file)) and (state / "cluster.env").exists():
+    if any(pid_alive(pid) for pid in _read_pids(pid_file)) and (state / "cluster.env").exists():
         print(f"already running; source {state / 'cluster.env'}")
         return 0
     down(state, quiet=True)
     log = state / "supervisor.log"
     with log.open("wb") as out:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "bandsy_dev", "supervise", "--state", str(state)],
+            [
+                sys.executable,
+                "-m",
+                "bandsy_dev",
+                "supervise",
+                "--state",
+                str(state),
+                f"--node={int(with_node)}",
+            ],
             stdin=subprocess.DEVNULL,
             stdout=out,
             stderr=subprocess.STDOUT,
@@ -100,18 +107,13 @@ def down(state: Path, quiet: bool = False) -> int:
     for pid in _read_pids(pid_file):
         signal_group(pid, signal.SIGTERM)
         deadline = time.monotonic() + 60
-        while _pid_alive(pid) and time.monotonic() < deadline:
+        while pid_alive(pid) and time.monotonic() < deadline:
             time.sleep(0.2)
         signal_group(pid, signal.SIGKILL)
     # Servers outlive a supervisor that was killed hard; they were recorded for this.
-    for pid in _read_pids(state / "pids"):
-        signal_group(pid, signal.SIGTERM)
-        with contextlib.suppress(Exception):
-            for _ in range(50):
-                if not _pid_alive(pid):
-                    break
-                time.sleep(0.2)
-        signal_group(pid, signal.SIGKILL)
+    terminate(_read_pids(state / "pids"), group=True)
+    # A node whose supervisor died: its own processes, pods, mounts, network, firewall, ...
+    restore_from(NodePaths(state / "servers" / "node").record)
     for name in ("supervisor.pid", "pids", "cluster.env", "kubeconfig"):
         (state / name).unlink(missing_ok=True)
     if not quiet:
@@ -120,7 +122,7 @@ def down(state: Path, quiet: bool = False) -> int:
 
 
 def status(state: Path) -> int:
-    alive = [pid for pid in _read_pids(state / "pids") if _pid_alive(pid)]
+    alive = [pid for pid in _read_pids(state / "pids") if pid_alive(pid)]
     if (state / "cluster.env").exists() and alive:
         print(f"running ({len(alive)} server processes); env: {state / 'cluster.env'}")
         return 0
@@ -128,13 +130,46 @@ def status(state: Path) -> int:
     return 1
 
 
+def cleanup_node(workdir: Path) -> int:
+    if restore_from(NodePaths(workdir).record):
+        print(f"host restored from the node in {workdir}")
+    else:
+        print(f"no node record in {workdir}: nothing to restore")
+    return 0
+
+
+def import_image(state: Path, archive: Path) -> int:
+    paths = NodePaths(state / "servers" / "node")
+    if not paths.containerd_socket.exists():
+        print(f"no node runs from {state} (make cluster-up as root)", file=sys.stderr)
+        return 1
+    ctr = build_node_binaries()["ctr"]
+    for reference in images.import_archive(ctr, paths.containerd_socket, archive):
+        print(f"imported {reference}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bandsy_dev", description=__doc__)
-    parser.add_argument("command", choices=["up", "down", "status", "supervise"])
+    parser.add_argument(
+        "command", choices=["up", "down", "status", "supervise", "cleanup-node", "import-image"]
+    )
+    parser.add_argument(
+        "path", nargs="?", type=Path, help="cleanup-node: the node work dir; import-image: archive"
+    )
     parser.add_argument("--state", type=Path, default=DEFAULT_STATE, help="state directory")
+    parser.add_argument("--node", type=int, choices=[0, 1], help="supervise: run a node or not")
     args = parser.parse_args(argv)
     state: Path = args.state.resolve()
-    commands = {"up": up, "down": down, "status": status, "supervise": supervise}
+    if args.command in ("cleanup-node", "import-image"):
+        if args.path is None:
+            parser.error(f"{args.command} needs a path")
+        if args.command == "import-image":
+            return import_image(state, args.path.resolve())
+        return cleanup_node(args.path.resolve())
+    if args.command == "supervise":
+        return supervise(state, with_node=bool(args.node))
+    commands = {"up": up, "down": down, "status": status}
     return int(commands[args.command](state))
 
 

@@ -1,7 +1,9 @@
 """A real Kubernetes control plane on loopback: etcd, kube-apiserver, kube-controller-manager.
 
 The binaries are built from the Kubernetes Go modules by ``hack/control-plane/build.sh`` and
-cached; there is no kubelet and no scheduler, so pods never run.
+cached. Node-less (the default) there is no kubelet and no scheduler, so pods never run; with
+``node=True`` it is ready for the real node of ``node.py`` (SPEC §8.1): a scheduler, every
+controller, and an API server that pods reach through the ``kubernetes`` Service.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from pathlib import Path
 
 import yaml
 
+from . import node_net
 from .procs import ManagedProcess, free_port, run_build_script
 from .tls import CertificateAuthority, new_key, write_key, write_public_key
 
@@ -35,6 +38,18 @@ APISERVER_READY_TIMEOUT = 90.0
 # set blockOwnerDeletion on references to it, as every object the operator builds does: on here,
 # so the tests prove deploy/rbac.yaml grants that.
 ADMISSION_PLUGINS = ("OwnerReferencesPermissionEnforcement",)
+# The API server's client certificate towards kubelets (exec, logs, port-forward).
+KUBELET_CLIENT_USER = "kube-apiserver-kubelet-client"
+# kube-proxy's user, which the default ClusterRoleBinding system:node-proxier covers.
+KUBE_PROXY_USER = "system:kube-proxy"
+NODE_USER = f"system:node:{node_net.NODE_NAME}"
+# Names in the API server's serving certificate for clients in pods.
+SERVICE_DNS_NAMES = (
+    "kubernetes",
+    "kubernetes.default",
+    "kubernetes.default.svc",
+    f"kubernetes.default.svc.{node_net.CLUSTER_DOMAIN}",
+)
 
 
 def build_binaries() -> Path:
@@ -51,6 +66,10 @@ class ControlPlane:
     etcd_peer_port: int = field(default_factory=free_port)
     apiserver_port: int = field(default_factory=free_port)
     controller_manager_port: int = field(default_factory=free_port)
+    node: bool = False
+    scheduler_port: int = field(default_factory=free_port)
+    node_token: str = field(default_factory=lambda: secrets.token_urlsafe(32))
+    proxy_token: str = field(default_factory=lambda: secrets.token_urlsafe(32))
     processes: dict[str, ManagedProcess] = field(default_factory=dict)
 
     @property
@@ -65,15 +84,29 @@ class ControlPlane:
     def ca_file(self) -> Path:
         return self.workdir / "pki" / "ca.crt"
 
+    @property
+    def node_kubeconfig(self) -> Path:
+        """The kubelet's: user system:node:<name> in group system:nodes."""
+        return self.workdir / "kubeconfig-node"
+
+    @property
+    def proxy_kubeconfig(self) -> Path:
+        return self.workdir / "kubeconfig-proxy"
+
     def start(self) -> None:
         self._write_pki()
-        self._write_kubeconfig()
+        self._write_kubeconfig(self.kubeconfig, ADMIN_USER, self.token)
+        if self.node:
+            self._write_kubeconfig(self.node_kubeconfig, NODE_USER, self.node_token)
+            self._write_kubeconfig(self.proxy_kubeconfig, KUBE_PROXY_USER, self.proxy_token)
         self.start_etcd()
         self.start_apiserver()
         self.start_controller_manager()
+        if self.node:
+            self.start_scheduler()
 
     def stop(self) -> None:
-        for name in ("kube-controller-manager", "kube-apiserver", "etcd"):
+        for name in ("kube-scheduler", "kube-controller-manager", "kube-apiserver", "etcd"):
             if name in self.processes:
                 self.processes[name].stop()
 
@@ -96,7 +129,28 @@ class ControlPlane:
                 "--log-level=warn",
             ],
         )
-        proc.wait_until(lambda: _http_ok(f"{client}/health"), timeout=30)
+        proc.wait_until(lambda: http_ok(f"{client}/health"), timeout=30)
+
+    def _apiserver_network_args(self) -> list[str]:
+        pki = self.workdir / "pki"
+        if not self.node:
+            return [
+                "--bind-address=127.0.0.1",
+                "--advertise-address=127.0.0.1",
+                "--endpoint-reconciler-type=none",
+            ]
+        # Pods reach the API server through the kubernetes Service, whose endpoint is the node
+        # IP: it listens on every address, and node_net's guard drops its port on every
+        # interface but loopback and our bridge.
+        return [
+            "--bind-address=0.0.0.0",
+            f"--advertise-address={node_net.NODE_IP}",
+            "--endpoint-reconciler-type=lease",
+            f"--client-ca-file={self.ca_file}",
+            f"--kubelet-client-certificate={pki / 'kubelet-client.crt'}",
+            f"--kubelet-client-key={pki / 'kubelet-client.key'}",
+            "--kubelet-preferred-address-types=InternalIP",
+        ]
 
     def start_apiserver(self) -> None:
         pki = self.workdir / "pki"
@@ -104,10 +158,8 @@ class ControlPlane:
             "kube-apiserver",
             [
                 f"--etcd-servers=http://127.0.0.1:{self.etcd_port}",
-                "--bind-address=127.0.0.1",
-                "--advertise-address=127.0.0.1",
+                *self._apiserver_network_args(),
                 f"--secure-port={self.apiserver_port}",
-                "--endpoint-reconciler-type=none",
                 "--authorization-mode=RBAC",
                 f"--enable-admission-plugins={','.join(ADMISSION_PLUGINS)}",
                 f"--tls-cert-file={pki / 'apiserver.crt'}",
@@ -116,7 +168,7 @@ class ControlPlane:
                 "--service-account-issuer=https://kubernetes.default.svc.cluster.local",
                 f"--service-account-key-file={pki / 'sa.pub'}",
                 f"--service-account-signing-key-file={pki / 'sa.key'}",
-                "--service-cluster-ip-range=10.96.0.0/16",
+                f"--service-cluster-ip-range={node_net.SERVICE_CIDR}",
                 "--allow-privileged=true",
                 "--profiling=false",
                 "--v=1",
@@ -135,7 +187,7 @@ class ControlPlane:
                 "--leader-elect=false",
                 "--bind-address=127.0.0.1",
                 f"--secure-port={self.controller_manager_port}",
-                f"--controllers={','.join(CONTROLLERS)}",
+                *self._controller_args(),
                 f"--service-account-private-key-file={pki / 'sa.key'}",
                 f"--root-ca-file={self.ca_file}",
                 "--use-service-account-credentials=false",
@@ -144,13 +196,47 @@ class ControlPlane:
             ],
         )
         proc.wait_until(
-            lambda: _http_ok(f"https://127.0.0.1:{self.controller_manager_port}/healthz"),
+            lambda: http_ok(f"https://127.0.0.1:{self.controller_manager_port}/healthz"),
+            timeout=60,
+            what="healthy",
+        )
+
+    def _controller_args(self) -> list[str]:
+        if not self.node:
+            return [f"--controllers={','.join(CONTROLLERS)}"]
+        # With a real node every controller runs (deployments, replica sets, endpoint slices,
+        # node lifecycle, node IPAM, ...); the flex-volume dir would default to /usr/libexec.
+        return [
+            "--controllers=*",
+            "--allocate-node-cidrs=true",
+            f"--cluster-cidr={node_net.CLUSTER_CIDR}",
+            "--node-cidr-mask-size=24",
+            f"--service-cluster-ip-range={node_net.SERVICE_CIDR}",
+            f"--flex-volume-plugin-dir={self.workdir / 'flexvolume'}",
+        ]
+
+    def start_scheduler(self) -> None:
+        proc = self._process(
+            "kube-scheduler",
+            [
+                f"--kubeconfig={self.kubeconfig}",
+                f"--authentication-kubeconfig={self.kubeconfig}",
+                f"--authorization-kubeconfig={self.kubeconfig}",
+                "--leader-elect=false",
+                "--bind-address=127.0.0.1",
+                f"--secure-port={self.scheduler_port}",
+                "--profiling=false",
+                "--v=1",
+            ],
+        )
+        proc.wait_until(
+            lambda: http_ok(f"https://127.0.0.1:{self.scheduler_port}/healthz"),
             timeout=60,
             what="healthy",
         )
 
     def ready(self) -> bool:
-        return _http_ok(f"{self.server}/readyz", token=self.token, ca_file=self.ca_file)
+        return http_ok(f"{self.server}/readyz", token=self.token, ca_file=self.ca_file)
 
     def get_json(self, path: str) -> object:
         return _http_json(f"{self.server}{path}", token=self.token, ca_file=self.ca_file)
@@ -168,16 +254,32 @@ class ControlPlane:
         pki.mkdir(parents=True, exist_ok=True)
         ca = CertificateAuthority.create("bandsy-kubernetes-ca")
         ca.write_cert(pki / "ca.crt")
-        ca.issue_server_cert(pki / "apiserver.crt", pki / "apiserver.key", "kube-apiserver")
+        tokens = f'{self.token},{ADMIN_USER},{ADMIN_USER},"system:masters"\n'
+        if self.node:
+            ca.issue_server_cert(
+                pki / "apiserver.crt",
+                pki / "apiserver.key",
+                "kube-apiserver",
+                ips=(node_net.KUBERNETES_SERVICE_IP, node_net.NODE_IP),
+                dns_names=SERVICE_DNS_NAMES,
+            )
+            ca.issue_client_cert(
+                pki / "kubelet-client.crt",
+                pki / "kubelet-client.key",
+                KUBELET_CLIENT_USER,
+                "system:masters",
+            )
+            tokens += f'{self.node_token},{NODE_USER},{NODE_USER},"system:nodes"\n'
+            tokens += f"{self.proxy_token},{KUBE_PROXY_USER},{KUBE_PROXY_USER}\n"
+        else:
+            ca.issue_server_cert(pki / "apiserver.crt", pki / "apiserver.key", "kube-apiserver")
         sa_key = new_key()
         write_key(sa_key, pki / "sa.key")
         write_public_key(sa_key, pki / "sa.pub")
-        (pki / "tokens.csv").write_text(
-            f'{self.token},{ADMIN_USER},{ADMIN_USER},"system:masters"\n'
-        )
+        (pki / "tokens.csv").write_text(tokens)
         (pki / "tokens.csv").chmod(0o600)
 
-    def _write_kubeconfig(self) -> None:
+    def _write_kubeconfig(self, path: Path, user: str, token: str) -> None:
         config = {
             "apiVersion": "v1",
             "kind": "Config",
@@ -187,14 +289,14 @@ class ControlPlane:
                     "cluster": {"server": self.server, "certificate-authority": str(self.ca_file)},
                 }
             ],
-            "users": [{"name": ADMIN_USER, "user": {"token": self.token}}],
+            "users": [{"name": user, "user": {"token": token}}],
             "contexts": [
-                {"name": "bandsy-local", "context": {"cluster": "bandsy-local", "user": ADMIN_USER}}
+                {"name": "bandsy-local", "context": {"cluster": "bandsy-local", "user": user}}
             ],
             "current-context": "bandsy-local",
         }
-        self.kubeconfig.write_text(yaml.safe_dump(config, sort_keys=False))
-        self.kubeconfig.chmod(0o600)
+        path.write_text(yaml.safe_dump(config, sort_keys=False))
+        path.chmod(0o600)
 
 
 def _ssl_context(ca_file: Path | None) -> ssl.SSLContext:
@@ -214,7 +316,7 @@ def _request(url: str, token: str | None) -> urllib.request.Request:
     return req
 
 
-def _http_ok(url: str, token: str | None = None, ca_file: Path | None = None) -> bool:
+def http_ok(url: str, token: str | None = None, ca_file: Path | None = None) -> bool:
     ctx = _ssl_context(ca_file) if url.startswith("https") else None
     with urllib.request.urlopen(_request(url, token), timeout=5, context=ctx) as resp:  # noqa: S310
         return bool(resp.status == 200)

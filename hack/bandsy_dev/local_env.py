@@ -1,15 +1,23 @@
-"""All local servers together, and the ``cluster.env`` file that describes them (SPEC §8)."""
+"""All local servers together, and the ``cluster.env`` file that describes them (SPEC §8).
+
+``LocalEnvironment(workdir)`` decides like ``make cluster-up``: a real node (SPEC §8.1) when
+root and NODE is not 0. ``with_node=False`` keeps the node-less mode (the test session and the
+benchmark, which play the deployment controller themselves); ``with_node=True`` insists.
+"""
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from . import ferretdb, postgres, redis_server
+from . import ferretdb, node_net, postgres, redis_server
 from .ferretdb import FerretDBServer
+from .images import TEST_IMAGE_REPOSITORY
 from .kube import ControlPlane, build_binaries
+from .node import Node, build_node_binaries, node_wanted
 from .packages import ensure_packages
 from .postgres import PostgresServer
 from .redis_server import RedisServer
@@ -35,40 +43,66 @@ CLUSTER_ENV_KEYS = (
     "BANDSY_MONGO_ADMIN_USER",
     "BANDSY_MONGO_ADMIN_PASSWORD",
     "BANDSY_MONGO_LOG_FILE",
+    # SPEC §8.1: 1 when a real node runs pods, else 0 (and the keys below are absent).
+    "BANDSY_NODE",
 )
+# Only with a node: the addresses pods use for the databases, the test app's repository.
+NODE_ENV_KEYS = ("BANDSY_POD_PG_HOST", "BANDSY_POD_REDIS_HOST", "BANDSY_TEST_IMAGE")
 
 
 @dataclass
 class LocalEnvironment:
     workdir: Path
+    with_node: bool | None = None  # None: node_wanted() decides
     kube: ControlPlane = field(init=False)
     postgres: PostgresServer = field(init=False)
     redis: RedisServer = field(init=False)
     mongo: FerretDBServer = field(init=False)
+    node: Node | None = field(init=False, default=None)
 
     def __post_init__(self) -> None:
         self.workdir = self.workdir.resolve()
+        if self.with_node is None:
+            self.with_node = node_wanted()
+        elif self.with_node and os.geteuid() != 0:
+            raise PermissionError("the node needs root (bridge, firewall, mounts, cgroups)")
 
     def start(self) -> None:
-        ensure_packages()
+        ensure_packages(node=bool(self.with_node))
         bin_dir = build_binaries()
-        self.kube = ControlPlane(self.workdir / "kube", bin_dir)
-        self.postgres = PostgresServer(self.workdir / "postgres")
-        self.redis = RedisServer(self.workdir / "redis")
+        self.kube = ControlPlane(self.workdir / "kube", bin_dir, node=bool(self.with_node))
+        gateway = node_net.POD_GATEWAY if self.with_node else None
+        self.postgres = PostgresServer(
+            self.workdir / "postgres",
+            pod_gateway=gateway,
+            pod_cidr=node_net.CLUSTER_CIDR if gateway else None,
+        )
+        self.redis = RedisServer(self.workdir / "redis", pod_gateway=gateway)
         self.mongo = FerretDBServer(self.workdir / "ferretdb", self.postgres)
         try:
+            if self.with_node:
+                self.node = Node(self.workdir / "node", self.kube, bin_dir, build_node_binaries())
+                # The bridge first: the databases listen on its gateway address.
+                self.node.claim(pod_tcp_ports=(self.postgres.port, self.redis.port))
             self.postgres.start()
             self.redis.start()
             self.mongo.start()
             self.kube.start()
+            if self.node is not None:
+                self.node.start()
         except BaseException:
             self.stop()
             raise
 
     def stop(self) -> None:
-        for server in ("kube", "mongo", "redis", "postgres"):
-            if server in self.__dict__:
-                getattr(self, server).stop()
+        # The node first: draining needs the API server, and pods use the databases.
+        try:
+            if self.node is not None:
+                self.node.stop()
+        finally:
+            for server in ("kube", "mongo", "redis", "postgres"):
+                if server in self.__dict__:
+                    getattr(self, server).stop()
 
     def pids(self) -> list[int]:
         procs = [
@@ -77,7 +111,8 @@ class LocalEnvironment:
             self.redis.process,
             self.mongo.process,
         ]
-        return [p.pid for p in procs if p is not None and p.running()]
+        node_pids = self.node.pids() if self.node is not None else []
+        return [p.pid for p in procs if p is not None and p.running()] + node_pids
 
     def variables(self) -> dict[str, str]:
         return {
@@ -99,6 +134,17 @@ class LocalEnvironment:
             "BANDSY_MONGO_ADMIN_USER": ferretdb.ADMIN_USER,
             "BANDSY_MONGO_ADMIN_PASSWORD": self.mongo.admin_password,
             "BANDSY_MONGO_LOG_FILE": str(self.mongo.log_file),
+            "BANDSY_NODE": "1" if self.node is not None else "0",
+            **self._node_variables(),
+        }
+
+    def _node_variables(self) -> dict[str, str]:
+        if self.node is None:
+            return {}
+        return {
+            "BANDSY_POD_PG_HOST": node_net.POD_GATEWAY,
+            "BANDSY_POD_REDIS_HOST": node_net.POD_GATEWAY,
+            "BANDSY_TEST_IMAGE": TEST_IMAGE_REPOSITORY,
         }
 
     def publish(self, state_dir: Path) -> Path:
@@ -107,7 +153,7 @@ class LocalEnvironment:
         kubeconfig.write_text(self.kube.kubeconfig.read_text())
         kubeconfig.chmod(0o600)
         values = {**self.variables(), "KUBECONFIG": str(kubeconfig.resolve())}
-        assert tuple(values) == CLUSTER_ENV_KEYS
+        assert tuple(values) == CLUSTER_ENV_KEYS + (NODE_ENV_KEYS if self.node else ())
         env_file = state_dir / "cluster.env"
         env_file.write_text("".join(f"{key}={value}\n" for key, value in values.items()))
         env_file.chmod(0o600)

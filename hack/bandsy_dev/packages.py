@@ -13,6 +13,16 @@ REQUIRED = {"redis-server": "redis-server", "initdb": "postgresql"}
 # `make image` (bandsy_dev.image): the Dockerfile builder (chroot isolation: no runc needed), the
 # base image's bootstrapper, and buildah's uid-mapping helpers (a dependency, named to be checked).
 IMAGE_TOOLS = {"buildah": "buildah", "debootstrap": "debootstrap", "newuidmap": "uidmap"}
+# The node (SPEC §8.1), which only runs as root: looked up by Debian package name.
+NODE_PACKAGES = (
+    "runc",
+    "containernetworking-plugins",  # bridge, host-local, loopback in /usr/lib/cni
+    "umoci",  # builds the OCI images the node imports (no registry)
+    "ipset",  # kube-router's NetworkPolicy sets
+    "nftables",  # our guard table; the teardown lists and removes tables
+    "iptables",  # kube-router's chains
+    "busybox-static",  # the node test's image: a static busybox needs no libraries
+)
 POSTGRES_LIB = Path("/usr/lib/postgresql")
 
 
@@ -33,12 +43,23 @@ def _present(command: str) -> bool:
     return shutil.which(command) is not None
 
 
+def _installed(package: str) -> bool:
+    status = subprocess.run(
+        ["dpkg-query", "-W", "-f=${Status}", package], capture_output=True, text=True
+    )
+    return status.returncode == 0 and status.stdout.endswith(" installed")
+
+
 def missing_packages(required: Mapping[str, str] = REQUIRED) -> list[str]:
     return [pkg for cmd, pkg in required.items() if not _present(cmd)]
 
 
-def ensure_packages(required: Mapping[str, str] = REQUIRED) -> None:
-    missing = missing_packages(required)
+def missing_node_packages() -> list[str]:
+    return [pkg for pkg in NODE_PACKAGES if not _installed(pkg)]
+
+
+def ensure_packages(required: Mapping[str, str] = REQUIRED, node: bool = False) -> None:
+    missing = missing_packages(required) + (missing_node_packages() if node else [])
     if not missing:
         return
     if os.geteuid() != 0:
@@ -58,4 +79,5 @@ def ensure_packages(required: Mapping[str, str] = REQUIRED) -> None:
 
 
 if __name__ == "__main__":
-    ensure_packages()
+    # `make deps`: the node's packages too when root (a non-root run never starts the node).
+    ensure_packages(node=os.geteuid() == 0)

@@ -31,12 +31,20 @@ hostssl all   all   ::1/128       scram-sha-256
 """
 
 
+def pod_hba(pod_cidr: str) -> str:
+    """Pods (SPEC §8.1): TLS still required."""
+    return f"hostssl all   all   {pod_cidr}  scram-sha-256\n"
+
+
 @dataclass
 class PostgresServer:
     workdir: Path
     port: int = field(default_factory=free_port)
     admin_password: str = field(default_factory=lambda: secrets.token_urlsafe(24))
     limited_admin_password: str = field(default_factory=lambda: secrets.token_urlsafe(24))
+    # With a node: also listen on the pods' gateway and admit the pod network (with TLS).
+    pod_gateway: str | None = None
+    pod_cidr: str | None = None
     process: ManagedProcess | None = None
 
     @property
@@ -130,7 +138,9 @@ class PostgresServer:
         ca = CertificateAuthority.create("bandsy-postgres-ca")
         ca.write_cert(self.ca_file)
         server_cert, server_key = self.workdir / "server.crt", self.workdir / "server.key"
-        ca.issue_server_cert(server_cert, server_key, "localhost")
+        # With the gateway in the certificate, pods can verify it (sslmode=verify-full).
+        gateway = (self.pod_gateway,) if self.pod_gateway else ()
+        ca.issue_server_cert(server_cert, server_key, "localhost", ips=gateway)
         owner = self._run_as()
         if owner is not None:
             _make_traversable(self.workdir)
@@ -154,11 +164,14 @@ class PostgresServer:
             user=owner,
         )
         pwfile.unlink()
-        (self.data_dir / "pg_hba.conf").write_text(HBA)
+        (self.data_dir / "pg_hba.conf").write_text(
+            HBA + (pod_hba(self.pod_cidr) if self.pod_cidr else "")
+        )
+        listen = ",".join(["127.0.0.1", *gateway])
         with (self.data_dir / "postgresql.conf").open("a") as conf:
             conf.write(
                 "\n# bandsy harness\n"
-                "listen_addresses = '127.0.0.1'\n"
+                f"listen_addresses = '{listen}'\n"
                 f"port = {self.port}\n"
                 f"unix_socket_directories = '{self.socket_dir}'\n"
                 "ssl = on\n"

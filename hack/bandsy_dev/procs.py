@@ -101,6 +101,59 @@ def signal_group(pid: int, sig: signal.Signals) -> None:
         os.killpg(pid, sig)
 
 
+def pid_alive(pid: int) -> bool:
+    """Running (a zombie counts as gone: whoever is its parent reaps it)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    with contextlib.suppress(OSError, IndexError):
+        if Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z":
+            return False
+    return True
+
+
+def terminate(pids: Sequence[int], grace: float = 10.0, group: bool = False) -> None:
+    """SIGTERM all at once (so none waits for another to go), SIGKILL what still runs after
+    ``grace`` seconds. ``group``: signal each one's process group (our servers lead theirs)."""
+
+    def send(sig: signal.Signals) -> None:
+        for pid in pids:
+            if group:
+                signal_group(pid, sig)
+            else:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, sig)
+
+    def wait(seconds: float) -> None:
+        deadline = time.monotonic() + seconds
+        while any(pid_alive(p) for p in pids) and time.monotonic() < deadline:
+            time.sleep(0.05)
+
+    send(signal.SIGTERM)
+    wait(grace)
+    send(signal.SIGKILL)
+    wait(5.0)  # a killed process is gone once the kernel has torn it down
+
+
+class CommandError(RuntimeError):
+    """A host command failed; the message holds its stderr."""
+
+
+def run(
+    *argv: str, check: bool = True, input: str | None = None
+) -> subprocess.CompletedProcess[str]:
+    """Run a short host command (ip, nft, ctr, ...) and capture its output."""
+    result = subprocess.run(list(argv), input=input, capture_output=True, text=True)
+    if check and result.returncode != 0:
+        raise CommandError(
+            f"{' '.join(argv)} failed ({result.returncode}): {result.stderr.strip()}"
+        )
+    return result
+
+
 def run_build_script(script: Path) -> Path:
     """Run a ``hack/*/build.sh`` (build or reuse); it prints the artefact's path last."""
     out = subprocess.run([str(script)], check=True, stdout=subprocess.PIPE, text=True)

@@ -19,6 +19,8 @@ class RedisServer:
     workdir: Path
     port: int = field(default_factory=free_port)
     admin_password: str = field(default_factory=lambda: secrets.token_urlsafe(24))
+    # With a node: also listen on the pods' gateway (SPEC §8.1), same ACLs.
+    pod_gateway: str | None = None
     process: ManagedProcess | None = None
 
     @property
@@ -41,8 +43,9 @@ class RedisServer:
             )
             self.acl_file.chmod(0o600)
         conf = self.workdir / "redis.conf"
+        listen = ["127.0.0.1", *([self.pod_gateway] if self.pod_gateway else [])]
         conf.write_text(
-            "bind 127.0.0.1\n"
+            f"bind {' '.join(listen)}\n"
             f"port {self.port}\n"
             "daemonize no\n"
             f"dir {self.workdir}\n"

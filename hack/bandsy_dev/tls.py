@@ -64,26 +64,55 @@ class CertificateAuthority:
     def write_cert(self, path: Path) -> None:
         path.write_bytes(self.cert.public_bytes(serialization.Encoding.PEM))
 
-    def issue_server_cert(self, cert_path: Path, key_path: Path, common_name: str) -> None:
-        """A serving certificate valid for localhost and the loopback addresses."""
-        key = new_key()
-        now = datetime.datetime.now(datetime.UTC)
+    def issue_server_cert(
+        self,
+        cert_path: Path,
+        key_path: Path,
+        common_name: str,
+        ips: tuple[str, ...] = (),
+        dns_names: tuple[str, ...] = (),
+    ) -> None:
+        """A serving certificate valid for localhost, the loopback addresses and the given
+        extra addresses and names."""
         names: list[x509.GeneralName] = [
             x509.DNSName("localhost"),
+            *(x509.DNSName(n) for n in dns_names),
             x509.IPAddress(ipaddress.ip_address("127.0.0.1")),
             x509.IPAddress(ipaddress.ip_address("::1")),
+            *(x509.IPAddress(ipaddress.ip_address(ip)) for ip in ips),
         ]
-        cert = (
+        self._issue(cert_path, key_path, x509.Name([_cn(common_name)]), names)
+
+    def issue_client_cert(
+        self, cert_path: Path, key_path: Path, common_name: str, organization: str
+    ) -> None:
+        """A client certificate: user ``common_name`` in group ``organization``."""
+        subject = x509.Name(
+            [_cn(common_name), x509.NameAttribute(NameOID.ORGANIZATION_NAME, organization)]
+        )
+        self._issue(cert_path, key_path, subject, [])
+
+    def _issue(
+        self, cert_path: Path, key_path: Path, subject: x509.Name, names: list[x509.GeneralName]
+    ) -> None:
+        key = new_key()
+        now = datetime.datetime.now(datetime.UTC)
+        builder = (
             x509.CertificateBuilder()
-            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)]))
+            .subject_name(subject)
             .issuer_name(self.cert.subject)
             .public_key(key.public_key())
             .serial_number(x509.random_serial_number())
             .not_valid_before(now - datetime.timedelta(minutes=5))
             .not_valid_after(now + _VALIDITY)
-            .add_extension(x509.SubjectAlternativeName(names), critical=False)
             .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-            .sign(self.key, hashes.SHA256())
         )
+        if names:
+            builder = builder.add_extension(x509.SubjectAlternativeName(names), critical=False)
+        cert = builder.sign(self.key, hashes.SHA256())
         cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
         write_key(key, key_path)
+
+
+def _cn(common_name: str) -> x509.NameAttribute[str]:
+    return x509.NameAttribute(NameOID.COMMON_NAME, common_name)

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Builds etcd, kube-apiserver, kube-controller-manager and kubectl from the Go module proxy
-# into a git-ignored cache keyed by version. Reuses the cache when every binary is present.
+# Builds etcd, kube-apiserver, kube-controller-manager, kubectl and the node's kubelet,
+# kube-proxy and kube-scheduler from the Go module proxy into a git-ignored cache keyed by
+# version. Reuses the cache when every binary is present.
 #
 #   hack/control-plane/build.sh            build (or reuse) and print the bin directory
 #   hack/control-plane/build.sh --regen    regenerate go.mod/go.sum from k8s.io/kubernetes's go.mod
@@ -11,7 +12,9 @@ root="$(cd "$here/../.." && pwd)"
 # The version actually used; v1.37.2 is served by the module proxy (fallbacks: 1.36.3, 1.35.4).
 K8S_VERSION="${K8S_VERSION:-1.37.2}"
 cache="${BANDSY_CACHE_DIR:-$root/.cache}/control-plane/v${K8S_VERSION}"
-binaries=(etcd kube-apiserver kube-controller-manager kubectl)
+# Built by one `go build` (all but etcd), so the packages they share compile once.
+k8s_binaries=(kube-apiserver kube-controller-manager kubectl kubelet kube-proxy kube-scheduler)
+binaries=(etcd "${k8s_binaries[@]}")
 
 export GOTOOLCHAIN=local CGO_ENABLED=0 GOFLAGS=-mod=mod
 
@@ -29,9 +32,9 @@ regen() {
   grep -E '^\s+k8s\.io/[^ ]+ v0\.0\.0$' "$kmod" | awk '{print $1}' | while read -r mod; do
     go mod edit -replace="${mod}=${mod}@v${staging}"
   done
-  go get "k8s.io/kubernetes/cmd/kube-apiserver@v${K8S_VERSION}" \
-         "k8s.io/kubernetes/cmd/kube-controller-manager@v${K8S_VERSION}" \
-         "k8s.io/kubernetes/cmd/kubectl@v${K8S_VERSION}"
+  local b pkgs=()
+  for b in "${k8s_binaries[@]}"; do pkgs+=("k8s.io/kubernetes/cmd/${b}@v${K8S_VERSION}"); done
+  go get "${pkgs[@]}"
   # etcd at exactly the version Kubernetes pins for its own server module.
   local etcd_version
   etcd_version="$(awk '$1=="go.etcd.io/etcd/server/v3"{print $2}' "$kmod")"
@@ -53,9 +56,7 @@ build() {
   local start=$SECONDS
   # One go build for the Kubernetes binaries so their shared packages compile once.
   go build -trimpath -pgo=off -ldflags "$ldflags" -o "$tmp/" \
-    k8s.io/kubernetes/cmd/kube-apiserver \
-    k8s.io/kubernetes/cmd/kube-controller-manager \
-    k8s.io/kubernetes/cmd/kubectl >&2
+    "${k8s_binaries[@]/#/k8s.io/kubernetes/cmd/}" >&2
   go build -trimpath -pgo=off -ldflags "-s -w" -o "$tmp/etcd" go.etcd.io/etcd/server/v3 >&2
   # Move into place only when everything built, so a killed build never leaves a half cache.
   for b in "${binaries[@]}"; do mv "$tmp/$b" "$cache/$b"; done

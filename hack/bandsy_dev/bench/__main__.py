@@ -551,7 +551,8 @@ def main() -> int:
     # SIGTERM unwinds like Ctrl-C, so the servers (own sessions) are stopped too.
     signal.signal(signal.SIGTERM, signal.default_int_handler)
     workdir = Path(tempfile.mkdtemp(prefix="bandsy-bench-"))
-    env = LocalEnvironment(workdir / "servers")
+    # Node-less: the bench plays the deployment controller (SimulatedKubelet).
+    env = LocalEnvironment(workdir / "servers", with_node=False)
     env.start()
     try:
         results = asyncio.run(Bench(args, env, workdir).run())

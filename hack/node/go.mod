@@ -1,0 +1,3 @@
+module bandsy.app/hack/node
+
+go 1.26.0
