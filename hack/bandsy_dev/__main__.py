@@ -5,6 +5,7 @@ returns once ``cluster.env`` is written. ``down`` stops the supervisor and, shou
 every server process it recorded, and gives the host back from the node's record.
 ``cleanup-node DIR`` does the latter for a node work dir whose owner died (a killed test run).
 ``import-image ARCHIVE`` imports an OCI archive (images named in full) into the running node.
+``tag-image TAG [TAG...]`` makes ``$BANDSY_TEST_IMAGE:TAG`` (the test app) available on it.
 """
 
 from __future__ import annotations
@@ -16,12 +17,13 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
-from . import images
+from . import testapp
 from .host_state import remove_tree
 from .local_env import LocalEnvironment
-from .node import build_node_binaries, node_wanted
+from .node import node_wanted, running_node_importer
 from .node_cleanup import restore_from
 from .node_config import NodePaths
 from .procs import pid_alive, signal_group, tail, terminate
@@ -138,35 +140,57 @@ def cleanup_node(workdir: Path) -> int:
     return 0
 
 
-def import_image(state: Path, archive: Path) -> int:
-    paths = NodePaths(state / "servers" / "node")
-    if not paths.containerd_socket.exists():
+def _running_node_import(state: Path) -> Callable[[Path], list[str]] | None:
+    importer = running_node_importer(state)
+    if importer is None:
         print(f"no node runs from {state} (make cluster-up as root)", file=sys.stderr)
+    return importer
+
+
+def import_image(state: Path, archive: Path) -> int:
+    importer = _running_node_import(state)
+    if importer is None:
         return 1
-    ctr = build_node_binaries()["ctr"]
-    for reference in images.import_archive(ctr, paths.containerd_socket, archive):
+    for reference in importer(archive):
         print(f"imported {reference}")
+    return 0
+
+
+def tag_image(state: Path, tags: list[str]) -> int:
+    importer = _running_node_import(state)
+    if importer is None:
+        return 1
+    for reference in testapp.tag_image(importer, tags):
+        print(f"available on the node: {reference}")
     return 0
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bandsy_dev", description=__doc__)
     parser.add_argument(
-        "command", choices=["up", "down", "status", "supervise", "cleanup-node", "import-image"]
+        "command",
+        choices=["up", "down", "status", "supervise", "cleanup-node", "import-image", "tag-image"],
     )
     parser.add_argument(
-        "path", nargs="?", type=Path, help="cleanup-node: the node work dir; import-image: archive"
+        "args",
+        nargs="*",
+        help="cleanup-node: the node work dir; import-image: an archive; tag-image: tags",
     )
     parser.add_argument("--state", type=Path, default=DEFAULT_STATE, help="state directory")
     parser.add_argument("--node", type=int, choices=[0, 1], help="supervise: run a node or not")
     args = parser.parse_args(argv)
     state: Path = args.state.resolve()
+    if args.command == "tag-image":
+        if not args.args:
+            parser.error("tag-image needs at least one tag")
+        return tag_image(state, args.args)
     if args.command in ("cleanup-node", "import-image"):
-        if args.path is None:
-            parser.error(f"{args.command} needs a path")
+        if len(args.args) != 1:
+            parser.error(f"{args.command} needs one path")
+        path = Path(args.args[0]).resolve()
         if args.command == "import-image":
-            return import_image(state, args.path.resolve())
-        return cleanup_node(args.path.resolve())
+            return import_image(state, path)
+        return cleanup_node(path)
     if args.command == "supervise":
         return supervise(state, with_node=bool(args.node))
     commands = {"up": up, "down": down, "status": status}

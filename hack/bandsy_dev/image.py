@@ -15,7 +15,6 @@ import argparse
 import contextlib
 import fcntl
 import hashlib
-import importlib
 import json
 import os
 import re
@@ -29,9 +28,10 @@ from collections.abc import Iterator, Mapping, Sequence
 from fnmatch import fnmatch
 from pathlib import Path
 
+from .kube import REPO_ROOT
+from .node import running_node_importer
 from .packages import IMAGE_TOOLS, ensure_packages
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
 IMAGE = "localhost/bandsy/operator:dev"
 BASE_IMAGE = "localhost/bandsy/python-base:3.11"
 # The Dockerfile's `ARG PYTHON_IMAGE=python:3.11-slim`: the only thing this build changes.
@@ -487,17 +487,13 @@ def build_operator_image() -> Path:
 # --- the local node --------------------------------------------------------------------------
 
 
-def import_into_local_node(archive: Path) -> None:
-    """Hand the archive to the local node's containerd: ``bandsy_dev.node.import_image``."""
-    try:
-        node = importlib.import_module("bandsy_dev.node")
-    except ModuleNotFoundError as missing:
-        if missing.name != "bandsy_dev.node":
-            raise
-        raise SystemExit(
-            "image: no local node running (bandsy_dev.node does not exist yet)"
-        ) from None
-    node.import_image(archive)
+def import_into_local_node(archive: Path, state: Path = REPO_ROOT / ".local") -> None:
+    """Hand the archive to the containerd of the node ``make cluster-up`` runs."""
+    importer = running_node_importer(state)
+    if importer is None:
+        raise SystemExit(f"image: no local node runs from {state} (make cluster-up as root)")
+    for reference in importer(archive):
+        print(f"imported {reference} into the local node")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

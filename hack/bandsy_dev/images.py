@@ -3,6 +3,7 @@ containerd with ctr (SPEC §8.1: pods use images that were imported, never pulle
 
 from __future__ import annotations
 
+import io
 import json
 import shutil
 import tarfile
@@ -31,6 +32,7 @@ def build_image(
     *,
     symlinks: Mapping[str, str] | None = None,
     env: Mapping[str, str] | None = None,
+    user: str | None = None,
 ) -> Path:
     """An OCI archive (a tar of an OCI layout) holding one single-layer image ``repository:tag``
     made of ``files`` (path in the image -> host file, copied with its mode, or content) and
@@ -59,6 +61,8 @@ def build_image(
     run("umoci", "repack", "--image", image, str(bundle))
     config = [f"--config.entrypoint={arg}" for arg in entrypoint]
     config += [f"--config.env={key}={value}" for key, value in (env or {}).items()]
+    if user is not None:  # numeric: the kubelet can only check runAsNonRoot against a uid
+        config.append(f"--config.user={user}")
     run("umoci", "config", "--image", image, *config)
     run("umoci", "gc", "--layout", str(layout))
     _name_fully(layout, f"{repository}:{tag}")
@@ -68,6 +72,29 @@ def build_image(
             tar.add(entry, arcname=entry.name)
     shutil.rmtree(scratch)
     return archive
+
+
+def retag_archive(archive: Path, references: Sequence[str], output: Path) -> Path:
+    """A copy of ``archive`` whose index names its (first) image once per reference: one
+    import then makes every tag, from one set of blobs."""
+    with tarfile.open(archive) as source, tarfile.open(output, "w") as target:
+        for member in source.getmembers():
+            if member.name.lstrip("./") == "index.json":
+                continue
+            target.addfile(member, source.extractfile(member) if member.isfile() else None)
+        index_member = source.extractfile("index.json")
+        assert index_member is not None
+        index = json.load(index_member)
+        first = index["manifests"][0]
+        index["manifests"] = [
+            {**first, "annotations": {**first.get("annotations", {}), REF_NAME: reference}}
+            for reference in references
+        ]
+        data = json.dumps(index).encode()
+        info = tarfile.TarInfo("index.json")
+        info.size = len(data)
+        target.addfile(info, io.BytesIO(data))
+    return output
 
 
 def _name_fully(layout: Path, reference: str) -> None:

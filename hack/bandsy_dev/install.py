@@ -17,7 +17,10 @@ import yaml
 
 from bandsy_operator.manifest_yaml import dump_all
 
+from . import testapp
 from .kube import REPO_ROOT, kubectl_path
+from .node import running_node_importer
+from .node_net import NODE_IP
 
 CRDS = REPO_ROOT / "crds"
 SAMPLES = REPO_ROOT / "deploy" / "samples"
@@ -46,33 +49,67 @@ def admin_secrets(variables: Mapping[str, str]) -> list[dict[str, Any]]:
 
 def local_samples(variables: Mapping[str, str]) -> list[dict[str, Any]]:
     """deploy/samples with every environment's database servers replaced by the local ones
-    (their user and database templates kept)."""
+    (their user and database templates kept). On the local node (``BANDSY_NODE=1``) the
+    services run the test app (``$BANDSY_TEST_IMAGE``, every sample tag made available by
+    ``tag-image``), the servers are the addresses pods use, and names resolve through the
+    node's own DNS server (a host process, not a kube-system pod)."""
+    on_node = variables.get("BANDSY_NODE") == "1"
+    pg_host = variables["BANDSY_POD_PG_HOST" if on_node else "BANDSY_PG_HOST"]
+    redis_host = variables["BANDSY_POD_REDIS_HOST" if on_node else "BANDSY_REDIS_HOST"]
     documents = admin_secrets(variables)
-    for path in sorted(SAMPLES.glob("*.yaml")):
-        for doc in yaml.safe_load_all(path.read_text()):
-            if doc and doc["kind"] == "BandsyEnvironment":
-                templates = {
-                    key: value
-                    for key, value in (doc["spec"].get("postgres") or {}).items()
-                    if key.endswith("Template")
-                }
-                doc["spec"]["postgres"] = {
-                    **templates,
-                    "host": variables["BANDSY_PG_HOST"],
-                    "port": int(variables["BANDSY_PG_PORT"]),
-                    "sslMode": "require",
-                    "adminSecretRef": {"namespace": "default", "name": "bandsy-local-postgres"},
-                    "egressTo": {"cidr": "127.0.0.1/32"},
-                }
-                doc["spec"]["redis"] = {
-                    "host": variables["BANDSY_REDIS_HOST"],
-                    "port": int(variables["BANDSY_REDIS_PORT"]),
-                    "adminSecretRef": {"namespace": "default", "name": "bandsy-local-redis"},
-                    "egressTo": {"cidr": "127.0.0.1/32"},
-                }
-            if doc:
-                documents.append(doc)
+    for doc in sample_documents():
+        if doc["kind"] == "BandsyEnvironment":
+            spec = doc["spec"]
+            templates = {
+                key: value
+                for key, value in (spec.get("postgres") or {}).items()
+                if key.endswith("Template")
+            }
+            spec["postgres"] = {
+                **templates,
+                "host": pg_host,
+                "port": int(variables["BANDSY_PG_PORT"]),
+                "sslMode": "require",
+                "adminSecretRef": {"namespace": "default", "name": "bandsy-local-postgres"},
+                "egressTo": {"cidr": f"{pg_host}/32"},
+            }
+            spec["redis"] = {
+                "host": redis_host,
+                "port": int(variables["BANDSY_REDIS_PORT"]),
+                "adminSecretRef": {"namespace": "default", "name": "bandsy-local-redis"},
+                "egressTo": {"cidr": f"{redis_host}/32"},
+            }
+            if on_node:
+                network = spec.setdefault("networkPolicy", {})
+                network["dnsTo"] = {"cidr": f"{NODE_IP}/32"}
+        if doc["kind"] == "BandsyService" and on_node:
+            spec = doc["spec"]
+            spec["image"] = {"repository": variables["BANDSY_TEST_IMAGE"]}
+            if port := spec.get("port"):  # the test app listens where the service says
+                spec["config"] = {**spec.get("config", {}), "PORT": str(port)}
+        documents.append(doc)
     return documents
+
+
+def sample_documents() -> list[dict[str, Any]]:
+    return [
+        doc
+        for path in sorted(SAMPLES.glob("*.yaml"))
+        for doc in yaml.safe_load_all(path.read_text())
+        if doc
+    ]
+
+
+def sample_tags() -> list[str]:
+    """Every image tag the sample services name."""
+    return sorted(
+        {
+            environment["image"]["tag"]
+            for doc in sample_documents()
+            if doc["kind"] == "BandsyService"
+            for environment in doc["spec"]["environments"].values()
+        }
+    )
 
 
 def main() -> int:
@@ -80,6 +117,10 @@ def main() -> int:
         _kubectl("apply", "--server-side", "-f", str(CRDS))
         _kubectl("wait", "--for=condition=Established", "crd", "--all", "--timeout=60s")
     if os.environ.get("BANDSY_PG_HOST"):
+        if os.environ.get("BANDSY_NODE") == "1":
+            importer = running_node_importer(REPO_ROOT / ".local")
+            if importer is not None:
+                testapp.tag_image(importer, sample_tags())
         documents = dump_all(local_samples(os.environ))
         _kubectl("apply", "--server-side", "--force-conflicts", "-f", "-", stdin=documents)
     else:

@@ -15,7 +15,7 @@ import os
 import shutil
 import subprocess
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -42,6 +42,16 @@ roleRef: {apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: "system:
 subjects:
 - {apiGroup: rbac.authorization.k8s.io, kind: Group, name: "system:nodes"}
 """
+
+
+def running_node_importer(state: Path) -> Callable[[Path], list[str]] | None:
+    """Import an OCI archive into the node ``make cluster-up`` runs from ``state`` (None when
+    none runs there); returns the references it holds."""
+    paths = NodePaths(state / "servers" / "node")
+    if not paths.containerd_socket.exists():
+        return None
+    ctr = build_node_binaries()["ctr"]
+    return lambda archive: images.import_archive(ctr, paths.containerd_socket, archive)
 
 
 class NodeBusyError(RuntimeError):

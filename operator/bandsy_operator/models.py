@@ -8,6 +8,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from pydantic.alias_generators import to_camel
 
 from .constants import PRODUCTION
+from .naming import DNS_NAMESPACE
 
 Quantity = int | str
 PodSecurityLevel = Literal["privileged", "baseline", "restricted"]
@@ -90,6 +91,9 @@ class MongoServer(ApiModel):
 
 class NetworkPolicySettings(ApiModel):
     allow_from_namespaces: tuple[str, ...] = ()
+    # Where pods resolve names: CoreDNS's pods by default; addresses for a DNS server that is
+    # not a pod (NodeLocal DNSCache's link-local address, the local node's host CoreDNS).
+    dns_to: EgressTarget = EgressTarget(namespace=DNS_NAMESPACE)
 
 
 class Access(ApiModel):

@@ -12,13 +12,23 @@ from ..constants import (
     NAMESPACE_NAME_LABEL,
     PSA_ENFORCE_LABEL,
 )
-from ..models import Environment
+from ..models import EgressTarget, Environment
 from .meta import Manifest, environment_labels, object_meta, owner_reference, stamp_applied_hash
 
 
 def namespace_selector(namespace: str) -> dict[str, Any]:
     # kubernetes.io/metadata.name is set by the API server and cannot be spoofed by users.
     return {"matchLabels": {NAMESPACE_NAME_LABEL: namespace}}
+
+
+def egress_peer(target: EgressTarget) -> dict[str, Any]:
+    """A NetworkPolicy peer for a declared destination: pods of a namespace, or addresses."""
+    if target.cidr is not None:
+        return {"ipBlock": {"cidr": target.cidr}}
+    peer: dict[str, Any] = {"namespaceSelector": namespace_selector(target.namespace or "")}
+    if target.pod_selector:
+        peer["podSelector"] = {"matchLabels": dict(sorted(target.pod_selector.items()))}
+    return peer
 
 
 def build_namespace(env: Environment) -> Manifest:
@@ -59,7 +69,7 @@ def build_network_policies(env: Environment) -> list[Manifest]:
                 "policyTypes": ["Egress"],
                 "egress": [
                     {
-                        "to": [{"namespaceSelector": namespace_selector(naming.DNS_NAMESPACE)}],
+                        "to": [egress_peer(env.spec.network_policy.dns_to)],
                         "ports": [
                             {"protocol": "UDP", "port": 53},
                             {"protocol": "TCP", "port": 53},

@@ -52,6 +52,9 @@ EXPOSED = "Exposed"
 DATABASE_READY = "DatabaseReady"
 EXTERNAL_NOT_ALLOWED = "ExternalNotAllowed"
 RFC3339 = "%Y-%m-%dT%H:%M:%SZ"
+# While a provided secret is empty, how often its Secret is read again: the operator watches no
+# Secrets, yet the service should be Ready soon after a person fills one in.
+SECRET_RECHECK_SECONDS = 10.0
 
 
 @dataclass(frozen=True)
@@ -244,6 +247,12 @@ def decode_secret(live: Manifest | None) -> dict[str, str]:
     return {key: base64.b64decode(value).decode(errors="replace") for key, value in data.items()}
 
 
+def awaits_a_person(service: Service, secret: Manifest | None) -> bool:
+    """The service Secret still has a provided key empty (``SecretMissing``)."""
+    values = decode_secret(secret)
+    return any(key.generate is None and not values.get(key.name) for key in service.spec.secrets)
+
+
 def guard_secret(objects: list[Manifest], secret: Observed) -> None:
     """The service Secret keeps values as they were when it was read (generated ones, and
     provided ones a person filled in, which it must never reset): it is applied only if it is
@@ -404,6 +413,8 @@ class ServiceReconciler:
         upstreams: set[str],
     ) -> Outcome:
         waits = [p.verdict.retry_after for p in plans if p.verdict and p.verdict.retry_after]
+        if any(p.missing_secrets for p in plans):  # soon after a person fills them in
+            waits.append(SECRET_RECHECK_SECONDS)
         old_envs, new_envs = before.get("environments") or {}, after.get("environments") or {}
         # What runs Ready upstream changed (came or went): downstream gates decide again now.
         if any(
@@ -569,9 +580,12 @@ class ServiceReconciler:
                 f"{plan.name}: {'; '.join(drift)}",
             )
         secret_ref = service_secret(env.namespace, service.name)
-        secret = await self.applier.observe(
-            secret_ref, basis(mode, secret_ref in applied_before), self._secrets.get(secret_ref)
-        )
+        remembered = self._secrets.get(secret_ref)
+        known = basis(mode, secret_ref in applied_before)
+        if known is Basis.REMEMBERED and awaits_a_person(service, remembered):
+            # A person fills it in, and the operator does not watch Secrets: read it.
+            known = Basis.READ
+        secret = await self.applier.observe(secret_ref, known, remembered)
         plan.observed[secret_ref] = secret
         image = plan.verdict.image_to_apply or desired_image(service, env.name)
         plan.inputs = service_inputs(

@@ -1,0 +1,416 @@
+"""The operator as it ships, on the real node (issue 14): its own image from the Dockerfile,
+installed with `kubectl apply -k` of an overlay of deploy/, runs in-cluster under its
+ServiceAccount; the samples' services run the test app, and everything is judged from what the
+real kubelet and pods do: no status is written by a test here.
+
+Root only, like the node; the module starts and stops an environment of its own.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import statistics
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import pytest
+
+from bandsy_dev import testapp
+from bandsy_dev.image import build_operator_image
+from bandsy_dev.install import local_samples, sample_tags
+from bandsy_dev.kube import REPO_ROOT
+from bandsy_dev.local_env import LocalEnvironment
+from bandsy_dev.operator_process import KubectlRunner
+from bandsy_operator.manifest_yaml import dump_all
+
+pytestmark = pytest.mark.node
+T = TypeVar("T")
+
+ENVIRONMENTS = ("develop", "preprod", "production")
+SERVICES = ("web", "api", "worker")
+OVERLAY = REPO_ROOT / "hack" / "overlays" / "local"
+# Tags beyond the samples': a later release, and one tag edits go back and forth between.
+EXTRA_TAGS = ("develop-4b5c6d7", "release-1.7.3")
+MISSING_TAG = "develop-0000000"  # never imported: nothing can pull it
+
+
+@dataclass
+class Cluster:
+    env: LocalEnvironment
+    kubectl: KubectlRunner
+    variables: dict[str, str]
+
+    def json(self, *args: str) -> Any:
+        return json.loads(self.kubectl(*args, "-o", "json").stdout)
+
+    def service(self, name: str) -> Any:
+        return self.json("get", "bsvc", name)
+
+    def pod_ips(self, namespace: str, service: str) -> list[str]:
+        """The addresses of the service's Ready pods."""
+        pods = self.json("-n", namespace, "get", "pods", "-l", f"bandsy.app/service={service}")
+        ips = [
+            p["status"]["podIP"]
+            for p in pods["items"]
+            if not p["metadata"].get("deletionTimestamp")
+            and any(
+                c["type"] == "Ready" and c["status"] == "True"
+                for c in p["status"].get("conditions") or []
+            )
+        ]
+        assert ips, f"no Ready pod of {service} in {namespace}"
+        return ips
+
+
+def eventually(probe: Callable[[], T], timeout: float, what: str, interval: float = 0.5) -> T:
+    """``probe``'s first truthy result; an AssertionError meanwhile is retried."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            if result := probe():
+                return result
+            last = f"last value {result!r}"
+        except AssertionError as error:
+            last = str(error)
+        assert time.monotonic() < deadline, f"{what}: not within {timeout} s ({last})"
+        time.sleep(interval)
+
+
+def http(url: str) -> str:
+    """What a test app answers (the host reaches pods directly on the node's bridge)."""
+    try:
+        with urllib.request.urlopen(url, timeout=10) as response:  # noqa: S310 (http:// built here)
+            return str(response.read().decode())
+    except urllib.error.HTTPError as error:
+        return f"{error.code}: {error.read().decode()}"
+
+
+def ask(cluster: Cluster, namespace: str, service: str, path: str, port: int = 8080) -> str:
+    """``path`` of one Ready pod of ``service`` (the test app on ``port``)."""
+    ip = cluster.pod_ips(namespace, service)[0]
+    return http(f"http://{ip}:{port}{path}")
+
+
+def environment_condition(obj: Any, env: str, type_: str) -> dict[str, Any]:
+    status = ((obj.get("status") or {}).get("environments") or {}).get(env) or {}
+    return next((c for c in status.get("conditions") or [] if c["type"] == type_), {})
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+    assert os.geteuid() == 0, "the node tests need root (bridge, firewall, mounts, cgroups)"
+    env = LocalEnvironment(tmp_path_factory.mktemp("operator-node"), with_node=True)
+    try:
+        env.start()
+        node = env.node
+        assert node is not None
+        kubectl = KubectlRunner(str(env.kube.kubeconfig))
+        variables = env.variables()
+        # The operator's own image, built from the Dockerfile, and the test app's tags.
+        assert node.import_image(build_operator_image()) == ["localhost/bandsy/operator:dev"]
+        testapp.tag_image(node.import_image, [*sample_tags(), *EXTRA_TAGS])
+        kubectl("apply", "--server-side", "-k", str(OVERLAY))
+        kubectl("wait", "--for=condition=Established", "crd", "--all", "--timeout=60s")
+        kubectl(
+            "-n", "bandsy-system", "rollout", "status", "deploy/bandsy-operator", "--timeout=180s"
+        )
+        documents = local_samples(variables)
+        kubectl("apply", "--server-side", "-f", "-", input=dump_all(documents))
+        # Devops shortens production's 10-minute soak for this run.
+        kubectl(
+            "patch",
+            "benv",
+            "production",
+            "--type=merge",
+            "-p",
+            '{"spec": {"promotion": {"soakSeconds": 1}}}',
+        )
+        yield Cluster(env, kubectl, variables)
+    finally:
+        env.stop()
+
+
+def fill_in_stripe_key(cluster: Cluster) -> None:
+    """api's provided secret, as a person fills it in (the operator never does)."""
+    key = base64.b64encode(b"sk_test_on_the_node").decode()
+    for env in ENVIRONMENTS:
+        eventually(
+            lambda env=env: (
+                cluster.kubectl("-n", env, "get", "secret", "api-secrets", check=False).returncode
+                == 0
+            ),
+            60,
+            f"api-secrets in {env}",
+        )
+        cluster.kubectl(
+            "-n",
+            env,
+            "patch",
+            "secret",
+            "api-secrets",
+            "--type=merge",
+            "-p",
+            json.dumps({"data": {"STRIPE_API_KEY": key}}),
+        )
+
+
+def test_the_operator_runs_in_cluster_from_its_image(cluster: Cluster) -> None:
+    deployment = cluster.json("-n", "bandsy-system", "get", "deploy", "bandsy-operator")
+    assert deployment["status"].get("readyReplicas") == 1  # its probes pass
+    pod = cluster.json(
+        "-n", "bandsy-system", "get", "pods", "-l", "app.kubernetes.io/name=bandsy-operator"
+    )["items"][0]
+    container = pod["spec"]["containers"][0]
+    assert container["image"] == "localhost/bandsy/operator:dev"
+    assert container["securityContext"]["readOnlyRootFilesystem"] is True
+    assert pod["spec"]["serviceAccountName"] == "bandsy-operator"
+    assert pod["spec"]["nodeName"]  # scheduled onto the real node
+
+
+def test_the_samples_run_ready_through_the_real_kubelet(cluster: Cluster) -> None:
+    fill_in_stripe_key(cluster)
+
+    def all_ready() -> bool:
+        items = {i["metadata"]["name"]: i for i in cluster.json("get", "bsvc")["items"]}
+        for service in SERVICES:
+            ready = next(c for c in items[service]["status"]["conditions"] if c["type"] == "Ready")
+            assert ready["status"] == "True", (service, ready)
+        return True
+
+    eventually(all_ready, 180, "every sample service Ready", interval=1)
+    for env in ENVIRONMENTS:
+        for service in SERVICES:
+            deployment = cluster.json("-n", env, "get", "deploy", service)
+            status = deployment["status"]
+            assert status["readyReplicas"] == deployment["spec"]["replicas"], (env, service)
+    table = cluster.kubectl("get", "bsvc", *SERVICES).stdout
+    print(table)
+    rows = {line.split()[0]: line.split()[1:6] for line in table.splitlines()[1:]}
+    for service in SERVICES:
+        assert rows[service] == [
+            "develop-3f2a9c1",
+            "release-1.7.2",
+            "release-1.7.2",
+            "True",
+            "Ready",
+        ]
+
+
+def test_a_service_logs_in_to_its_databases_from_its_pod(cluster: Cluster) -> None:
+    for env, role in (("develop", "api-user"), ("production", "api-production-user")):
+        assert ask(cluster, env, "api", "/db", 9000) == f"{role}|api-{env}"
+    # Redis too, once the service asks for it: its projection reaches the pods and they roll.
+    cluster.kubectl(
+        "patch", "bsvc", "api", "--type=merge", "-p", '{"spec": {"redis": {"enabled": true}}}'
+    )
+
+    def pong() -> bool:
+        return ask(cluster, "develop", "api", "/redis", 9000) == "PONG"
+
+    eventually(pong, 90, "api's pods reach Redis with their projected user")
+    assert ask(cluster, "develop", "api", "/env?key=PGSSLMODE", 9000) == "require"
+    assert ask(cluster, "develop", "api", "/env?key=PGPASSWORD", 9000) == "set"
+
+
+def test_network_policies_admit_exactly_what_was_declared(cluster: Cluster) -> None:
+    cluster_name = "svc.cluster.local"
+    # A dependent reaches its dependency by name: DNS and the egress both work under deny.
+    assert (
+        ask(cluster, "develop", "web", f"/fetch?url=http://api.develop.{cluster_name}:9000/healthz")
+        == "200"
+    )
+    assert (
+        ask(
+            cluster,
+            "develop",
+            "worker",
+            f"/fetch?url=http://api.develop.{cluster_name}:9000/healthz",
+        )
+        == "200"
+    )
+    # api does not depend on web: refused.
+    refused = ask(
+        cluster,
+        "develop",
+        "api",
+        f"/fetch?url=http://web.develop.{cluster_name}:8080/healthz",
+        9000,
+    )
+    assert refused.startswith("error:"), refused
+    # develop cannot reach production, even by address.
+    production_api = cluster.pod_ips("production", "api")[0]
+    across = ask(cluster, "develop", "web", f"/fetch?url=http://{production_api}:9000/healthz")
+    assert across.startswith("error:"), across
+    # ... while production's own web can.
+    same = ask(
+        cluster,
+        "production",
+        "web",
+        f"/fetch?url=http://api.production.{cluster_name}:9000/healthz",
+    )
+    assert same == "200"
+
+
+def test_generated_pods_meet_pod_security_restricted_without_warnings(cluster: Cluster) -> None:
+    for env in ("preprod", "production"):
+        namespace = cluster.json("get", "namespace", env)
+        assert namespace["metadata"]["labels"]["pod-security.kubernetes.io/enforce"] == "restricted"
+        template = cluster.json("-n", env, "get", "deploy", "web")["spec"]["template"]
+        pod = {
+            "apiVersion": "v1",
+            "kind": "Pod",
+            "metadata": {
+                "generateName": "psa-check-",
+                "namespace": env,
+                "labels": {"psa-check": "true"},
+            },
+            "spec": template["spec"],
+        }
+        checked = cluster.kubectl(
+            "create",
+            "--dry-run=server",
+            "-f",
+            "-",
+            "--warnings-as-errors",
+            input=json.dumps(pod),
+        )
+        assert "Warning" not in checked.stderr, checked.stderr
+    # The production sample has a quota and defaults: its pods were admitted with requests.
+    pods = cluster.json("-n", "production", "get", "pods", "-l", "bandsy.app/service=worker")
+    requests = pods["items"][0]["spec"]["containers"][0]["resources"]["requests"]
+    assert requests.get("cpu"), requests
+    assert requests.get("memory"), requests
+
+
+def test_pod_failures_reach_the_status_and_hold_promotion(cluster: Cluster) -> None:
+    """The real kubelet's ImagePullBackOff and CrashLoopBackOff, and the quota's FailedCreate,
+    become Ready=False with that reason; production does not take a tag not Ready in preprod."""
+    crash = {
+        "apiVersion": "bandsy.app/v1alpha1",
+        "kind": "BandsyService",
+        "metadata": {"name": "crasher"},
+        "spec": {
+            "image": {"repository": cluster.variables["BANDSY_TEST_IMAGE"]},
+            "port": 8080,
+            "healthCheck": {"path": "/healthz"},
+            "config": {"FAIL_AT_START": "1"},
+            "environments": {
+                "develop": {"image": {"tag": "develop-4b5c6d7"}},
+                "preprod": {"image": {"tag": "release-1.7.3"}},
+                "production": {"image": {"tag": "release-1.7.3"}},
+            },
+        },
+    }
+    missing = {
+        **crash,
+        "metadata": {"name": "puller"},
+        "spec": {
+            **crash["spec"],
+            "config": {},
+            "environments": {"develop": {"image": {"tag": MISSING_TAG}}},
+        },
+    }
+    cluster.kubectl("apply", "--server-side", "-f", "-", input=dump_all([crash, missing]))
+
+    def reason(service: str, env: str, expected: str) -> dict[str, Any]:
+        ready = environment_condition(cluster.service(service), env, "Ready")
+        assert ready.get("reason") == expected, ready
+        return ready
+
+    pulled = eventually(
+        lambda: reason("puller", "develop", "ImagePullBackOff"), 120, "ImagePullBackOff"
+    )
+    assert MISSING_TAG in pulled["message"]
+    crashed = eventually(
+        lambda: reason("crasher", "preprod", "CrashLoopBackOff"), 120, "CrashLoopBackOff"
+    )
+    assert "exited with code 1" in crashed["message"]
+    held = eventually(
+        lambda: (
+            environment_condition(cluster.service("crasher"), "production", "PromotionBlocked").get(
+                "reason"
+            )
+            == "NotReadyUpstream"
+        ),
+        60,
+        "production held by the crash loop upstream",
+    )
+    assert held
+    assert (
+        cluster.kubectl("-n", "production", "get", "deploy", "crasher", check=False).returncode != 0
+    )
+
+    # The quota refuses a pod beyond its count: FailedCreate.
+    tight = {
+        "apiVersion": "bandsy.app/v1alpha1",
+        "kind": "BandsyEnvironment",
+        "metadata": {"name": "tight"},
+        "spec": {
+            "networkPolicy": {"dnsTo": {"cidr": "10.99.0.1/32"}},
+            "quota": {"pods": "1", "requests.cpu": "2", "requests.memory": "2Gi"},
+            "defaults": {"requests": {"cpu": "50m", "memory": "32Mi"}},
+            "deletionPolicy": "Delete",
+        },
+    }
+    many = {
+        **crash,
+        "metadata": {"name": "crowd"},
+        "spec": {
+            **crash["spec"],
+            "config": {},
+            "replicas": 2,
+            "environments": {"tight": {"image": {"tag": "develop-4b5c6d7"}}},
+        },
+    }
+    cluster.kubectl("apply", "--server-side", "-f", "-", input=dump_all([tight, many]))
+    refused = eventually(lambda: reason("crowd", "tight", "FailedCreate"), 120, "FailedCreate")
+    assert "exceeded quota" in refused["message"], refused
+    cluster.kubectl("delete", "bsvc", "crasher", "puller", "crowd", "--wait=true", "--timeout=120s")
+    cluster.kubectl("delete", "benv", "tight", "--wait=true", "--timeout=120s")
+
+
+def test_a_tag_edit_rolls_out_new_pods(cluster: Cluster, pytestconfig: pytest.Config) -> None:
+    """Edit → the new pods Ready, measured through the operator and the real kubelet."""
+    took = []
+    tags = ["develop-4b5c6d7", "develop-3f2a9c1"] * 3
+    for tag in tags:
+        started = time.monotonic()
+        cluster.kubectl(
+            "patch",
+            "bsvc",
+            "web",
+            "--type=merge",
+            "-p",
+            json.dumps({"spec": {"environments": {"develop": {"image": {"tag": tag}}}}}),
+        )
+
+        def rolled(tag: str = tag) -> bool:
+            deployment = cluster.json("-n", "develop", "get", "deploy", "web")
+            image = deployment["spec"]["template"]["spec"]["containers"][0]["image"]
+            status = deployment["status"]
+            return bool(
+                image.endswith(f":{tag}")
+                and status.get("observedGeneration") == deployment["metadata"]["generation"]
+                and status.get("updatedReplicas")
+                == status.get("readyReplicas")
+                == status.get("replicas")
+                == 1
+            )
+
+        eventually(rolled, 60, f"web rolled out {tag}", interval=0.05)
+        took.append(time.monotonic() - started)
+    took.sort()
+    p95 = took[min(len(took) - 1, round(0.95 * (len(took) - 1)))]
+    line = (
+        f"tag edit → new pods Ready on the node ({len(took)} edits): "
+        f"p50 {statistics.median(took):.2f} s, p95 {p95:.2f} s, max {took[-1]:.2f} s"
+    )
+    print(line)
+    pytestconfig.get_terminal_writer().line(f"[node] {line}")
+    assert ask(cluster, "develop", "web", "/env?key=BANDSY_SERVICE") == "web"
