@@ -30,6 +30,8 @@ def test_bench_runs_every_scenario_and_idle_writes_nothing(tmp_path: Path) -> No
             "8",
             "--edits",
             "3",
+            "--node-services",
+            "2",
             "--idle-resync",
             "4",
             "--output",
@@ -52,6 +54,9 @@ def test_bench_runs_every_scenario_and_idle_writes_nothing(tmp_path: Path) -> No
     assert converge["floor_seconds"] == sorted(converge["floor_runs_seconds"])[1]  # the median
     assert converge["operator_seconds"] > 0
     assert results["latency"]["edits"] == 3
+    node = results["node_latency"]  # CI runs as root: the node scenario runs
+    assert node["edits"] == 3
+    assert node["p50_seconds"] > 0
     assert set(results["memory"]) == {"base", "large", "restart"}
     for scenario in ("idle", "restart"):
         assert results[scenario]["api_writes_by_request"] == {}, scenario
