@@ -15,6 +15,7 @@ from pathlib import Path
 
 import yaml
 
+from . import users
 from .procs import ManagedProcess, free_port, run_build_script
 from .tls import CertificateAuthority, new_key, write_key, write_public_key
 
@@ -47,6 +48,8 @@ class ControlPlane:
     workdir: Path
     bin_dir: Path
     token: str = field(default_factory=lambda: secrets.token_urlsafe(32))
+    # The people of SPEC §10 (hack/bandsy_dev/users.py): user name -> bearer token.
+    user_tokens: dict[str, str] = field(default_factory=users.new_tokens)
     etcd_port: int = field(default_factory=free_port)
     etcd_peer_port: int = field(default_factory=free_port)
     apiserver_port: int = field(default_factory=free_port)
@@ -60,6 +63,9 @@ class ControlPlane:
     @property
     def kubeconfig(self) -> Path:
         return self.workdir / "kubeconfig"
+
+    def user_kubeconfig(self, name: str) -> Path:
+        return self.workdir / "users" / f"{name}.kubeconfig"
 
     @property
     def ca_file(self) -> Path:
@@ -174,6 +180,7 @@ class ControlPlane:
         write_public_key(sa_key, pki / "sa.pub")
         (pki / "tokens.csv").write_text(
             f'{self.token},{ADMIN_USER},{ADMIN_USER},"system:masters"\n'
+            + users.token_file_lines(self.user_tokens)
         )
         (pki / "tokens.csv").chmod(0o600)
 
@@ -195,6 +202,8 @@ class ControlPlane:
         }
         self.kubeconfig.write_text(yaml.safe_dump(config, sort_keys=False))
         self.kubeconfig.chmod(0o600)
+        for name, token in self.user_tokens.items():
+            users.write_kubeconfig(self.kubeconfig, self.user_kubeconfig(name), name, token)
 
 
 def _ssl_context(ca_file: Path | None) -> ssl.SSLContext:

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from . import ferretdb, postgres, redis_server
+from . import ferretdb, postgres, redis_server, users
 from .ferretdb import FerretDBServer
 from .kube import ControlPlane, build_binaries
 from .packages import ensure_packages
@@ -35,6 +35,9 @@ CLUSTER_ENV_KEYS = (
     "BANDSY_MONGO_ADMIN_USER",
     "BANDSY_MONGO_ADMIN_PASSWORD",
     "BANDSY_MONGO_LOG_FILE",
+    # Beyond SPEC §8: the users of SPEC §10 (a developer, a promoter, another team's developer,
+    # the CI deploy identity), each with _USER, _TOKEN and _KUBECONFIG (hack/bandsy_dev/users.py).
+    *users.ENV_KEYS,
 )
 
 
@@ -99,6 +102,10 @@ class LocalEnvironment:
             "BANDSY_MONGO_ADMIN_USER": ferretdb.ADMIN_USER,
             "BANDSY_MONGO_ADMIN_PASSWORD": self.mongo.admin_password,
             "BANDSY_MONGO_LOG_FILE": str(self.mongo.log_file),
+            **users.variables(
+                self.kube.user_tokens,
+                {name: self.kube.user_kubeconfig(name) for name in self.kube.user_tokens},
+            ),
         }
 
     def publish(self, state_dir: Path) -> Path:
