@@ -12,7 +12,7 @@ import re
 import subprocess
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +23,7 @@ from bandsy_dev.kubelet import make_deployment_ready
 from bandsy_dev.operator_process import kubeconfig_with_token
 from bandsy_operator.kube import BandsyServiceResource, KubeApi, ObjectRef
 from conftest import KubectlRunner, OperatorProcess, Person, install_local_samples
-from factories import service_body, tags
+from factories import environment_body, service_body, tags
 from recorded_events import events_about
 from waiting import eventually
 
@@ -98,11 +98,16 @@ def environments(kubectl: KubectlRunner, servers: dict[str, str], users: dict[st
     from preprod) as the samples define them; the API server reads them as the policy's
     parameters through an informer, so wait until it has."""
     install_local_samples(kubectl, servers, ("Secret", "BandsyEnvironment"))
-    deadline = time.monotonic() + 30
     for env in (PREPROD, PRODUCTION):
-        while "bandsy-promote" not in promote_probe(users["developer"], env).stderr:
-            assert time.monotonic() < deadline, f"{env} is not protected yet"
-            time.sleep(0.2)
+        until(lambda env=env: "bandsy-promote" in promote_probe(users["developer"], env).stderr)
+
+
+def until(condition: Callable[[], bool], timeout: float = 30.0) -> None:
+    """Wait for what the API server learns through its informers (parameters, RBAC)."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "not true in time"
+        time.sleep(0.2)
 
 
 def delete(kubectl: KubectlRunner, *names: str) -> None:
@@ -237,6 +242,66 @@ def test_a_developer_may_not_touch_what_production_runs(
         accepted(promoter.kubectl("delete", "bsvc", name, "--wait=false", check=False))
     finally:
         delete(kubectl, name)
+
+
+def test_protection_is_read_from_each_environment(
+    kubectl: KubectlRunner, users: dict[str, Person], environments: None
+) -> None:
+    """``spec.protected``, or its default (production, or promoted from another environment),
+    as the API server reads it from each BandsyEnvironment; a new protected environment gets a
+    promoter role of the same shape as the shipped ones."""
+    developer = users["developer"]
+    s = uid()
+    first, promoted, opted_out = f"a-{s}", f"b-{s}", f"c-{s}"
+    kubectl.apply(
+        environment_body(first, deletionPolicy="Delete"),
+        environment_body(promoted, promotion={"from": first}, deletionPolicy="Delete"),
+        environment_body(
+            opted_out, promotion={"from": first}, protected=False, deletionPolicy="Delete"
+        ),
+    )
+    role = f"bandsy:promoter:{promoted}"
+    rbac = "rbac.authorization.k8s.io"
+    try:
+        # The API server reads environments through an informer: wait for the new ones.
+        until(lambda: "bandsy-promote" in promote_probe(developer, promoted).stderr)
+        refused(promote_probe(developer, promoted), "bandsy-promote", f"bandsy:promoter:{promoted}")
+        accepted(promote_probe(developer, first))
+        accepted(promote_probe(developer, opted_out))
+
+        kubectl.apply(
+            {
+                "apiVersion": f"{rbac}/v1",
+                "kind": "ClusterRole",
+                "metadata": {"name": role},
+                "rules": [
+                    {
+                        "apiGroups": ["bandsy.app"],
+                        "resources": ["bandsyenvironments"],
+                        "resourceNames": [promoted],
+                        "verbs": ["promote"],
+                    }
+                ],
+            },
+            {
+                "apiVersion": f"{rbac}/v1",
+                "kind": "ClusterRoleBinding",
+                "metadata": {"name": role},
+                "roleRef": {"apiGroup": rbac, "kind": "ClusterRole", "name": role},
+                "subjects": [{"apiGroup": rbac, "kind": "User", "name": developer.name}],
+            },
+        )
+        until(
+            lambda: can_i(developer.kubectl, "promote", f"bandsyenvironments/{promoted}") == "yes"
+        )
+        accepted(promote_probe(developer, promoted))
+        # Still not production: one environment's right is that environment's only.
+        refused(
+            promote_probe(developer, PRODUCTION), "bandsy-promote", "bandsy:promoter:production"
+        )
+    finally:
+        kubectl("delete", "clusterrolebinding,clusterrole", role, "--ignore-not-found")
+        kubectl("delete", "benv", first, promoted, opted_out, "--wait=false")
 
 
 # -- the CI deploy identity ---------------------------------------------------------------------
