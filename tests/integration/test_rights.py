@@ -19,6 +19,7 @@ from typing import Any
 import pytest
 from lightkube.types import PatchType
 
+from bandsy_dev import rights
 from bandsy_dev.kubelet import make_deployment_ready
 from bandsy_dev.operator_process import kubeconfig_with_token
 from bandsy_operator.kube import BandsyServiceResource, KubeApi, ObjectRef
@@ -542,6 +543,43 @@ def test_who_promoted_cannot_be_forged(
         assert abs(age.total_seconds()) < 60, stamps
     finally:
         delete(kubectl, name)
+
+
+def test_an_unstamped_promote_is_refused(
+    kubectl: KubectlRunner, users: dict[str, Person], environments: None
+) -> None:
+    """Without the mutating policy (its binding deleted), nobody is recorded: the validating
+    policy refuses every promote rather than let one pass unstamped."""
+    kubectl("delete", "mutatingadmissionpolicybinding", "bandsy-promoted-by")
+    try:
+        body = service_body(f"unstamped-{uid()}", tags(develop=dev_tag()))
+
+        def create() -> Result:
+            return apply_as(users["developer"], body, "--dry-run=server")
+
+        until(lambda: "does not carry the stamps" in create().stderr)
+        refused(
+            create(),
+            "bandsy-promoted-by",
+            f"this promote of {DEVELOP} does not carry the stamps",
+            "MutatingAdmissionPolicy bandsy-promoted-by",
+        )
+    finally:
+        rights.install(kubectl)  # back, and acting again
+
+
+def test_a_malformed_service_gets_the_crds_message(
+    users: dict[str, Person], environments: None
+) -> None:
+    """The mutating policy runs before the CRD's schema is checked and cannot read a malformed
+    body; it yields (failurePolicy Ignore), so the person reads what is wrong with it."""
+    body = service_body(f"bad-{uid()}", tags(develop=dev_tag()))
+    body["spec"]["environments"] = [DEVELOP]
+    create = ("create", "--dry-run=server", "-f", "-")
+    result = users["developer"].kubectl(*create, input=json.dumps(body), check=False)
+    assert result.returncode != 0
+    assert "spec.environments in body must be of type object" in result.stderr, result.stderr
+    assert "policy" not in result.stderr, result.stderr
 
 
 @pytest.mark.asyncio(loop_scope="session")
