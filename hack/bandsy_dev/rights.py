@@ -30,14 +30,16 @@ def install(kubectl: KubectlRunner) -> None:
     wait_until_enforced(kubectl)
 
 
-def _probe_service(annotations: dict[str, str] | None = None) -> str:
+def _probe_service(
+    annotations: dict[str, str] | None = None, environments: tuple[str, ...] = (PROBE,)
+) -> str:
     body: dict[str, Any] = {
         "apiVersion": "bandsy.app/v1alpha1",
         "kind": "BandsyService",
         "metadata": {"name": PROBE, "annotations": annotations or {}},
         "spec": {
             "image": {"repository": "example.org/probe"},
-            "environments": {PROBE: {"image": {"tag": "v1"}}},
+            "environments": {env: {"image": {"tag": "v1"}} for env in environments},
         },
     }
     return dump_all([body])
@@ -59,6 +61,19 @@ def _enforced(kubectl: KubectlRunner) -> bool:
     as_developer = [f"--as={DEVELOPER.name}", *(f"--as-group={g}" for g in DEVELOPER.groups)]
     refused = kubectl(*as_developer, *create, input=_probe_service(), check=False)
     return "bandsy-promote" in refused.stderr
+
+
+def wait_until_served(kubectl: KubectlRunner, timeout: float = ENFORCED_TIMEOUT) -> None:
+    """After the API server (re)starts: a mutating policy reads a custom resource's schema from
+    the server's own OpenAPI, which it polls every 5 s, and until it has it every edit of that
+    kind is answered 503 ("There can be a delay between when CustomResourceDefinitions are
+    created and when they are available"), whoever sends it. Waits for a dry run to pass."""
+    probe = _probe_service(environments=())
+    deadline = time.monotonic() + timeout
+    while kubectl("create", "--dry-run=server", "-f", "-", input=probe, check=False).returncode:
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"the API server did not admit BandsyServices within {timeout} s")
+        time.sleep(0.2)
 
 
 def wait_until_enforced(kubectl: KubectlRunner, timeout: float = ENFORCED_TIMEOUT) -> None:
