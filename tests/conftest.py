@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import os
 from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 import pytest_asyncio
 
+from bandsy_dev import rights
 from bandsy_dev.install import local_samples
 from bandsy_dev.local_env import LocalEnvironment, read_cluster_env
 from bandsy_dev.operator_process import (
@@ -20,6 +22,7 @@ from bandsy_dev.operator_process import (
     OperatorProcess,
     least_privilege_kubeconfig,
 )
+from bandsy_dev.users import USERS
 from bandsy_operator.kube import KubeApi
 
 
@@ -64,8 +67,35 @@ RESYNC_SECONDS = 2.0
 
 @pytest.fixture(scope="session")
 def crds(kubectl: KubectlRunner) -> None:
+    """The CRDs, and with them the admission policies of SPEC §10 (deploy/policies) and the
+    sample rights of the local users: every test runs under them, the operator's included."""
     kubectl("apply", "--server-side", "-f", str(REPO_ROOT / "crds"))
     kubectl("wait", "--for=condition=Established", "crd", "--all", "--timeout=60s")
+    rights.install(kubectl)
+
+
+@dataclass(frozen=True)
+class Person:
+    """A user of the local API server (its token file), acting with their own token."""
+
+    name: str
+    groups: tuple[str, ...]
+    kubeconfig: str
+    kubectl: KubectlRunner
+
+
+@pytest.fixture(scope="session")
+def users(servers: dict[str, str], crds: None) -> dict[str, Person]:
+    """The people of SPEC §10 by role (``developer``, ``promoter``, ``other_team``, ``ci``),
+    with the rights deploy/samples/rights.yaml binds (installed with the policies)."""
+    people = {}
+    for user in USERS:
+        name_key, _, kubeconfig_key = user.env_keys
+        kubeconfig = servers[kubeconfig_key]
+        people[user.role.lower()] = Person(
+            servers[name_key], user.groups, kubeconfig, KubectlRunner(kubeconfig)
+        )
+    return people
 
 
 @pytest.fixture(scope="session")

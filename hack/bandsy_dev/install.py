@@ -1,4 +1,5 @@
-"""Install the CRDs and the samples into the cluster named by $KUBECONFIG (``make run``).
+"""Install the CRDs, the admission policies of SPEC §10 and the samples into the cluster named
+by $KUBECONFIG (``make run``).
 
 On the local cluster (``BANDSY_PG_HOST`` set, as in ``.local/cluster.env``) the samples'
 environments use the local PostgreSQL and Redis, whose admin credentials become Secrets in
@@ -17,10 +18,11 @@ import yaml
 
 from bandsy_operator.manifest_yaml import dump_all
 
-from . import testapp
+from . import rights, testapp
 from .kube import REPO_ROOT, kubectl_path
 from .node import running_node_importer
 from .node_net import NODE_IP
+from .operator_process import KubectlRunner
 
 CRDS = REPO_ROOT / "crds"
 SAMPLES = REPO_ROOT / "deploy" / "samples"
@@ -116,6 +118,7 @@ def main() -> int:
     if any(CRDS.glob("*.yaml")):
         _kubectl("apply", "--server-side", "-f", str(CRDS))
         _kubectl("wait", "--for=condition=Established", "crd", "--all", "--timeout=60s")
+        rights.install(KubectlRunner(os.environ["KUBECONFIG"]))
     if os.environ.get("BANDSY_PG_HOST"):
         if os.environ.get("BANDSY_NODE") == "1":
             importer = running_node_importer(REPO_ROOT / ".local")

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import yaml
 
-from . import node_net
+from . import node_net, users
 from .procs import ManagedProcess, free_port, run_build_script
 from .tls import CertificateAuthority, new_key, write_key, write_public_key
 
@@ -62,6 +62,8 @@ class ControlPlane:
     workdir: Path
     bin_dir: Path
     token: str = field(default_factory=lambda: secrets.token_urlsafe(32))
+    # The people of SPEC §10 (hack/bandsy_dev/users.py): user name -> bearer token.
+    user_tokens: dict[str, str] = field(default_factory=users.new_tokens)
     etcd_port: int = field(default_factory=free_port)
     etcd_peer_port: int = field(default_factory=free_port)
     apiserver_port: int = field(default_factory=free_port)
@@ -80,6 +82,9 @@ class ControlPlane:
     def kubeconfig(self) -> Path:
         return self.workdir / "kubeconfig"
 
+    def user_kubeconfig(self, name: str) -> Path:
+        return self.workdir / "users" / f"{name}.kubeconfig"
+
     @property
     def ca_file(self) -> Path:
         return self.workdir / "pki" / "ca.crt"
@@ -96,6 +101,8 @@ class ControlPlane:
     def start(self) -> None:
         self._write_pki()
         self._write_kubeconfig(self.kubeconfig, ADMIN_USER, self.token)
+        for name, token in self.user_tokens.items():
+            users.write_kubeconfig(self.kubeconfig, self.user_kubeconfig(name), name, token)
         if self.node:
             self._write_kubeconfig(self.node_kubeconfig, NODE_USER, self.node_token)
             self._write_kubeconfig(self.proxy_kubeconfig, KUBE_PROXY_USER, self.proxy_token)
@@ -276,7 +283,7 @@ class ControlPlane:
         sa_key = new_key()
         write_key(sa_key, pki / "sa.key")
         write_public_key(sa_key, pki / "sa.pub")
-        (pki / "tokens.csv").write_text(tokens)
+        (pki / "tokens.csv").write_text(tokens + users.token_file_lines(self.user_tokens))
         (pki / "tokens.csv").chmod(0o600)
 
     def _write_kubeconfig(self, path: Path, user: str, token: str) -> None:

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from . import ferretdb, node_net, postgres, redis_server
+from . import ferretdb, node_net, postgres, redis_server, users
 from .ferretdb import FerretDBServer
 from .images import TEST_IMAGE_REPOSITORY
 from .kube import ControlPlane, build_binaries
@@ -43,8 +43,11 @@ CLUSTER_ENV_KEYS = (
     "BANDSY_MONGO_ADMIN_USER",
     "BANDSY_MONGO_ADMIN_PASSWORD",
     "BANDSY_MONGO_LOG_FILE",
-    # SPEC §8.1: 1 when a real node runs pods, else 0 (and the keys below are absent).
+    # SPEC §8.1: 1 when a real node runs pods, else 0 (and NODE_ENV_KEYS are absent).
     "BANDSY_NODE",
+    # Beyond SPEC §8: the users of SPEC §10 (a developer, a promoter, another team's developer,
+    # the CI deploy identity), each with _USER, _TOKEN and _KUBECONFIG (hack/bandsy_dev/users.py).
+    *users.ENV_KEYS,
 )
 # Only with a node: the addresses pods use for the databases, the test app's repository.
 NODE_ENV_KEYS = ("BANDSY_POD_PG_HOST", "BANDSY_POD_REDIS_HOST", "BANDSY_TEST_IMAGE")
@@ -135,6 +138,10 @@ class LocalEnvironment:
             "BANDSY_MONGO_ADMIN_PASSWORD": self.mongo.admin_password,
             "BANDSY_MONGO_LOG_FILE": str(self.mongo.log_file),
             "BANDSY_NODE": "1" if self.node is not None else "0",
+            **users.variables(
+                self.kube.user_tokens,
+                {name: self.kube.user_kubeconfig(name) for name in self.kube.user_tokens},
+            ),
             **self._node_variables(),
         }
 

@@ -12,12 +12,11 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from bandsy_operator.manifest_yaml import dump_all
 
 from .kube import REPO_ROOT, kubectl_path
 from .procs import ManagedProcess, free_port
+from .users import write_kubeconfig
 
 
 class KubectlRunner:
@@ -146,10 +145,4 @@ def least_privilege_kubeconfig(kubectl: KubectlRunner, admin_kubeconfig: str, pa
 
 def kubeconfig_with_token(admin_kubeconfig: str, token: str, path: Path, user: str) -> str:
     """The admin's kubeconfig (same cluster) for another identity, by its bearer token."""
-    config = yaml.safe_load(Path(admin_kubeconfig).read_text())
-    config["users"] = [{"name": user, "user": {"token": token}}]
-    for context in config["contexts"]:
-        context["context"]["user"] = user
-    path.write_text(yaml.safe_dump(config))
-    path.chmod(0o600)
-    return str(path)
+    return str(write_kubeconfig(Path(admin_kubeconfig), path, user, token))

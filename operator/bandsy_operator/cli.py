@@ -1,5 +1,6 @@
-"""``bandsyctl`` (also the kubectl plugin ``kubectl-bandsy``): status, promote, render, dotenv,
-check-branch. It uses the operator's own models, builders and gates; no rule lives here."""
+"""``bandsyctl`` (also the kubectl plugin ``kubectl-bandsy``): status, history, promote, render,
+dotenv, check-branch. It uses the operator's own models, builders and gates; no rule lives here
+(rights are the API server's: the caller's credentials, the policies of deploy/policies)."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from collections.abc import Callable, Coroutine, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from lightkube import ApiError
 from lightkube.types import PatchType
 
 from . import naming, promotion
@@ -50,6 +52,8 @@ from .world import World
 EXIT_FAILURE = 1
 EXIT_USAGE = 2
 CLI_FIELD_MANAGER = "bandsyctl"
+# What the API server answers when an admission policy (SPEC §10) or RBAC refuses a request.
+REFUSED = (403, 422)
 
 
 class CommandError(Exception):
@@ -92,6 +96,17 @@ def _environment(world: World, service: Any, env: str) -> Any:
 # -- status -------------------------------------------------------------------------------------
 
 
+def running_promoter(env_status: Mapping[str, Any]) -> str:
+    """Who promoted what runs now: the promoter of the newest rollout of the applied image."""
+    image, tag = env_status.get("appliedImage"), env_status.get("appliedTag")
+    for entry in env_status.get("history") or []:
+        # Entries written before images were recorded name the tag only.
+        same = entry["image"] == image if entry.get("image") else entry.get("tag") == tag
+        if same and (image or tag):
+            return str(entry.get("promotedBy") or "")
+    return ""
+
+
 def status_rows(world: World, only: str | None) -> list[dict[str, str]]:
     rows = []
     for name in sorted(world.services):
@@ -117,6 +132,7 @@ def status_rows(world: World, only: str | None) -> list[dict[str, str]]:
                     "applied": status.get("appliedTag", ""),
                     "ready": status.get("readyTag", ""),
                     "summary": status.get("summary", ""),
+                    "promoted_by": running_promoter(status),
                     "blocked": blocked,
                     "url": status.get("url", ""),
                 }
@@ -125,8 +141,9 @@ def status_rows(world: World, only: str | None) -> list[dict[str, str]]:
 
 
 def print_table(rows: Sequence[Mapping[str, str]], columns: Sequence[str]) -> None:
-    widths = {c: max([len(c), *(len(r[c]) for r in rows)]) for c in columns}
-    print("  ".join(c.upper().ljust(widths[c]) for c in columns).rstrip())
+    headers = {c: c.replace("_", " ").upper() for c in columns}
+    widths = {c: max([len(headers[c]), *(len(r[c]) for r in rows)]) for c in columns}
+    print("  ".join(headers[c].ljust(widths[c]) for c in columns).rstrip())
     for row in rows:
         print("  ".join((row[c] or "-").ljust(widths[c]) for c in columns).rstrip())
 
@@ -139,31 +156,99 @@ async def cmd_status(api: KubeApi, args: argparse.Namespace) -> int:
     if args.output == "json":
         print(json.dumps(rows, indent=2))
     else:
-        print_table(
-            rows, ["service", "environment", "desired", "applied", "ready", "blocked", "url"]
-        )
+        columns = ["service", "environment", "desired", "applied", "ready", "promoted_by"]
+        print_table(rows, [*columns, "blocked", "url"])
+    return 0
+
+
+# -- history ------------------------------------------------------------------------------------
+
+HISTORY_COLUMNS = (
+    "environment",
+    "tag",
+    "applied_at",
+    "ready_at",
+    "promoted_by",
+    "gates_skipped",
+    "change_cause",
+)
+
+
+def history_rows(known: Any, only_env: str | None) -> list[dict[str, str]]:
+    """Each environment's rollouts as the operator recorded them, newest first."""
+    environments = known.status.get("environments") or {}
+    rows = []
+    for env in sorted(known.model.spec.environments):
+        if only_env and env != only_env:
+            continue
+        for entry in (environments.get(env) or {}).get("history") or []:
+            rows.append(
+                {
+                    "environment": env,
+                    "tag": str(entry.get("tag", "")),
+                    "applied_at": str(entry.get("appliedAt", "")),
+                    "ready_at": str(entry.get("readyAt", "")),
+                    "promoted_by": str(entry.get("promotedBy", "")),
+                    "gates_skipped": "yes" if entry.get("gatesSkipped") else "",
+                    "change_cause": str(entry.get("changeCause", "")),
+                }
+            )
+    return rows
+
+
+async def cmd_history(api: KubeApi, args: argparse.Namespace) -> int:
+    world = await load_world(api)
+    known = _service(world, args.service)
+    if args.env and args.env not in known.model.spec.environments:
+        _environment(world, known, args.env)  # raises the reason
+    rows = history_rows(known, args.env)
+    if args.output == "json":
+        print(json.dumps(rows, indent=2))
+    else:
+        print_table(rows, list(HISTORY_COLUMNS))
     return 0
 
 
 # -- promote ------------------------------------------------------------------------------------
 
 
+class Unreadable:
+    """A Deployment the caller may not read (their rights end at the custom resources)."""
+
+
+async def deployment_as_caller(api: KubeApi, ref: ObjectRef) -> Manifest | Unreadable | None:
+    try:
+        return await api.get(ref)
+    except ApiError as error:
+        if error.status.code == 403:
+            return Unreadable()
+        raise
+
+
 async def upstream_readiness(
     api: KubeApi, world: World, service: Any, env: Any, now: datetime.datetime
 ) -> Readiness | None:
     """What runs Ready now in the environment ``env`` promotes from (as the operator's gate
-    sees it: the upstream Deployment now, continuity from the service's status)."""
+    sees it: the upstream Deployment now, continuity from the service's status; only the
+    status when the caller may not read the Deployment)."""
     source = env.spec.promotion.from_
     upstream = world.valid_environments().get(source) if source else None
     if upstream is None or source not in service.model.spec.environments:
         return None
-    deployment = await api.get(deployment_ref(upstream, service.model.name))
-    pods = await read_pods(api, upstream, service.model.name) if deployment is not None else []
-    replicasets = await read_replicasets(api, upstream.namespace, pods)
+    deployment = await deployment_as_caller(api, deployment_ref(upstream, service.model.name))
     recorded = recorded_readiness(
         (service.status.get("environments") or {}).get(source) or {},
         service.model.spec.image.repository,
     )
+    if isinstance(deployment, Unreadable):
+        return recorded
+    try:
+        pods = await read_pods(api, upstream, service.model.name) if deployment else []
+        replicasets = await read_replicasets(api, upstream.namespace, pods)
+    except ApiError as error:
+        if error.status.code != 403:
+            raise
+        return recorded  # the caller may read Deployments but not pods: the status decides
     return carry_readiness(ready_image(deployment, pods, replicasets), recorded, now)
 
 
@@ -172,7 +257,9 @@ async def gate_verdict(
 ) -> GateVerdict:
     """The operator's verdict for ``service`` (a model, maybe with an edited tag) in ``env``."""
     now = datetime.datetime.now(datetime.UTC)
-    deployment = await api.get(deployment_ref(env, service.name))
+    deployment = await deployment_as_caller(api, deployment_ref(env, service.name))
+    if isinstance(deployment, Unreadable):
+        deployment = None  # what the operator last applied there, from the status
     status = (known.status.get("environments") or {}).get(env.name) or {}
     return promotion.evaluate(
         gate_input(
@@ -181,6 +268,7 @@ async def gate_verdict(
             current_image(deployment, status, service.spec.image.repository),
             await upstream_readiness(api, world, known, env, now),
             now,
+            status,
         )
     )
 
@@ -220,20 +308,34 @@ async def cmd_promote(api: KubeApi, args: argparse.Namespace) -> int:
             f"{service.name} {args.to}: {tag} would be blocked ({verdict.reason}): "
             f"{verdict.message}"
         )
-    if args.dry_run:
-        return 0 if verdict.allowed else EXIT_FAILURE
     patch: dict[str, Any] = {"spec": {"environments": {args.to: {"image": {"tag": tag}}}}}
     cause = args.reason or f"promote {tag} to {args.to}"
     patch["metadata"] = {"annotations": {CHANGE_CAUSE_ANNOTATION: cause}}
-    await api.client.patch(
-        BandsyServiceResource,
-        service.name,
-        patch,
-        patch_type=PatchType.MERGE,
-        field_manager=CLI_FIELD_MANAGER,
-    )
+    # With --dry-run the API server still judges the edit (the caller's rights, SPEC §10).
+    await _patch_as_caller(api, service.name, patch, dry_run=args.dry_run)
+    if args.dry_run:
+        print(f"{service.name} {args.to}: you may promote {tag} there")
+        return 0 if verdict.allowed else EXIT_FAILURE
     print(f"{service.name}: spec.environments.{args.to}.image.tag = {tag} ({cause})")
     return 0
+
+
+async def _patch_as_caller(api: KubeApi, name: str, patch: dict[str, Any], dry_run: bool) -> None:
+    """A merge patch with the caller's credentials; a refusal (an admission policy, RBAC) is
+    reported with the API server's own message, which names the rule and the missing right."""
+    try:
+        await api.client.patch(
+            BandsyServiceResource,
+            name,
+            patch,
+            patch_type=PatchType.MERGE,
+            field_manager=CLI_FIELD_MANAGER,
+            dry_run=dry_run,
+        )
+    except ApiError as error:
+        if error.status.code in REFUSED and error.status.message:
+            raise CommandError(error.status.message) from None
+        raise
 
 
 # -- render -------------------------------------------------------------------------------------
@@ -371,12 +473,24 @@ def build_parser() -> argparse.ArgumentParser:
     status.add_argument("-o", "--output", choices=["table", "json"], default="table")
     status.set_defaults(cluster=cmd_status)
 
+    history = commands.add_parser(
+        "history", help="the rollouts of each environment: when, who promoted, why"
+    )
+    history.add_argument("service")
+    history.add_argument("--env", metavar="ENV", help="one environment (default: all)")
+    history.add_argument("-o", "--output", choices=["table", "json"], default="table")
+    history.set_defaults(cluster=cmd_history)
+
     promote = commands.add_parser("promote", help="set the image tag of one environment")
     promote.add_argument("service")
     promote.add_argument("--to", required=True, metavar="ENV", help="target environment")
     promote.add_argument("--tag", help="default: the tag Ready in the upstream environment")
     promote.add_argument("--reason", help="change cause recorded in the rollout history")
-    promote.add_argument("--dry-run", action="store_true", help="print the gate verdict only")
+    promote.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="print the gate verdict and whether you may promote, change nothing",
+    )
     promote.set_defaults(cluster=cmd_promote)
 
     render = commands.add_parser(

@@ -34,6 +34,11 @@ APPLIED_HASH_ANNOTATION: Final = f"{GROUP}/applied-hash"
 CHANGE_CAUSE_ANNOTATION: Final = f"{GROUP}/change-cause"
 ROTATE_CREDENTIALS_ANNOTATION: Final = f"{GROUP}/rotate-credentials"
 SKIP_GATES_ANNOTATION: Final = f"{GROUP}/skip-gates"
+# Stamped by the API server (deploy/policies/promoted-by.yaml): who promoted <env> and when (the
+# suffix is the environment's name), and when skip-gates was last set.
+PROMOTED_BY_ANNOTATION_PREFIX: Final = f"{GROUP}/promoted-by."
+PROMOTED_AT_ANNOTATION_PREFIX: Final = f"{GROUP}/promoted-at."
+SKIP_GATES_AT_ANNOTATION: Final = f"{GROUP}/skip-gates-at"
 CLUSTER_ISSUER_ANNOTATION: Final = "cert-manager.io/cluster-issuer"
 # On a BandsyEnvironment: "true" accepts a change of its database server or database template
 # as a move to empty databases (the old ones are kept, their users locked).

@@ -216,6 +216,7 @@ class ServiceEnvironment(ApiModel):
 
 
 class ServiceSpec(ApiModel):
+    owner: str | None = None  # a team's group (SPEC §10); enforced by admission, not here
     image: ImageRepository
     port: int | None = Field(default=None, ge=1, le=65535)
     external: bool = False

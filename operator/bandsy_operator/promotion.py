@@ -14,10 +14,20 @@ from dataclasses import dataclass, replace
 from enum import StrEnum
 from typing import Any
 
-from .constants import SKIP_GATES_ANNOTATION
+from .constants import (
+    PROMOTED_AT_ANNOTATION_PREFIX,
+    PROMOTED_BY_ANNOTATION_PREFIX,
+    SKIP_GATES_ANNOTATION,
+    SKIP_GATES_AT_ANNOTATION,
+)
 
 HISTORY_LIMIT = 10
 _RFC3339 = "%Y-%m-%dT%H:%M:%SZ"
+# Break glass (SPEC §10) is honoured this long after it was set.
+SKIP_GATES_LIFETIME = datetime.timedelta(hours=1)
+# A stamp later than now by more than this is not believed (a request can write its own
+# managedFields times, which the API server's stamps are taken from).
+CLOCK_SKEW = datetime.timedelta(minutes=1)
 
 
 class GateReason(StrEnum):
@@ -224,6 +234,57 @@ def evaluate(gate: GateInput) -> GateVerdict:
     return verdict or GateVerdict(True, gate.desired, None, f"{shown} passed all promotion gates")
 
 
+@dataclass(frozen=True)
+class Promoter:
+    """Who last promoted an environment of a service, and when: the API server's stamps
+    ``bandsy.app/promoted-by.<env>`` and ``promoted-at.<env>`` (None where absent)."""
+
+    by: str | None = None
+    at: datetime.datetime | None = None
+
+    @classmethod
+    def of(cls, annotations: Mapping[str, str], env: str) -> Promoter:
+        return cls(
+            annotations.get(PROMOTED_BY_ANNOTATION_PREFIX + env) or None,
+            _stamp(annotations, PROMOTED_AT_ANNOTATION_PREFIX + env),
+        )
+
+
+def _stamp(annotations: Mapping[str, str], key: str) -> datetime.datetime | None:
+    """A time the API server stamped; None when absent or unreadable (unknown, not an error)."""
+    try:
+        return _parse_time(value) if (value := annotations.get(key)) else None
+    except ValueError:
+        return None
+
+
+def skip_gates_tag(
+    annotations: Mapping[str, str],
+    env: str,
+    history: Sequence[Rollout],
+    now: datetime.datetime,
+) -> str | None:
+    """The tag that may skip ``env``'s gates now, from ``bandsy.app/skip-gates: "<env>=<tag>"``.
+
+    Break glass is for one rollout and expires: the API server stamps when it was set
+    (``bandsy.app/skip-gates-at``); it is honoured for SKIP_GATES_LIFETIME from then, and
+    ignored once that tag ran Ready in ``env`` since then. Without a believable stamp it cannot
+    be dated, so it is ignored.
+    """
+    target, separator, tag = annotations.get(SKIP_GATES_ANNOTATION, "").partition("=")
+    if not separator or target != env or not tag:
+        return None
+    since = _stamp(annotations, SKIP_GATES_AT_ANNOTATION)
+    now = _utc(now)
+    if since is None or not now - SKIP_GATES_LIFETIME < since <= now + CLOCK_SKEW:
+        return None
+    ran_ready = any(
+        entry.tag == tag and entry.ready_at is not None and entry.ready_at >= since
+        for entry in history
+    )
+    return None if ran_ready else tag
+
+
 def default_promotion_tag(upstream: Readiness | None) -> str | None:
     """What ``bandsyctl promote`` proposes without ``--tag``: the tag Ready upstream now."""
     return upstream.ready.tag if upstream is not None and upstream.ready is not None else None
@@ -247,6 +308,8 @@ class Rollout:
     change_cause: str | None = None
     gates_skipped: bool = False
     image: str | None = None  # repository:tag (older entries have the tag only)
+    promoted_by: str | None = None
+    promoted_at: datetime.datetime | None = None
 
     def to_status(self) -> dict[str, Any]:
         """camelCase with RFC3339 UTC times; None values are omitted to keep status small."""
@@ -257,12 +320,14 @@ class Rollout:
             "readyAt": _format_time(self.ready_at) if self.ready_at is not None else None,
             "changeCause": self.change_cause,
             "gatesSkipped": self.gates_skipped,
+            "promotedBy": self.promoted_by,
+            "promotedAt": _format_time(self.promoted_at) if self.promoted_at else None,
         }
         return {key: value for key, value in fields.items() if value is not None}
 
     @classmethod
     def from_status(cls, entry: Mapping[str, Any]) -> Rollout:
-        ready_at = entry.get("readyAt")
+        ready_at, promoted_at = entry.get("readyAt"), entry.get("promotedAt")
         return cls(
             tag=str(entry["tag"]),
             applied_at=_parse_time(str(entry["appliedAt"])),
@@ -270,7 +335,14 @@ class Rollout:
             change_cause=str(cause) if (cause := entry.get("changeCause")) is not None else None,
             gates_skipped=bool(entry.get("gatesSkipped", False)),
             image=str(image) if (image := entry.get("image")) else None,
+            promoted_by=str(by) if (by := entry.get("promotedBy")) else None,
+            promoted_at=_parse_time(str(promoted_at)) if promoted_at else None,
         )
+
+    @classmethod
+    def history(cls, env_status: Mapping[str, Any]) -> list[Rollout]:
+        """``status.environments.<env>.history``, newest first."""
+        return [cls.from_status(entry) for entry in env_status.get("history") or []]
 
 
 def record_rollout(

@@ -27,6 +27,7 @@ import pytest
 import pytest_asyncio
 from hypothesis import HealthCheck, Phase, given, seed, settings
 
+from bandsy_dev import rights
 from bandsy_dev.kubelet import SimulatedKubelet, is_ready
 from bandsy_dev.local_env import LocalEnvironment
 from bandsy_dev.operator_process import least_privilege_kubeconfig
@@ -603,6 +604,9 @@ async def test_api_server_restart_is_survived(
     await eventually(lambda: converged(kube, chaos.expected), timeout=RECOVERY_SECONDS, interval=1)
     took = time.monotonic() - returned
     chaos.api_outages.append((log_from, len(chaos.operator.log())))
+    # Not the operator's (the admission policies exempt it), but a person's next edit waits for
+    # the mutating policy of SPEC §10 to read the CRD's schema again (up to 5 s).
+    await asyncio.to_thread(rights.wait_until_served, kubectl)
 
     # Edits made after the restart arrive through the operator's new watches.
     # One service of this rollout, and one converged long before it (when the module has one).

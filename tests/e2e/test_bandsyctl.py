@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import uuid
@@ -71,15 +72,18 @@ async def test_status_promote_render_dotenv(
 
     await eventually(converged)
     table = run(servers, "status", svc).stdout.splitlines()
-    assert table[0].split() == [
+    assert re.split(r"\s{2,}", table[0]) == [
         "SERVICE",
         "ENVIRONMENT",
         "DESIRED",
         "APPLIED",
         "READY",
+        "PROMOTED BY",
         "BLOCKED",
         "URL",
     ]
+    # Who promoted what runs: the admin who applied the service (SPEC §10).
+    assert table[1].split()[5] == "bandsy-admin", table
 
     # promote: v2 is not Ready upstream yet, so the dry run says it would be blocked.
     blocked = run(servers, "promote", svc, "--to", prod, "--tag", "v2", "--dry-run")
@@ -112,6 +116,7 @@ async def test_status_promote_render_dotenv(
     obj = json.loads(kubectl("get", "bsvc", svc, "-o", "json").stdout)
     assert obj["spec"]["environments"][prod]["image"]["tag"] == "v2"
     assert obj["metadata"]["annotations"]["bandsy.app/change-cause"] == "ship v2"
+    assert obj["metadata"]["annotations"][f"bandsy.app/promoted-by.{prod}"] == "bandsy-admin"
 
     # render: exactly what the operator applies, so a server-side diff is empty.
     async def prod_on_v2() -> bool:
@@ -169,7 +174,7 @@ def test_errors_and_usage(servers: dict[str, str], app: dict[str, str]) -> None:
     usage = run(servers, "promote", app["svc"])
     assert usage.returncode == 2
     assert "--to" in usage.stderr
-    for command in ("status", "promote", "render", "dotenv", "check-branch"):
+    for command in ("status", "history", "promote", "render", "dotenv", "check-branch"):
         helped = run(servers, command, "--help")
         assert helped.returncode == 0
         assert "usage: bandsyctl" in helped.stdout

@@ -150,18 +150,31 @@ def test_operator_deployment_is_hardened(rendered: list[Manifest]) -> None:
     assert env["BANDSY_LOG_FORMAT"]["value"] == "json"
 
 
-def test_cluster_role_has_no_wildcards(rendered: list[Manifest]) -> None:
-    role = only(rendered, "ClusterRole")
-    assert "aggregationRule" not in role
-    for rule in role["rules"]:
-        assert "nonResourceURLs" not in rule, rule
-        for field in ("apiGroups", "resources", "verbs", "resourceNames"):
-            assert not any("*" in value for value in rule.get(field, [])), rule
-        # Powers that would let the operator grant itself more than this role.
-        assert not {"escalate", "impersonate"} & set(rule["verbs"]), rule
-        if "bind" in rule["verbs"]:
-            assert rule["resources"] == ["clusterroles"]
-            assert set(rule["resourceNames"]) <= {"view", "edit"}
+def operator_role(objects: list[Manifest]) -> Manifest:
+    """The operator's ClusterRole (the base also ships the roles of SPEC §10, deploy/policies)."""
+    binding = only(objects, "ClusterRoleBinding")
+    (role,) = [
+        obj
+        for obj in objects
+        if obj["kind"] == "ClusterRole" and obj["metadata"]["name"] == binding["roleRef"]["name"]
+    ]
+    return role
+
+
+def test_cluster_roles_have_no_wildcards(rendered: list[Manifest]) -> None:
+    roles = [obj for obj in rendered if obj["kind"] == "ClusterRole"]
+    for shipped in roles:
+        assert "aggregationRule" not in shipped
+        for rule in shipped["rules"]:
+            assert "nonResourceURLs" not in rule, rule
+            for field in ("apiGroups", "resources", "verbs", "resourceNames"):
+                assert not any("*" in value for value in rule.get(field, [])), rule
+            # Powers that would let a holder grant itself more than its role.
+            assert not {"escalate", "impersonate"} & set(rule["verbs"]), rule
+            if "bind" in rule["verbs"]:
+                assert rule["resources"] == ["clusterroles"]
+                assert set(rule["resourceNames"]) <= {"view", "edit"}
+    role = operator_role(rendered)
     # Secrets are read one by one; never listed or watched cluster-wide.
     assert not {"list", "watch"} & granted(role, "", "secrets")
 
@@ -212,7 +225,7 @@ def test_cluster_role_covers_every_kind_the_builders_produce(rendered: list[Mani
     kinds = {(obj["apiVersion"], obj["kind"]) for obj in objects}
     assert len(kinds) >= 9, kinds  # the samples exercise every builder
 
-    role = only(rendered, "ClusterRole")
+    role = operator_role(rendered)
     for api_version, kind in sorted(kinds):
         info = resource_registry.load(api_version, kind)._api_info
         missing = {"get", "create", "patch", "delete"} - granted(

@@ -156,9 +156,9 @@ async def test_a_release_walks_through_the_gates(
     await eventually(lambda: _running_is(kube, prod, name, "release-2"), timeout=20)
     await make_deployment_ready(kube, prod, name)
 
-    # Break glass: release-3 straight to production, recorded.
+    # Break glass: release-3 straight to production, recorded (SPEC §10: "<env>=<tag>").
     body = release("release-2", "release-3", "hotfix for checkout")
-    body["metadata"]["annotations"]["bandsy.app/skip-gates"] = "release-3"
+    body["metadata"]["annotations"]["bandsy.app/skip-gates"] = f"{prod}=release-3"
     kubectl.apply(body)
     await eventually(lambda: _running_is(kube, prod, name, "release-3"))
     await make_deployment_ready(kube, prod, name)
@@ -172,6 +172,8 @@ async def test_a_release_walks_through_the_gates(
     entries = await eventually(history)
     assert entries[0]["gatesSkipped"] is True
     assert entries[0]["changeCause"] == "hotfix for checkout"
+    # Who promoted, as the API server stamped it (the admin applies here).
+    assert {e["promotedBy"] for e in entries} == {"bandsy-admin"}
     assert entries[1]["gatesSkipped"] is False
     assert entries[2]["changeCause"] == "first release"
     skipped = await events_about(kube, name, "GatesSkipped")

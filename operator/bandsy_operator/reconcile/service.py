@@ -191,9 +191,11 @@ def gate_input(
     current: Image | None,
     upstream: Readiness | None,
     now: datetime.datetime,
+    env_status: Mapping[str, Any],
 ) -> promotion.GateInput:
     """The promotion question for one environment; ``upstream`` is the upstream environment's
-    readiness now (None when the service is not deployed there)."""
+    readiness now (None when the service is not deployed there), ``env_status`` the service's
+    status there (its history dates a break glass)."""
     return promotion.GateInput(
         desired=desired_image(service, env.name),
         current=current,
@@ -202,7 +204,9 @@ def gate_input(
         promotion_from=env.spec.promotion.from_,
         soak_seconds=env.spec.promotion.soak_seconds,
         upstream=upstream,
-        skip_gates_tag=service.meta.annotations.get(SKIP_GATES_ANNOTATION),
+        skip_gates_tag=promotion.skip_gates_tag(
+            service.meta.annotations, env.name, promotion.Rollout.history(env_status), now
+        ),
         now=now,
     )
 
@@ -558,6 +562,7 @@ class ServiceReconciler:
                 current_image(plan.deployment, old_status, service.spec.image.repository),
                 readiness.get(source) if source is not None else None,
                 now,
+                old_status,
             )
         )
         if plan.verdict.gates_skipped:
@@ -765,7 +770,7 @@ class ServiceReconciler:
         )
         rollout = deployment_rollout(deployment, plan.pods, plan.replicasets)
         applied = running_image(deployment)
-        history = [promotion.Rollout.from_status(h) for h in old.get("history") or []]
+        history = promotion.Rollout.history(old)
         readiness = carry_readiness(
             ready_image(deployment, plan.pods, plan.replicasets),
             recorded_readiness(old, repository),
@@ -776,6 +781,7 @@ class ServiceReconciler:
         if applied is not None:
             status["appliedTag"], status["appliedImage"] = applied.tag, str(applied)
             if _recorded_image(old, "applied", repository) != applied:
+                promoter = promotion.Promoter.of(service.meta.annotations, plan.name)
                 history = promotion.record_rollout(
                     history,
                     promotion.Rollout(
@@ -784,6 +790,8 @@ class ServiceReconciler:
                         change_cause=service.meta.annotations.get(CHANGE_CAUSE_ANNOTATION),
                         gates_skipped=verdict is not None and verdict.gates_skipped,
                         image=str(applied),
+                        promoted_by=promoter.by,
+                        promoted_at=promoter.at,
                     ),
                 )
         if readiness.ready is not None and readiness.since is not None:
