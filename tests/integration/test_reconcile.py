@@ -693,9 +693,14 @@ async def test_revoked_exposure_removes_the_ingress_at_once(
         return True
 
     await eventually(closed, timeout=20)
-    obj = await bsvc(kube, web)
-    exposed = condition(obj, "Exposed")
-    assert (exposed["status"], exposed["reason"]) == ("False", "ExternalNotAllowed"), exposed
+
+    async def reported() -> dict[str, Any]:  # written right after the objects the checks saw
+        obj = await bsvc(kube, web)
+        exposed = condition(obj, "Exposed")
+        assert (exposed["status"], exposed["reason"]) == ("False", "ExternalNotAllowed"), exposed
+        return obj
+
+    obj = await eventually(reported, timeout=10)
     assert "url" not in obj["status"]
     assert condition(obj, "Stalled")["status"] == "False"
 

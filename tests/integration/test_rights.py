@@ -654,7 +654,9 @@ async def _rolls_out(kube: KubeApi, env: str, name: str, tag: str) -> None:
 
 async def _recorded(kube: KubeApi, name: str, env: str, tag: str, by: str) -> dict[str, Any]:
     async def newest() -> dict[str, Any]:
-        entry = (await _history(kube, name, env))[0]
+        history = await _history(kube, name, env)
+        assert history, f"no rollout recorded in {env} yet"
+        entry = history[0]
         assert (entry["tag"], entry.get("promotedBy")) == (tag, by), entry
         assert entry.get("readyAt"), entry
         return entry
