@@ -28,6 +28,7 @@ from bandsy_dev.kube import REPO_ROOT
 from bandsy_dev.local_env import LocalEnvironment
 from bandsy_dev.operator_process import KubectlRunner
 from bandsy_operator.manifest_yaml import dump_all
+from conftest import install_local_samples
 
 pytestmark = pytest.mark.node
 T = TypeVar("T")
@@ -120,17 +121,9 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
         kubectl(
             "-n", "bandsy-system", "rollout", "status", "deploy/bandsy-operator", "--timeout=180s"
         )
-        documents = local_samples(variables)
-        kubectl("apply", "--server-side", "-f", "-", input=dump_all(documents))
-        # Devops shortens production's 10-minute soak for this run.
-        kubectl(
-            "patch",
-            "benv",
-            "production",
-            "--type=merge",
-            "-p",
-            '{"spec": {"promotion": {"soakSeconds": 1}}}',
-        )
+        # Every sample (on the node: the test app, the databases where pods reach them).
+        kinds = tuple({doc["kind"] for doc in local_samples(variables)})
+        install_local_samples(kubectl, variables, kinds)
         yield Cluster(env, kubectl, variables)
     finally:
         env.stop()
