@@ -170,6 +170,7 @@ HISTORY_COLUMNS = (
     "ready_at",
     "promoted_by",
     "gates_skipped",
+    "migration",
     "change_cause",
 )
 
@@ -190,6 +191,11 @@ def history_rows(known: Any, only_env: str | None) -> list[dict[str, str]]:
                     "ready_at": str(entry.get("readyAt", "")),
                     "promoted_by": str(entry.get("promotedBy", "")),
                     "gates_skipped": "yes" if entry.get("gatesSkipped") else "",
+                    "migration": (
+                        f"{seconds} s"
+                        if (seconds := entry.get("migrationSeconds")) is not None
+                        else ""
+                    ),
                     "change_cause": str(entry.get("changeCause", "")),
                 }
             )
@@ -260,7 +266,8 @@ async def gate_verdict(
     deployment = await deployment_as_caller(api, deployment_ref(env, service.name))
     if isinstance(deployment, Unreadable):
         deployment = None  # what the operator last applied there, from the status
-    status = (known.status.get("environments") or {}).get(env.name) or {}
+    statuses = known.status.get("environments") or {}
+    status = statuses.get(env.name) or {}
     return promotion.evaluate(
         gate_input(
             service,
@@ -268,7 +275,7 @@ async def gate_verdict(
             current_image(deployment, status, service.spec.image.repository),
             await upstream_readiness(api, world, known, env, now),
             now,
-            status,
+            statuses,
         )
     )
 

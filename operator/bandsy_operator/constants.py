@@ -21,6 +21,12 @@ NAME_LABEL: Final = "app.kubernetes.io/name"
 ENVIRONMENT_LABEL: Final = f"{GROUP}/environment"
 SERVICE_LABEL: Final = f"{GROUP}/service"
 EXTERNAL_LABEL: Final = f"{GROUP}/external"
+# On a migration Job and its pods: the service it migrates. The pods carry neither the service's
+# selector labels (its Service must not route to them) nor managed-by (the pod watch is for the
+# Deployment's pods); their own NetworkPolicy selects them by this label.
+MIGRATION_LABEL: Final = f"{GROUP}/migration-of"
+# Set by the Job controller on a Job's pods.
+JOB_NAME_LABEL: Final = "batch.kubernetes.io/job-name"
 PSA_ENFORCE_LABEL: Final = "pod-security.kubernetes.io/enforce"
 NAMESPACE_NAME_LABEL: Final = "kubernetes.io/metadata.name"
 # Written by the deployment controller: on each ReplicaSet and its pods (the template's hash), and
@@ -32,6 +38,8 @@ REVISION_ANNOTATION: Final = "deployment.kubernetes.io/revision"
 CONFIG_HASH_ANNOTATION: Final = f"{GROUP}/config-hash"
 APPLIED_HASH_ANNOTATION: Final = f"{GROUP}/applied-hash"
 CHANGE_CAUSE_ANNOTATION: Final = f"{GROUP}/change-cause"
+# On a migration Job: the image it migrates (its name has a hash of it).
+MIGRATION_IMAGE_ANNOTATION: Final = f"{GROUP}/migration-image"
 ROTATE_CREDENTIALS_ANNOTATION: Final = f"{GROUP}/rotate-credentials"
 SKIP_GATES_ANNOTATION: Final = f"{GROUP}/skip-gates"
 # Stamped by the API server (deploy/policies/promoted-by.yaml): who promoted <env> and when (the

@@ -30,6 +30,7 @@ from .credentials import CredentialStore
 from .events import EventRecorder
 from .kube import CLIENT_ERRORS, KubeApi, ObjectRef, is_unreachable
 from .metrics import RECONCILE_SECONDS, RECONCILES, RESYNCS, WORK_QUEUE_DEPTH
+from .migrations import job_news
 from .observation import ReadMode
 from .reconcile.databases import DatabaseReconciler
 from .reconcile.environment import EnvironmentReconciler
@@ -228,6 +229,11 @@ class Controller:
         self._answered(API_SERVER)
         if (service := self.world.pod_news(event_type, body)) is not None:
             self.queue.add_soon(service_key(service), WORKLOAD_SETTLE_SECONDS)
+
+    def job_event(self, event_type: str | None, body: Mapping[str, Any]) -> None:
+        self._answered(API_SERVER)
+        if (service := job_news(event_type, body)) is not None:
+            self.queue.add(service_key(service))  # a finished migration: roll out now
 
     # -- work -----------------------------------------------------------------------------------
 

@@ -69,6 +69,7 @@ async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> N
     settings.watching.chunk_size = 200
     settings.watching.label_selectors["apps", "v1", "deployments"] = OURS_SELECTOR
     settings.watching.label_selectors["v1", "pods"] = OURS_SELECTOR
+    settings.watching.label_selectors["batch", "v1", "jobs"] = OURS_SELECTOR
     operator_settings = OperatorSettings.from_env()
     controller = Controller(KubeApi.from_environment(), operator_settings)
     # kopf retries this handler when it fails: serving again only points /metrics at this world.
@@ -106,3 +107,9 @@ async def deployment_event(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> N
 @kopf.on.event("v1", "pods", labels=OURS)
 async def pod_event(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> None:
     memo["controller"].pod_event(event["type"], event["object"])
+
+
+# Migration Jobs (SPEC §11) tell when they finish: the rollout they held goes on.
+@kopf.on.event("batch", "v1", "jobs", labels=OURS)
+async def job_event(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> None:
+    memo["controller"].job_event(event["type"], event["object"])

@@ -219,6 +219,13 @@ class KubeApi:
             raise
         return True
 
+    async def log_tail(self, namespace: str, pod: str, lines: int) -> str:
+        """The last ``lines`` lines of a pod's (only) container."""
+        chunks = [
+            chunk async for chunk in self.client.log(pod, namespace=namespace, tail_lines=lines)
+        ]
+        return "".join(chunks)
+
     async def create(self, manifest: Manifest) -> Manifest:
         obj = await self.client.create(codecs.from_dict(manifest))
         return _as_dict(obj)

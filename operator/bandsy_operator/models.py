@@ -208,6 +208,16 @@ class BackendUse(ApiModel):
     enabled: bool = False
 
 
+class Migrations(ApiModel):
+    """SPEC §11: run before a new image rolls out, as a Job of that image (once per image and
+    environment). ``command``/``args`` replace the image's entrypoint/arguments when set."""
+
+    command: tuple[str, ...] = ()
+    args: tuple[str, ...] = ()
+    timeout_seconds: int = Field(default=600, ge=10, le=86400)
+    backoff_limit: int = Field(default=0, ge=0, le=10)
+
+
 class ServiceEnvironment(ApiModel):
     image: ImageTag
     replicas: int | None = Field(default=None, ge=0, le=50)
@@ -229,6 +239,7 @@ class ServiceSpec(ApiModel):
     redis: BackendUse = BackendUse()
     mongo: BackendUse = BackendUse()
     depends_on: tuple[str, ...] = ()
+    migrations: Migrations | None = None
     suspend: bool = False
     environments: dict[str, ServiceEnvironment] = Field(default_factory=dict)
 

@@ -36,6 +36,16 @@ def tls_secret(service: str) -> str:
     return f"{service}-tls"
 
 
+def migration_job(service: str, image: str) -> str:
+    """``<svc>-migrate-<hash>``: one Job per image, so a tag that migrated is recognised."""
+    return f"{service}-migrate-{hashlib.sha256(image.encode()).hexdigest()[:8]}"
+
+
+def migration_policy(service: str) -> str:
+    """The migration pods' NetworkPolicy; ``bandsy-`` is reserved, so no service's clashes."""
+    return f"bandsy-migrate-{service}"
+
+
 def external_host(environment: str, service: str, domain: str) -> str:
     return f"{environment}.{service}.{domain}"
 

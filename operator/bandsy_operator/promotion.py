@@ -37,6 +37,11 @@ class GateReason(StrEnum):
     NOT_READY_UPSTREAM = "NotReadyUpstream"
     SOAK_TIME_NOT_ELAPSED = "SoakTimeNotElapsed"
     ENVIRONMENT_FROZEN = "EnvironmentFrozen"
+    NOT_MIGRATED_UPSTREAM = "NotMigratedUpstream"
+    # Not gates of a promotion but steps of the rollout it allowed (SPEC §11): the Deployment
+    # keeps the old image while the new one's migration runs, or after it failed.
+    MIGRATING = "Migrating"
+    MIGRATION_FAILED = "MigrationFailed"
 
 
 @dataclass(frozen=True, order=True)
@@ -92,6 +97,8 @@ class GateInput:
     upstream: Readiness | None  # None: the service is not in the upstream environment
     skip_gates_tag: str | None
     now: datetime.datetime
+    # With migrations: whether ``desired`` migrated in the upstream environment; None without.
+    migrated_upstream: bool | None = None
 
     @property
     def shown(self) -> str:
@@ -172,6 +179,13 @@ def _upstream(gate: GateInput, source: str) -> GateVerdict | None:
             GateReason.NOT_READY_UPSTREAM,
             f"{shown} is not Ready in {source} ({running}); "
             f"it will be promoted once {source} runs {shown} Ready",
+        )
+    if gate.migrated_upstream is False:
+        return _blocked(
+            gate,
+            GateReason.NOT_MIGRATED_UPSTREAM,
+            f"{shown} runs Ready in {source} but never migrated there (SPEC §11); "
+            f"promote a tag that migrated in {source} first",
         )
     required = max(gate.soak_seconds, 0)
     if required == 0:
@@ -310,6 +324,7 @@ class Rollout:
     image: str | None = None  # repository:tag (older entries have the tag only)
     promoted_by: str | None = None
     promoted_at: datetime.datetime | None = None
+    migration_seconds: int | None = None
 
     def to_status(self) -> dict[str, Any]:
         """camelCase with RFC3339 UTC times; None values are omitted to keep status small."""
@@ -322,6 +337,7 @@ class Rollout:
             "gatesSkipped": self.gates_skipped,
             "promotedBy": self.promoted_by,
             "promotedAt": _format_time(self.promoted_at) if self.promoted_at else None,
+            "migrationSeconds": self.migration_seconds,
         }
         return {key: value for key, value in fields.items() if value is not None}
 
@@ -337,6 +353,9 @@ class Rollout:
             image=str(image) if (image := entry.get("image")) else None,
             promoted_by=str(by) if (by := entry.get("promotedBy")) else None,
             promoted_at=_parse_time(str(promoted_at)) if promoted_at else None,
+            migration_seconds=(
+                int(seconds) if (seconds := entry.get("migrationSeconds")) is not None else None
+            ),
         )
 
     @classmethod

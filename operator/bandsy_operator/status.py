@@ -267,12 +267,14 @@ def summary(
     *,
     rolling_from: str | None = None,
     blocked: str | None = None,
+    held_as: str = "blocked",
 ) -> str:
     """SPEC §3.2 vocabulary: converged ``tag``, rolling ``old -> new`` (``rolling_from``: what ran
-    before, ``(none)`` for a first rollout), ``tag (blocked)``; and ``tag (not ready)`` for a tag
-    that was Ready and is no longer (crash loop, scaled to zero, a stuck rollout)."""
+    before, ``(none)`` for a first rollout), ``tag (blocked)`` (or ``held_as``: ``migrating``
+    while its migration runs); and ``tag (not ready)`` for a tag that was Ready and is no longer
+    (crash loop, scaled to zero, a stuck rollout)."""
     if blocked is not None:
-        return f"{blocked} (blocked)"
+        return f"{blocked} ({held_as})"
     if applied is None:
         return NOT_DEPLOYED
     if ready == applied:

@@ -108,6 +108,7 @@ async def test_promote_as_each_person(
         "READY AT",
         "PROMOTED BY",
         "GATES SKIPPED",
+        "MIGRATION",
         "CHANGE CAUSE",
     ]
     rows = [line.split()[:2] for line in table[1:]]

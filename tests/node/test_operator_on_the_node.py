@@ -8,6 +8,7 @@ Root only, like the node; the module starts and stops an environment of its own.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import os
@@ -19,14 +20,16 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
+import asyncpg
 import pytest
 
 from bandsy_dev import testapp
 from bandsy_dev.image import build_operator_image
 from bandsy_dev.install import local_samples, sample_tags
 from bandsy_dev.kube import REPO_ROOT
-from bandsy_dev.local_env import LocalEnvironment
+from bandsy_dev.local_env import LocalEnvironment, postgres_admin_args
 from bandsy_dev.operator_process import KubectlRunner
+from bandsy_operator import naming
 from bandsy_operator.manifest_yaml import dump_all
 from conftest import install_local_samples
 
@@ -37,7 +40,13 @@ ENVIRONMENTS = ("develop", "preprod", "production")
 SERVICES = ("web", "api", "worker")
 OVERLAY = REPO_ROOT / "hack" / "overlays" / "local"
 # Tags beyond the samples': a later release, and one tag edits go back and forth between.
-EXTRA_TAGS = ("develop-4b5c6d7", "release-1.7.3")
+EXTRA_TAGS = (
+    "develop-4b5c6d7",
+    "release-1.7.3",
+    "develop-5d6e7f8",
+    "develop-6e7f8a9",
+    "release-1.7.4",
+)
 MISSING_TAG = "develop-0000000"  # never imported: nothing can pull it
 
 
@@ -357,35 +366,39 @@ def test_pod_failures_reach_the_status_and_hold_promotion(cluster: Cluster) -> N
     cluster.kubectl("delete", "benv", "tight", "--wait=true", "--timeout=120s")
 
 
+def set_tag(cluster: Cluster, service: str, env: str, tag: str) -> None:
+    patch = {"spec": {"environments": {env: {"image": {"tag": tag}}}}}
+    cluster.kubectl("patch", "bsvc", service, "--type=merge", "-p", json.dumps(patch))
+
+
+def rolled_out(cluster: Cluster, env: str, service: str, tag: str) -> bool:
+    """The Deployment runs ``tag`` on all its replicas, Ready."""
+    deployment = cluster.json("-n", env, "get", "deploy", service)
+    image = deployment["spec"]["template"]["spec"]["containers"][0]["image"]
+    status = deployment["status"]
+    return bool(
+        image.endswith(f":{tag}")
+        and status.get("observedGeneration") == deployment["metadata"]["generation"]
+        and status.get("updatedReplicas")
+        == status.get("readyReplicas")
+        == status.get("replicas")
+        == deployment["spec"]["replicas"]
+    )
+
+
 def test_a_tag_edit_rolls_out_new_pods(cluster: Cluster, pytestconfig: pytest.Config) -> None:
     """Edit → the new pods Ready, measured through the operator and the real kubelet."""
     took = []
     tags = ["develop-4b5c6d7", "develop-3f2a9c1"] * 3
     for tag in tags:
         started = time.monotonic()
-        cluster.kubectl(
-            "patch",
-            "bsvc",
-            "web",
-            "--type=merge",
-            "-p",
-            json.dumps({"spec": {"environments": {"develop": {"image": {"tag": tag}}}}}),
+        set_tag(cluster, "web", "develop", tag)
+        eventually(
+            lambda tag=tag: rolled_out(cluster, "develop", "web", tag),
+            60,
+            f"web rolled out {tag}",
+            interval=0.05,
         )
-
-        def rolled(tag: str = tag) -> bool:
-            deployment = cluster.json("-n", "develop", "get", "deploy", "web")
-            image = deployment["spec"]["template"]["spec"]["containers"][0]["image"]
-            status = deployment["status"]
-            return bool(
-                image.endswith(f":{tag}")
-                and status.get("observedGeneration") == deployment["metadata"]["generation"]
-                and status.get("updatedReplicas")
-                == status.get("readyReplicas")
-                == status.get("replicas")
-                == 1
-            )
-
-        eventually(rolled, 60, f"web rolled out {tag}", interval=0.05)
         took.append(time.monotonic() - started)
     took.sort()
     p95 = took[min(len(took) - 1, round(0.95 * (len(took) - 1)))]
@@ -396,3 +409,198 @@ def test_a_tag_edit_rolls_out_new_pods(cluster: Cluster, pytestconfig: pytest.Co
     print(line)
     pytestconfig.get_terminal_writer().line(f"[node] {line}")
     assert ask(cluster, "develop", "web", "/env?key=BANDSY_SERVICE") == "web"
+
+
+# -- migrations (SPEC §11) ------------------------------------------------------------------------
+
+
+def image_of(cluster: Cluster, tag: str) -> str:
+    return f"{cluster.variables['BANDSY_TEST_IMAGE']}:{tag}"
+
+
+def migration_job(cluster: Cluster, env: str, tag: str) -> dict[str, Any] | None:
+    name = naming.migration_job("api", image_of(cluster, tag))
+    found = cluster.kubectl("-n", env, "get", "job", name, "-o", "json", check=False)
+    return json.loads(found.stdout) if found.returncode == 0 else None
+
+
+def env_status(cluster: Cluster, service: str, env: str) -> dict[str, Any]:
+    return dict(cluster.service(service)["status"]["environments"][env])
+
+
+def migrated_rows(cluster: Cluster, database: str) -> list[tuple[str, str]]:
+    """What ``testapp migrate`` recorded in ``database``: its migrations and the demo's row."""
+
+    async def query() -> list[tuple[str, str]]:
+        args = {**postgres_admin_args(cluster.variables), "database": database}
+        conn = await asyncpg.connect(**args, ssl="require")
+        try:
+            rows = await conn.fetch(
+                "select m.name, d.note from testapp_migrations m, testapp_demo d order by m.name"
+            )
+        finally:
+            await conn.close()
+        return [(row["name"], row["note"]) for row in rows]
+
+    return asyncio.run(query())
+
+
+def migrate_with(cluster: Cluster, args: list[str]) -> None:
+    patch = {"spec": {"migrations": {"args": args}}}
+    cluster.kubectl("patch", "bsvc", "api", "--type=merge", "-p", json.dumps(patch))
+
+
+def test_a_migration_runs_before_its_rollout_and_once_per_environment(cluster: Cluster) -> None:
+    # preprod runs a release that started before the service had migrations (see the test of
+    # NotMigratedUpstream below).
+    set_tag(cluster, "api", "preprod", "release-1.7.3")
+    eventually(lambda: rolled_out(cluster, "preprod", "api", "release-1.7.3"), 120, "preprod")
+    migrate_with(cluster, ["migrate"])
+    set_tag(cluster, "api", "develop", "develop-4b5c6d7")
+    eventually(lambda: rolled_out(cluster, "develop", "api", "develop-4b5c6d7"), 120, "rollout")
+
+    job = migration_job(cluster, "develop", "develop-4b5c6d7")
+    assert job is not None
+    assert job["status"].get("succeeded") == 1, job
+    assert job["spec"]["template"]["spec"]["containers"][0]["image"] == image_of(
+        cluster, "develop-4b5c6d7"
+    )
+    # The Deployment changed only after the migration succeeded.
+    finished = job["status"]["completionTime"]
+    replicasets = cluster.json("-n", "develop", "get", "rs", "-l", "bandsy.app/service=api")
+    new = [
+        rs
+        for rs in replicasets["items"]
+        if rs["spec"]["template"]["spec"]["containers"][0]["image"].endswith(":develop-4b5c6d7")
+    ]
+    assert new
+    assert all(rs["metadata"]["creationTimestamp"] >= finished for rs in new)
+    assert migrated_rows(cluster, "api-develop") == [
+        ("0001_testapp_demo.sql", "created by testapp migrate")
+    ]
+    status = env_status(cluster, "api", "develop")
+    record = status["migrations"][0]
+    assert record["image"] == image_of(cluster, "develop-4b5c6d7")
+    assert record["state"] == "Succeeded"
+    assert record["job"] == job["metadata"]["name"]
+    assert status["history"][0]["migrationSeconds"] == record["durationSeconds"] >= 0
+
+    # Once per image and environment: after an operator restart, a rollback (the older tag
+    # never migrated here: it does now) and forward again, without a second migration.
+    cluster.kubectl("-n", "bandsy-system", "rollout", "restart", "deploy/bandsy-operator")
+    cluster.kubectl(
+        "-n", "bandsy-system", "rollout", "status", "deploy/bandsy-operator", "--timeout=120s"
+    )
+    set_tag(cluster, "api", "develop", "develop-3f2a9c1")
+    eventually(lambda: rolled_out(cluster, "develop", "api", "develop-3f2a9c1"), 120, "rollback")
+    # The newer success made the older Job redundant: it is gone, its record stays.
+    assert migration_job(cluster, "develop", "develop-4b5c6d7") is None
+    set_tag(cluster, "api", "develop", "develop-4b5c6d7")
+    eventually(lambda: rolled_out(cluster, "develop", "api", "develop-4b5c6d7"), 120, "forward")
+    assert migration_job(cluster, "develop", "develop-4b5c6d7") is None  # not run again
+    images = [m["image"] for m in env_status(cluster, "api", "develop")["migrations"]]
+    assert images == [image_of(cluster, "develop-3f2a9c1"), image_of(cluster, "develop-4b5c6d7")]
+
+
+def test_a_failed_migration_keeps_the_old_pods_serving(cluster: Cluster) -> None:
+    migrate_with(cluster, ["migrate", "--no-such-flag"])
+    set_tag(cluster, "api", "develop", "develop-5d6e7f8")
+
+    def failed() -> dict[str, Any]:
+        blocked = environment_condition(cluster.service("api"), "develop", "PromotionBlocked")
+        assert blocked.get("reason") == "MigrationFailed", blocked
+        return blocked
+
+    blocked = eventually(failed, 120, "MigrationFailed")
+    assert "usage: testapp" in blocked["message"], blocked  # the end of the Job's log
+    assert "develop-4b5c6d7 keeps running" in blocked["message"]
+    password = base64.b64decode(
+        cluster.json("-n", "develop", "get", "secret", "api-postgres")["data"]["PGPASSWORD"]
+    ).decode()
+    assert password not in json.dumps(cluster.service("api"))
+    # The old pods serve on, Ready.
+    assert rolled_out(cluster, "develop", "api", "develop-4b5c6d7")
+    ready = environment_condition(cluster.service("api"), "develop", "Ready")
+    assert ready["status"] == "True", ready
+
+    # Fixed, and run again by deleting the failed Job: the rollout goes on.
+    migrate_with(cluster, ["migrate"])
+    failed_job = migration_job(cluster, "develop", "develop-5d6e7f8")
+    assert failed_job is not None
+    cluster.kubectl("-n", "develop", "delete", "job", failed_job["metadata"]["name"])
+    eventually(lambda: rolled_out(cluster, "develop", "api", "develop-5d6e7f8"), 120, "retried")
+
+
+def test_an_operator_killed_during_a_migration_neither_repeats_nor_loses_it(
+    cluster: Cluster,
+) -> None:
+    set_tag(cluster, "api", "develop", "develop-6e7f8a9")
+    started = eventually(
+        lambda: migration_job(cluster, "develop", "develop-6e7f8a9"), 60, "the Job", interval=0.05
+    )
+    cluster.kubectl(
+        "-n",
+        "bandsy-system",
+        "delete",
+        "pod",
+        "-l",
+        "app.kubernetes.io/name=bandsy-operator",
+        "--grace-period=0",
+        "--force",
+    )
+    eventually(lambda: rolled_out(cluster, "develop", "api", "develop-6e7f8a9"), 180, "rollout")
+    finished = migration_job(cluster, "develop", "develop-6e7f8a9")
+    assert finished is not None
+    assert finished["metadata"]["uid"] == started["metadata"]["uid"]  # the same Job, once
+    assert finished["status"].get("succeeded") == 1
+    assert "failed" not in finished["status"]
+    records = env_status(cluster, "api", "develop")["migrations"]
+    assert [r["image"] for r in records].count(image_of(cluster, "develop-6e7f8a9")) == 1
+    assert records[0]["state"] == "Succeeded"
+
+    # Killed after the rollout and before its status write: the records are lost. The restarted
+    # operator finds the migration in its Job, without running it again.
+    cluster.kubectl(
+        "patch",
+        "bsvc",
+        "api",
+        "--subresource=status",
+        "--type=json",
+        "-p",
+        '[{"op": "remove", "path": "/status/environments/develop/migrations"}]',
+    )
+    assert "migrations" not in env_status(cluster, "api", "develop")
+    cluster.kubectl("-n", "bandsy-system", "rollout", "restart", "deploy/bandsy-operator")
+
+    def recorded() -> bool:
+        found = env_status(cluster, "api", "develop").get("migrations") or []
+        return [r["image"] for r in found] == [image_of(cluster, "develop-6e7f8a9")]
+
+    eventually(recorded, 120, "the migration recorded again from its Job")
+    again = migration_job(cluster, "develop", "develop-6e7f8a9")
+    assert again is not None
+    assert again["metadata"]["uid"] == started["metadata"]["uid"]
+
+
+def test_production_takes_only_a_tag_that_migrated_upstream(cluster: Cluster) -> None:
+    # release-1.7.3 runs Ready in preprod, but rolled out there before migrations existed.
+    set_tag(cluster, "api", "production", "release-1.7.3")
+
+    def held() -> dict[str, Any]:
+        blocked = environment_condition(cluster.service("api"), "production", "PromotionBlocked")
+        assert blocked.get("reason") == "NotMigratedUpstream", blocked
+        return blocked
+
+    eventually(held, 60, "NotMigratedUpstream")
+    assert rolled_out(cluster, "production", "api", "release-1.7.2")
+    # A release that migrated in preprod migrates in production, then rolls out there.
+    set_tag(cluster, "api", "preprod", "release-1.7.4")
+    set_tag(cluster, "api", "production", "release-1.7.4")
+    eventually(lambda: rolled_out(cluster, "production", "api", "release-1.7.4"), 180, "production")
+    for env in ("preprod", "production"):
+        record = env_status(cluster, "api", env)["migrations"][0]
+        assert record["image"] == image_of(cluster, "release-1.7.4")
+        assert record["state"] == "Succeeded"
+    assert migrated_rows(cluster, "api-production") == [
+        ("0001_testapp_demo.sql", "created by testapp migrate")
+    ]

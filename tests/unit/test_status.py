@@ -332,3 +332,8 @@ def test_failures_before_the_controller_saw_the_spec_are_about_an_older_one() ->
     scaled_to_zero = live_deployment(conditions=[failed_create(QUOTA_MESSAGE)])
     scaled_to_zero["spec"]["replicas"] = 0
     assert deployment_rollout(scaled_to_zero).failure is None
+
+
+def test_summary_of_a_tag_held_by_its_migration() -> None:
+    held = summary("release-1.7.1", "release-1.7.1", blocked="release-1.7.2", held_as="migrating")
+    assert held == "release-1.7.2 (migrating)"

@@ -14,7 +14,9 @@ from .. import naming
 from ..constants import (
     CLUSTER_ISSUER_ANNOTATION,
     CONFIG_HASH_ANNOTATION,
+    ENVIRONMENT_LABEL,
     EXTERNAL_LABEL,
+    MIGRATION_LABEL,
     PRODUCTION,
     SERVICE_KIND,
 )
@@ -192,13 +194,9 @@ def _anti_affinity(inputs: ServiceInputs) -> dict[str, Any]:
     }
 
 
-def build_deployment(inputs: ServiceInputs, config_hash: str) -> Manifest:
-    spec = inputs.service.spec
-    env_spec = spec.environments[inputs.env.name]
-    selector = selector_labels(inputs.name, inputs.env.name)
-    pod_labels = {**service_labels(inputs.name, inputs.env.name)}
-    if inputs.exposed:
-        pod_labels[EXTERNAL_LABEL] = "true"
+def service_container(inputs: ServiceInputs, image: Image, name: str) -> dict[str, Any]:
+    """A container of the service's image with its configuration and Secrets as environment,
+    under Pod Security ``restricted``: the Deployment's, and its migrations' (SPEC §11)."""
     env_from: list[dict[str, Any]] = [
         {"configMapRef": {"name": naming.config_map(inputs.name)}},
         {"secretRef": {"name": naming.secrets(inputs.name)}},
@@ -208,8 +206,8 @@ def build_deployment(inputs: ServiceInputs, config_hash: str) -> Manifest:
         for backend in sorted(inputs.credentials)
     ]
     container: dict[str, Any] = {
-        "name": inputs.name,
-        "image": str(inputs.image),
+        "name": name,
+        "image": str(image),
         "envFrom": env_from,
         "securityContext": {
             "allowPrivilegeEscalation": False,
@@ -217,15 +215,35 @@ def build_deployment(inputs: ServiceInputs, config_hash: str) -> Manifest:
             "runAsNonRoot": True,
             "seccompProfile": {"type": "RuntimeDefault"},
         },
+    }
+    if resources := _resources(inputs):
+        container["resources"] = resources
+    return container
+
+
+def restricted_pod_spec() -> dict[str, Any]:
+    """What every generated pod's spec starts with: no API token, Pod Security ``restricted``."""
+    return {
+        "automountServiceAccountToken": False,
+        "securityContext": {"runAsNonRoot": True, "seccompProfile": {"type": "RuntimeDefault"}},
+    }
+
+
+def build_deployment(inputs: ServiceInputs, config_hash: str) -> Manifest:
+    spec = inputs.service.spec
+    env_spec = spec.environments[inputs.env.name]
+    selector = selector_labels(inputs.name, inputs.env.name)
+    pod_labels = {**service_labels(inputs.name, inputs.env.name)}
+    if inputs.exposed:
+        pod_labels[EXTERNAL_LABEL] = "true"
+    container: dict[str, Any] = {
+        **service_container(inputs, inputs.image, inputs.name),
         **_probes(inputs),
     }
     if spec.port is not None:
         container["ports"] = [
             {"name": CONTAINER_PORT_NAME, "containerPort": spec.port, "protocol": "TCP"}
         ]
-    resources = _resources(inputs)
-    if resources:
-        container["resources"] = resources
     return {
         "apiVersion": "apps/v1",
         "kind": "Deployment",
@@ -244,11 +262,7 @@ def build_deployment(inputs: ServiceInputs, config_hash: str) -> Manifest:
                     "annotations": {CONFIG_HASH_ANNOTATION: config_hash},
                 },
                 "spec": {
-                    "automountServiceAccountToken": False,
-                    "securityContext": {
-                        "runAsNonRoot": True,
-                        "seccompProfile": {"type": "RuntimeDefault"},
-                    },
+                    **restricted_pod_spec(),
                     "containers": [container],
                     **_anti_affinity(inputs),
                 },
@@ -342,11 +356,7 @@ def build_network_policy(inputs: ServiceInputs) -> Manifest:
         }
         for dep, dep_port in sorted(inputs.dependency_ports.items())
     ]
-    egress += [
-        {"to": [egress_peer(peer.egress_to)], "ports": [{"protocol": "TCP", "port": peer.port}]}
-        for peer in inputs.database_peers
-        if peer.egress_to is not None
-    ]
+    egress += _database_egress(inputs)
     spec: dict[str, Any] = {
         "podSelector": {"matchLabels": selector_labels(inputs.name, inputs.env.name)},
         "policyTypes": ["Ingress", "Egress"],
@@ -361,6 +371,35 @@ def build_network_policy(inputs: ServiceInputs) -> Manifest:
         "apiVersion": "networking.k8s.io/v1",
         "kind": "NetworkPolicy",
         "metadata": inputs.meta(inputs.name),
+        "spec": spec,
+    }
+
+
+def _database_egress(inputs: ServiceInputs) -> list[dict[str, Any]]:
+    return [
+        {"to": [egress_peer(peer.egress_to)], "ports": [{"protocol": "TCP", "port": peer.port}]}
+        for peer in inputs.database_peers
+        if peer.egress_to is not None
+    ]
+
+
+def build_migration_network_policy(inputs: ServiceInputs) -> Manifest | None:
+    """The service's migration pods reach its databases (DNS comes from the environment's
+    policy) and nothing else; nothing reaches them."""
+    if inputs.service.spec.migrations is None:
+        return None
+    spec: dict[str, Any] = {
+        "podSelector": {
+            "matchLabels": {ENVIRONMENT_LABEL: inputs.env.name, MIGRATION_LABEL: inputs.name}
+        },
+        "policyTypes": ["Ingress", "Egress"],
+    }
+    if egress := _database_egress(inputs):
+        spec["egress"] = egress
+    return {
+        "apiVersion": "networking.k8s.io/v1",
+        "kind": "NetworkPolicy",
+        "metadata": inputs.meta(naming.migration_policy(inputs.name)),
         "spec": spec,
     }
 
@@ -408,5 +447,6 @@ def build_service_objects(inputs: ServiceInputs, generate: SecretGenerator) -> l
         build_service(inputs),
         build_ingress(inputs),
         build_network_policy(inputs),
+        build_migration_network_policy(inputs),
     ]
     return [stamp_applied_hash(obj) for obj in objects if obj is not None]

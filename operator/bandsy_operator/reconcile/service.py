@@ -18,10 +18,12 @@ from typing import Any
 from .. import inventory, naming, promotion
 from ..apply import Applied, Applier, is_managed
 from ..builders.meta import selector_labels
+from ..builders.migration import build_migration_job
 from ..builders.service import ServiceInputs, build_service_objects, missing_provided_secrets
 from ..constants import CHANGE_CAUSE_ANNOTATION, SERVICE_KIND, SKIP_GATES_ANNOTATION
 from ..events import EventRecorder, EventType
 from ..kube import KubeApi, Manifest, ObjectRef, without_managed_fields
+from ..migrations import Migration, succeeded
 from ..models import Environment, Service, parse_identity
 from ..observation import Basis, Observed, ReadMode, basis
 from ..promotion import GateVerdict, Image, Readiness, carry_readiness
@@ -42,6 +44,7 @@ from ..status import (
 from ..validation import Problem, environment_problems, exposure_refused
 from ..world import Known, World
 from .databases import PLAN_PROBLEMS, AccountRef, DatabaseReconciler, DatabaseResult
+from .migrations import MigrationRunner, MigrationStep
 
 log = logging.getLogger(__name__)
 
@@ -101,6 +104,8 @@ class EnvironmentPlan:
     missing_secrets: list[str] = field(default_factory=list)
     inputs: ServiceInputs | None = None
     applied: list[Applied] = field(default_factory=list)
+    migration: MigrationStep | None = None
+    migration_job: Manifest | None = None  # to create once the objects are applied
 
     def refs(self) -> frozenset[ObjectRef]:
         return frozenset(ObjectRef.of(obj) for obj in self.objects)
@@ -191,13 +196,21 @@ def gate_input(
     current: Image | None,
     upstream: Readiness | None,
     now: datetime.datetime,
-    env_status: Mapping[str, Any],
+    statuses: Mapping[str, Any],
 ) -> promotion.GateInput:
     """The promotion question for one environment; ``upstream`` is the upstream environment's
-    readiness now (None when the service is not deployed there), ``env_status`` the service's
-    status there (its history dates a break glass)."""
+    readiness now (None when the service is not deployed there), ``statuses`` the service's
+    ``status.environments`` (its history here dates a break glass, upstream's migrations say
+    whether the image migrated there)."""
+    env_status = statuses.get(env.name) or {}
+    desired = desired_image(service, env.name)
+    source = env.spec.promotion.from_
+    migrated_upstream = None
+    if service.spec.migrations is not None and source is not None:
+        upstream_records = Migration.records(statuses.get(source) or {})
+        migrated_upstream = succeeded(upstream_records, str(desired)) is not None
     return promotion.GateInput(
-        desired=desired_image(service, env.name),
+        desired=desired,
         current=current,
         tag_pattern=env.spec.image_policy.tag_pattern,
         frozen=env.spec.promotion.freeze,
@@ -208,6 +221,7 @@ def gate_input(
             service.meta.annotations, env.name, promotion.Rollout.history(env_status), now
         ),
         now=now,
+        migrated_upstream=migrated_upstream,
     )
 
 
@@ -286,6 +300,7 @@ class ServiceReconciler:
         self.world = world
         self.databases = databases
         self.hash_key = hash_key
+        self.migrations = MigrationRunner(api)
         self._secrets: dict[ObjectRef, Manifest] = {}  # each service Secret, as last seen
 
     async def reconcile(self, name: str, mode: ReadMode = ReadMode.LIVE) -> Outcome:
@@ -359,6 +374,10 @@ class ServiceReconciler:
             if mode is ReadMode.LIVE:
                 raise ObjectChangedError(f"{name}: an object changed while it was reconciled")
             return await self.reconcile(name, ReadMode.LIVE)
+        # The objects a migration reads (ConfigMap, Secrets, its NetworkPolicy) exist now.
+        await asyncio.gather(
+            *(self.migrations.start(p.migration_job) for p in plans if p.migration_job)
+        )
         for plan, results in zip(plans, applied, strict=True):
             plan.applied = results
             self._remember_inputs(plan)
@@ -553,27 +572,20 @@ class ServiceReconciler:
         mode: ReadMode,
     ) -> None:
         env = self.world.valid_environments()[plan.name]
-        old_status = (previous.get("environments") or {}).get(plan.name) or {}
+        statuses = previous.get("environments") or {}
+        old_status = statuses.get(plan.name) or {}
         source = env.spec.promotion.from_
-        plan.verdict = promotion.evaluate(
+        current = current_image(plan.deployment, old_status, service.spec.image.repository)
+        verdict = promotion.evaluate(
             gate_input(
                 service,
                 env,
-                current_image(plan.deployment, old_status, service.spec.image.repository),
+                current,
                 readiness.get(source) if source is not None else None,
                 now,
-                old_status,
+                statuses,
             )
         )
-        if plan.verdict.gates_skipped:
-            await self.recorder.post(
-                SERVICE_KIND,
-                service.meta,
-                "Warning",
-                "GatesSkipped",
-                f"{plan.name}: {plan.verdict.image_to_apply} rolled out past the promotion "
-                f"gates ({SKIP_GATES_ANNOTATION})",
-            )
         plan.database = await self.databases.reconcile(service, env, known_accounts, mode)
         drift = [r for r in plan.database.repairs if set(plan.accounts) & known_accounts]
         if drift:
@@ -592,12 +604,30 @@ class ServiceReconciler:
             known = Basis.READ
         secret = await self.applier.observe(secret_ref, known, remembered)
         plan.observed[secret_ref] = secret
+        values = [*decode_secret(secret.body).values()]
+        values += [v for keys in plan.database.credentials.values() for v in keys.values()]
+        plan.migration = await self.migrations.step(
+            service, env, verdict, current, old_status, values, mode
+        )
+        plan.verdict = plan.migration.verdict
+        if plan.verdict.gates_skipped:
+            await self.recorder.post(
+                SERVICE_KIND,
+                service.meta,
+                "Warning",
+                "GatesSkipped",
+                f"{plan.name}: {plan.verdict.image_to_apply} rolled out past the promotion "
+                f"gates ({SKIP_GATES_ANNOTATION})",
+            )
         image = plan.verdict.image_to_apply or desired_image(service, env.name)
         plan.inputs = service_inputs(
             service, env, self.world, secret.body, plan.database, image, self.hash_key
         )
         plan.objects = build_service_objects(plan.inputs, random_secret)
         guard_secret(plan.objects, secret)
+        migrations = service.spec.migrations
+        if migrations is not None and plan.migration.start is not None:
+            plan.migration_job = build_migration_job(plan.inputs, migrations, plan.migration.start)
         if plan.verdict.image_to_apply is None:  # blocked before its first rollout
             plan.objects = [o for o in plan.objects if o["kind"] != "Deployment"]
         plan.missing_secrets = missing_provided_secrets(plan.inputs)
@@ -719,7 +749,15 @@ class ServiceReconciler:
         moment: datetime.datetime,
     ) -> dict[str, Any]:
         now = moment.strftime(RFC3339)
-        kept = ("appliedTag", "appliedImage", "readyTag", "readyImage", "readySince", "history")
+        kept = (
+            "appliedTag",
+            "appliedImage",
+            "readyTag",
+            "readyImage",
+            "readySince",
+            "history",
+            "migrations",
+        )
         status: dict[str, Any] = {k: v for k, v in old.items() if k in kept}
         updates: list[ConditionUpdate] = []
         if plan.problems or plan.inputs is None:
@@ -736,6 +774,8 @@ class ServiceReconciler:
                 status.get("appliedTag"), status.get("readyTag"), rolling_from=None
             )
         else:
+            if plan.migration is not None and plan.migration.records:
+                status["migrations"] = [m.to_status() for m in plan.migration.records]
             updates.append(self._rollout_status(service, plan, old, status, moment))
             if plan.database is not None and plan.database.condition is not None:
                 updates.append(plan.database.condition)
@@ -782,6 +822,8 @@ class ServiceReconciler:
             status["appliedTag"], status["appliedImage"] = applied.tag, str(applied)
             if _recorded_image(old, "applied", repository) != applied:
                 promoter = promotion.Promoter.of(service.meta.annotations, plan.name)
+                records = plan.migration.records if plan.migration is not None else []
+                migrated = succeeded(records, str(applied))
                 history = promotion.record_rollout(
                     history,
                     promotion.Rollout(
@@ -792,6 +834,7 @@ class ServiceReconciler:
                         image=str(applied),
                         promoted_by=promoter.by,
                         promoted_at=promoter.at,
+                        migration_seconds=migrated.duration_seconds if migrated else None,
                     ),
                 )
         if readiness.ready is not None and readiness.since is not None:
@@ -802,11 +845,13 @@ class ServiceReconciler:
         status["replicas"] = rollout.replicas
         status["availableReplicas"] = rollout.available_replicas
         blocked = status["desiredTag"] if verdict is not None and not verdict.allowed else None
+        migrating = verdict is not None and verdict.reason is promotion.GateReason.MIGRATING
         status["summary"] = summary(
             status.get("appliedTag"),
             status.get("readyTag"),
             rolling_from=_rolling_from(history, applied),
             blocked=blocked,
+            held_as="migrating" if migrating else "blocked",
         )
         status["internalHost"] = naming.internal_host(inputs.name, inputs.namespace)
         if inputs.exposed:
