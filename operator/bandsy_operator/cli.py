@@ -215,6 +215,61 @@ async def cmd_history(api: KubeApi, args: argparse.Namespace) -> int:
     return 0
 
 
+BACKUP_COLUMNS = ("environment", "taken", "verified", "size", "rows", "key")
+
+
+def backup_rows(known: Any, only_env: str | None) -> list[dict[str, str]]:
+    """The verified backups of each environment, newest first, as the last run left them; the
+    newest one with what its check found. A failure since is a row of its own."""
+    environments = known.status.get("environments") or {}
+    rows = []
+    for env in sorted(known.model.spec.environments):
+        if only_env and env != only_env:
+            continue
+        backup = (environments.get(env) or {}).get("backup") or {}
+        newest = backup.get("lastVerified") or {}
+        failed = backup.get("lastFailed") or {}
+        if failed and str(failed.get("at", "")) >= str(newest.get("at", "")):
+            rows.append(
+                {
+                    "environment": env,
+                    "taken": str(failed.get("at", "")),
+                    "verified": f"FAILED: {failed.get('reason', '')}",
+                    "size": "",
+                    "rows": "",
+                    "key": "",
+                }
+            )
+        for taken in backup.get("verified") or []:
+            latest = taken == newest.get("taken")
+            rows.append(
+                {
+                    "environment": env,
+                    "taken": str(taken),
+                    "verified": str(newest.get("at", "")) if latest else "yes",
+                    "size": str(newest.get("size", "")) if latest else "",
+                    "rows": str(newest.get("rows", "")) if latest else "",
+                    "key": str(newest.get("key", "")) if latest else "",
+                }
+            )
+    return rows
+
+
+async def cmd_backups(api: KubeApi, args: argparse.Namespace) -> int:
+    world = await load_world(api)
+    known = _service(world, args.service)
+    if args.env and args.env not in known.model.spec.environments:
+        _environment(world, known, args.env)  # raises the reason
+    rows = backup_rows(known, args.env)
+    if args.output == "json":
+        print(json.dumps(rows, indent=2))
+    elif rows:
+        print_table(rows, list(BACKUP_COLUMNS))
+    else:
+        print(f"no backup of {args.service} yet", file=sys.stderr)
+    return 0
+
+
 # -- promote ------------------------------------------------------------------------------------
 
 
@@ -348,6 +403,16 @@ async def _patch_as_caller(api: KubeApi, name: str, patch: dict[str, Any], dry_r
 # -- render -------------------------------------------------------------------------------------
 
 
+async def backup_image(api: KubeApi, env: Any, service: str) -> str | None:
+    """The image the operator gave the service's backup CronJob (its own, which this command
+    cannot know otherwise); None before there is one."""
+    ref = ObjectRef("batch/v1", "CronJob", env.namespace, naming.backup_cronjob(service))
+    cronjob = await api.get(ref) if env.spec.backups is not None else None
+    template = (((cronjob or {}).get("spec") or {}).get("jobTemplate") or {}).get("spec") or {}
+    containers = ((template.get("template") or {}).get("spec") or {}).get("containers") or []
+    return str(containers[0]["image"]) if containers else None
+
+
 async def rendered_objects(api: KubeApi, world: World, name: str, env_name: str) -> list[Manifest]:
     known = _service(world, name)
     env = _environment(world, known, env_name)
@@ -367,6 +432,7 @@ async def rendered_objects(api: KubeApi, world: World, name: str, env_name: str)
         await DatabaseReconciler(api, store, {}).projections(service, env),
         verdict.image_to_apply or desired_image(service, env_name),
         hash_key,
+        await backup_image(api, env, service.name),
     )
     objects = build_service_objects(inputs, random_secret)
     if verdict.image_to_apply is None:
@@ -487,6 +553,14 @@ def build_parser() -> argparse.ArgumentParser:
     history.add_argument("--env", metavar="ENV", help="one environment (default: all)")
     history.add_argument("-o", "--output", choices=["table", "json"], default="table")
     history.set_defaults(cluster=cmd_history)
+
+    backups = commands.add_parser(
+        "backups", help="the verified backups of a service's database, newest first"
+    )
+    backups.add_argument("service")
+    backups.add_argument("--env", metavar="ENV", help="one environment (default: all)")
+    backups.add_argument("-o", "--output", choices=["table", "json"], default="table")
+    backups.set_defaults(cluster=cmd_backups)
 
     promote = commands.add_parser("promote", help="set the image tag of one environment")
     promote.add_argument("service")

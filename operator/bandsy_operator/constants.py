@@ -25,6 +25,8 @@ EXTERNAL_LABEL: Final = f"{GROUP}/external"
 # selector labels (its Service must not route to them) nor managed-by (the pod watch is for the
 # Deployment's pods); their own NetworkPolicy selects them by this label.
 MIGRATION_LABEL: Final = f"{GROUP}/migration-of"
+# On a backup CronJob, its Jobs and their pods: the service whose database it backs up (SPEC §11).
+BACKUP_LABEL: Final = f"{GROUP}/backup-of"
 # Set by the Job controller on a Job's pods.
 JOB_NAME_LABEL: Final = "batch.kubernetes.io/job-name"
 PSA_ENFORCE_LABEL: Final = "pod-security.kubernetes.io/enforce"

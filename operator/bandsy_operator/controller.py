@@ -28,9 +28,9 @@ from .constants import (
 )
 from .credentials import CredentialStore
 from .events import EventRecorder
+from .jobs import job_news
 from .kube import CLIENT_ERRORS, KubeApi, ObjectRef, is_unreachable
 from .metrics import RECONCILE_SECONDS, RECONCILES, RESYNCS, WORK_QUEUE_DEPTH
-from .migrations import job_news
 from .observation import ReadMode
 from .reconcile.databases import DatabaseReconciler
 from .reconcile.environment import EnvironmentReconciler
@@ -115,6 +115,7 @@ class Controller:
         environments, services = await self._initial_lists()
         await self._ensure_operator_namespace()
         self.services.hash_key = await self.store.config_hash_key(create=True)
+        self.services.job_image = await self._job_image()
         for body in environments:
             self.world.observe_environment(body)
         for body in services:
@@ -130,6 +131,22 @@ class Controller:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         await asyncio.gather(*(b.close() for b in self.backends.values()))
+
+    async def _job_image(self) -> str | None:
+        """The image backup Jobs run: the operator's own (it has pg_dump), as its pod names it;
+        BANDSY_JOB_IMAGE overrides (an operator run outside the cluster)."""
+        if self.settings.job_image or self.settings.pod_name is None:
+            return self.settings.job_image
+        pod = await self.api.get(
+            ObjectRef("v1", "Pod", self.settings.operator_namespace, self.settings.pod_name)
+        )
+        containers = ((pod or {}).get("spec") or {}).get("containers") or []
+        image = next((c.get("image") for c in containers if c.get("name") == "operator"), None)
+        if image is None:
+            log.warning(
+                "no container 'operator' in pod %s: backups cannot run", self.settings.pod_name
+            )
+        return str(image) if image else None
 
     async def _ensure_operator_namespace(self) -> None:
         """The credential store lives there; deploy/ creates it, a local run may not have."""
@@ -232,8 +249,11 @@ class Controller:
 
     def job_event(self, event_type: str | None, body: Mapping[str, Any]) -> None:
         self._answered(API_SERVER)
-        if (service := job_news(event_type, body)) is not None:
-            self.queue.add(service_key(service))  # a finished migration: roll out now
+        if (news := job_news(event_type, body)) is None:
+            return
+        if news.backup:  # its outcome goes into the status: the reconcile reads it
+            self.world.note_backup_news(news.namespace, news.service)
+        self.queue.add(service_key(news.service))  # a finished migration rolls out now
 
     # -- work -----------------------------------------------------------------------------------
 

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
-from .constants import MIGRATION_LABEL
+from .jobs import job_end, parse_time
 
 MIGRATIONS_LIMIT = 10
 # The end of a failed migration's log that its status shows.
@@ -66,8 +66,8 @@ class Migration:
             image=str(entry["image"]),
             job=str(entry.get("job", "")),
             state=MigrationState(entry["state"]),
-            started_at=_parse(entry.get("startedAt")),
-            completed_at=_parse(entry.get("completedAt")),
+            started_at=parse_time(entry.get("startedAt")),
+            completed_at=parse_time(entry.get("completedAt")),
             message=str(message) if (message := entry.get("message")) else None,
         )
 
@@ -79,13 +79,6 @@ class Migration:
 
 def _format(moment: datetime.datetime | None) -> str | None:
     return moment.astimezone(datetime.UTC).strftime(_RFC3339) if moment is not None else None
-
-
-def _parse(value: Any) -> datetime.datetime | None:
-    if not value:
-        return None
-    moment = datetime.datetime.fromisoformat(str(value))
-    return moment if moment.tzinfo is not None else moment.replace(tzinfo=datetime.UTC)
 
 
 def succeeded(records: Iterable[Migration], image: str) -> Migration | None:
@@ -103,40 +96,12 @@ def record(
     return [migration, *others][:limit]
 
 
-def _condition(job: Mapping[str, Any], type_: str) -> Mapping[str, Any] | None:
-    conditions = (job.get("status") or {}).get("conditions") or []
-    return next(
-        (c for c in conditions if c.get("type") == type_ and c.get("status") == "True"), None
-    )
-
-
 def job_state(job: Mapping[str, Any], image: str) -> Migration:
-    """What a migration Job says: Running until the Job controller marks it Complete or Failed
-    (a retry after a failed attempt, within backoffLimit, is still running)."""
-    status = job.get("status") or {}
+    """What a migration Job says about the migration of ``image``."""
+    end = job_end(job)
     name = str(job.get("metadata", {}).get("name", ""))
-    started = _parse(status.get("startTime"))
-    if (complete := _condition(job, "Complete")) is not None:
-        done = _parse(status.get("completionTime")) or _parse(complete.get("lastTransitionTime"))
-        return Migration(image, name, MigrationState.SUCCEEDED, started, done)
-    if (failed := _condition(job, "Failed")) is not None:
-        reason = failed.get("reason") or "Failed"
-        detail = failed.get("message") or ""
-        message = f"{reason}: {detail}" if detail else str(reason)
-        done = _parse(failed.get("lastTransitionTime"))
-        return Migration(image, name, MigrationState.FAILED, started, done, message)
-    return Migration(image, name, MigrationState.RUNNING, started)
-
-
-def job_news(event_type: str | None, job: Mapping[str, Any]) -> str | None:
-    """The service to reconcile for a watch event about a migration Job: when it finished (or
-    was deleted, which runs a failed migration again). Its progress in between is no news."""
-    service = (job.get("metadata", {}).get("labels") or {}).get(MIGRATION_LABEL)
-    if not service:
-        return None
-    if event_type == "DELETED" or job_state(job, "").state is not MigrationState.RUNNING:
-        return str(service)
-    return None
+    state = MigrationState(str(end.phase))
+    return Migration(image, name, state, end.started_at, end.finished_at, end.reason)
 
 
 # A password in a URL's user part (postgres://user:secret@host), and `key=value` pairs whose key

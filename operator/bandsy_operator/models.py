@@ -121,6 +121,37 @@ class ContainerDefaults(ApiModel):
     limits: ComputeQuantities = ComputeQuantities()
 
 
+class S3Storage(ApiModel):
+    """An S3 bucket (any S3 API). ``credentials_secret_ref``: keys AWS_ACCESS_KEY_ID and
+    AWS_SECRET_ACCESS_KEY; ``ca_secret_ref``: key ca.crt, for an endpoint with a private CA;
+    ``egress_to``: where the backup pods may connect to reach it (NetworkPolicy)."""
+
+    endpoint: str | None = None  # None: AWS
+    bucket: str
+    prefix: str = ""
+    region: str = "us-east-1"
+    credentials_secret_ref: SecretRef
+    ca_secret_ref: SecretRef | None = None
+    egress_to: EgressTarget | None = None
+
+
+class BackupStorage(ApiModel):
+    s3: S3Storage
+
+
+class BackupRetention(ApiModel):
+    count: int = Field(default=7, ge=1, le=1000)
+    days: int | None = Field(default=None, ge=1)
+
+
+class Backups(ApiModel):
+    """SPEC §11: a verified logical backup of each service database, on a schedule."""
+
+    schedule: str
+    retention: BackupRetention = BackupRetention()
+    storage: BackupStorage
+
+
 class EnvironmentSpec(ApiModel):
     namespace: str | None = None
     protected: bool | None = None  # None: the default of Environment.protected
@@ -137,6 +168,7 @@ class EnvironmentSpec(ApiModel):
     quota: dict[str, Quantity] = Field(default_factory=dict)
     defaults: ContainerDefaults = ContainerDefaults()
     deletion_policy: ReclaimPolicy = "Retain"
+    backups: Backups | None = None
 
 
 class ObjectIdentity(ApiModel):

@@ -46,6 +46,24 @@ def migration_policy(service: str) -> str:
     return f"bandsy-migrate-{service}"
 
 
+def backup_cronjob(service: str) -> str:
+    return f"{service}-backup"
+
+
+def backup_policy(service: str) -> str:
+    return f"bandsy-backup-{service}"
+
+
+# In each environment's namespace: the S3 keys (and CA) of its backups, copied from the Secrets
+# the environment names, so the backup Jobs read them there.
+BACKUP_STORAGE_SECRET = "bandsy-backup-storage"  # noqa: S105 (a name, not a secret)
+
+
+def scratch_database(database: str) -> str:
+    """Where a backup of ``database`` is restored to be checked (owned by the service's role)."""
+    return f"{database}-verify"
+
+
 def external_host(environment: str, service: str, domain: str) -> str:
     return f"{environment}.{service}.{domain}"
 

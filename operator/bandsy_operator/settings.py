@@ -17,6 +17,10 @@ class OperatorSettings:
     json_logs: bool = False
     # Concurrent reconciles.
     workers: int = 16
+    # The image of the backup Jobs (SPEC §11): the operator's own. In a cluster it is read from
+    # the operator's pod (BANDSY_POD_NAME, from the downward API); this overrides it.
+    job_image: str | None = None
+    pod_name: str | None = None
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> OperatorSettings:
@@ -28,4 +32,6 @@ class OperatorSettings:
             metrics_port=int(env.get("BANDSY_METRICS_PORT", cls.metrics_port)),
             json_logs=env.get("BANDSY_LOG_FORMAT", "text").lower() == "json",
             workers=int(env.get("BANDSY_WORKERS", cls.workers)),
+            job_image=env.get("BANDSY_JOB_IMAGE") or None,
+            pod_name=env.get("BANDSY_POD_NAME") or None,
         )

@@ -110,6 +110,8 @@ class World:
         # Our pods that fail (status.pod_failure), by service and pod name, from their watch
         # events: healthy pods, nearly all of them, cost nothing to remember.
         self._failing_pods: dict[ServiceKey, dict[str, dict[str, Any]]] = {}
+        # Services with a backup Job that ended since their last reconcile took it in.
+        self._backup_news: set[ServiceKey] = set()
 
     def observe_environment(self, body: dict[str, Any]) -> Known[Environment]:
         name = body["metadata"]["name"]
@@ -236,6 +238,18 @@ class World:
             self._workloads.pop((namespace, meta.get("name", "")), None)
             return service
         return service if self.observe_workload(body) else None
+
+    # -- backup Jobs -----------------------------------------------------------------------------
+
+    def note_backup_news(self, namespace: str, service: str) -> None:
+        self._backup_news.add((namespace, service))
+
+    def take_backup_news(self, namespace: str, service: str) -> bool:
+        """Whether a backup Job of the service ended there since this was last asked."""
+        key = (namespace, service)
+        news = key in self._backup_news
+        self._backup_news.discard(key)
+        return news
 
     # -- pods -----------------------------------------------------------------------------------
 

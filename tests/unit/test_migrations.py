@@ -17,18 +17,19 @@ from bandsy_operator.builders.service import (
     build_service_objects,
 )
 from bandsy_operator.constants import (
+    BACKUP_LABEL,
     ENVIRONMENT_LABEL,
     MANAGED_BY_LABEL,
     MIGRATION_LABEL,
     NAME_LABEL,
 )
+from bandsy_operator.jobs import JobNews, job_news
 from bandsy_operator.migrations import (
     LOG_TAIL_CHARACTERS,
     LOG_TAIL_LINES,
     REDACTED,
     Migration,
     MigrationState,
-    job_news,
     job_state,
     log_tail,
     record,
@@ -157,10 +158,18 @@ def test_the_log_tail_is_short_and_redacted() -> None:
 
 
 def test_job_news_is_a_finish_or_a_deletion() -> None:
-    assert job_news("MODIFIED", job({"active": 1})) is None
-    assert job_news("MODIFIED", job({"conditions": [condition("Complete")]})) == "api"
-    assert job_news("MODIFIED", job({"conditions": [condition("Failed")]})) == "api"
-    assert job_news("DELETED", job({"active": 1})) == "api"
+    def news(event: str, status: dict[str, Any], label: str = MIGRATION_LABEL) -> JobNews | None:
+        body = job(status)
+        body["metadata"] |= {"namespace": "develop", "labels": {label: "api"}}
+        return job_news(event, body)
+
+    migrated = JobNews("api", "develop", backup=False)
+    assert news("MODIFIED", {"active": 1}) is None
+    assert news("MODIFIED", {"conditions": [condition("Complete")]}) == migrated
+    assert news("MODIFIED", {"conditions": [condition("Failed")]}) == migrated
+    assert news("DELETED", {"active": 1}) == migrated
+    backed_up = news("MODIFIED", {"conditions": [condition("Complete")]}, BACKUP_LABEL)
+    assert backed_up == JobNews("api", "develop", backup=True)
     assert job_news("MODIFIED", {"metadata": {"name": "other"}, "status": {}}) is None
 
 

@@ -37,6 +37,9 @@ class Account:
     database: str = ""  # postgres / mongo
     key_prefix: str = ""  # redis
     extensions: tuple[str, ...] = ()
+    # postgres: where a backup of ``database`` is restored to be verified (SPEC §11), owned by
+    # the same role; "" when the environment takes no backups.
+    scratch_database: str = ""
 
 
 class BackendUnavailableError(Exception):

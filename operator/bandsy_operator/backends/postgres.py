@@ -15,6 +15,7 @@ in it, and drop it. It cannot read ``pg_authid``: a password is then checked by 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import re
 import ssl
 from collections.abc import AsyncIterator
@@ -24,6 +25,7 @@ from typing import Any
 
 import asyncpg
 
+from ..naming import scratch_database
 from . import (
     Account,
     LoginRefusedError,
@@ -292,7 +294,11 @@ class PostgresBackend:
         repairs: list[str] = []
         async with self._admin(server) as (key, admin):
             existed = await self._ensure_role(admin, user, password, repairs)
-            await self._ensure_database(admin, user, database, repairs)
+            databases = [database]
+            if account.scratch_database:
+                databases.append(validate_identifier(account.scratch_database, "database"))
+            for name in databases:
+                await self._ensure_database(admin, user, name, repairs)
             if existed and not await self._password_works(
                 server, key, admin.conn, account, password
             ):
@@ -304,7 +310,10 @@ class PostgresBackend:
                 )
                 repairs.append(f"reset password of role {user}")
         if account.extensions:
-            await self._ensure_extensions(server, database, account.extensions, repairs)
+            # The scratch database too: a restore there as the service's role cannot create an
+            # extension that needs the admin.
+            for name in databases:
+                await self._ensure_extensions(server, name, account.extensions, repairs)
         return repairs
 
     async def _ensure_role(
@@ -417,22 +426,28 @@ class PostgresBackend:
     async def delete(self, server: Server, account: Account, keep_user: bool = False) -> None:
         user = validate_identifier(account.user, "role")
         database = validate_identifier(account.database, "database")
-        role, db = quote_identifier(user), quote_identifier(database)
+        role = quote_identifier(user)
+        # The scratch database of its backups goes with it (its name follows from the
+        # database's, whether backups are still on or not).
+        databases = [database]
+        with contextlib.suppress(InvalidIdentifierError):  # too long: there never was one
+            databases.append(validate_identifier(scratch_database(database), "database"))
         async with self._admin(server) as (_, admin):
             joined = await admin.joined(user)
             if joined is False:  # a role another admin made: dropping its database needs this
                 await admin.join(user)
-            # Only sessions the admin may end (all, for a superuser); FORCE then names any other.
-            await admin.conn.execute(
-                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
-                " WHERE datname = $1 AND pg_has_role(usesysid, 'USAGE')",
-                database,
-            )
-            await admin.run(
-                f"DROP DATABASE IF EXISTS {db} WITH (FORCE)",
-                f"drop database {database!r}",
-                f"the privileges of its owner {user!r} and of every role connected to it",
-            )
+            for name in databases:
+                # Only sessions the admin may end (all, for a superuser); FORCE names any other.
+                await admin.conn.execute(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+                    " WHERE datname = $1 AND pg_has_role(usesysid, 'USAGE')",
+                    name,
+                )
+                await admin.run(
+                    f"DROP DATABASE IF EXISTS {quote_identifier(name)} WITH (FORCE)",
+                    f"drop database {name!r}",
+                    f"the privileges of its owner {user!r} and of every role connected to it",
+                )
             if keep_user or joined is None:
                 return
             if await admin.conn.fetchval(

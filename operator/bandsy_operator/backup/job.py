@@ -33,6 +33,7 @@ import asyncpg
 
 from ..migrations import redact
 from .manifest import (
+    MANIFEST_SUFFIX,
     Manifest,
     backup_prefix,
     dump_key,
@@ -40,6 +41,7 @@ from .manifest import (
     manifest_key,
     mismatches,
     stamp,
+    stamp_of,
 )
 from .retention import Retention, expired
 from .store import BackupStore
@@ -47,6 +49,8 @@ from .store import BackupStore
 TERMINATION_LOG = "/dev/termination-log"
 # The kubelet keeps at most 4096 bytes of a termination message.
 TERMINATION_LIMIT = 4000
+# The verified backups the outcome lists (newest first), what `bandsyctl backups` shows.
+VERIFIED_LISTED = 30
 # User tables (partitions included, their parents hold no rows), not those of extensions.
 _TABLES = """
 select n.nspname as schema, c.relname as name
@@ -237,10 +241,15 @@ async def back_up(settings: BackupSettings, store: BackupStore) -> dict[str, Any
         tables=counts,
     )
     store.put_text(manifest_key(settings.folder, taken), manifest.to_json())
-    deleted = expired(store.keys(), settings.retention, now())
+    deleted = expired(store.list_keys(), settings.retention, now())
     for old in deleted:
         store.delete(old)
+    remaining = sorted(
+        {t for k in store.list_keys() if k.endswith(MANIFEST_SUFFIX) and (t := stamp_of(k))},
+        reverse=True,
+    )
     return {
+        "verifiedBackups": remaining[:VERIFIED_LISTED],
         "verified": True,
         "taken": taken,
         "key": key,

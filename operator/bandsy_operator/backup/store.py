@@ -45,7 +45,7 @@ class BackupStore:
         body = self._client.get_object(Bucket=self.bucket, Key=key)["Body"]
         return str(body.read().decode())
 
-    def keys(self) -> list[str]:
+    def list_keys(self) -> list[str]:
         """Every object of the folder."""
         found: list[str] = []
         pages = self._client.get_paginator("list_objects_v2").paginate(

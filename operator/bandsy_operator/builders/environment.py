@@ -3,6 +3,8 @@ defaults, access."""
 
 from __future__ import annotations
 
+import base64
+from collections.abc import Mapping
 from typing import Any
 
 from .. import naming
@@ -189,9 +191,33 @@ def build_access_bindings(env: Environment) -> list[Manifest]:
     return bindings
 
 
-def build_environment_objects(env: Environment) -> list[Manifest]:
-    """Everything the environment owns, namespace first."""
+def build_backup_storage_secret(env: Environment, values: Mapping[str, str]) -> Manifest:
+    """The S3 keys (and CA) of the environment's backups, where its backup Jobs read them:
+    copied from the Secrets ``spec.backups.storage.s3`` names, which may live elsewhere."""
+    return {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "type": "Opaque",
+        "metadata": object_meta(
+            naming.BACKUP_STORAGE_SECRET,
+            environment_labels(env.name),
+            owner_reference(ENVIRONMENT_KIND, env.meta),
+            namespace=env.namespace,
+        ),
+        "data": {
+            key: base64.b64encode(value.encode()).decode() for key, value in sorted(values.items())
+        },
+    }
+
+
+def build_environment_objects(
+    env: Environment, backup_storage: Mapping[str, str] | None = None
+) -> list[Manifest]:
+    """Everything the environment owns, namespace first. ``backup_storage``: the values of
+    the backups' storage Secret, read by the reconciler (None: no backups, or not readable)."""
     objects = [build_namespace(env), *build_network_policies(env)]
     objects += [obj for obj in (build_quota(env), build_limit_range(env)) if obj is not None]
     objects.extend(build_access_bindings(env))
+    if env.spec.backups is not None and backup_storage is not None:
+        objects.append(build_backup_storage_secret(env, backup_storage))
     return [stamp_applied_hash(obj) for obj in objects]

@@ -45,6 +45,15 @@ class DatabasePeer:
 
 
 @dataclass(frozen=True)
+class BackupPlan:
+    """What the backup CronJob needs beyond the CRs: the image that runs it (the operator's
+    own) and the scratch database its verify step restores into."""
+
+    image: str
+    scratch_database: str
+
+
+@dataclass(frozen=True)
 class ServiceInputs:
     """Everything, besides the two CRs, that decides a service's objects in one environment."""
 
@@ -58,6 +67,7 @@ class ServiceInputs:
     # backend ("postgres", "redis", "mongo") -> keys of the <svc>-<backend> Secret
     credentials: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
     database_peers: Sequence[DatabasePeer] = ()
+    backup: BackupPlan | None = None  # the environment backs up this service's database
 
     @property
     def name(self) -> str:
@@ -356,7 +366,7 @@ def build_network_policy(inputs: ServiceInputs) -> Manifest:
         }
         for dep, dep_port in sorted(inputs.dependency_ports.items())
     ]
-    egress += _database_egress(inputs)
+    egress += database_egress(inputs)
     spec: dict[str, Any] = {
         "podSelector": {"matchLabels": selector_labels(inputs.name, inputs.env.name)},
         "policyTypes": ["Ingress", "Egress"],
@@ -375,7 +385,7 @@ def build_network_policy(inputs: ServiceInputs) -> Manifest:
     }
 
 
-def _database_egress(inputs: ServiceInputs) -> list[dict[str, Any]]:
+def database_egress(inputs: ServiceInputs) -> list[dict[str, Any]]:
     return [
         {"to": [egress_peer(peer.egress_to)], "ports": [{"protocol": "TCP", "port": peer.port}]}
         for peer in inputs.database_peers
@@ -394,7 +404,7 @@ def build_migration_network_policy(inputs: ServiceInputs) -> Manifest | None:
         },
         "policyTypes": ["Ingress", "Egress"],
     }
-    if egress := _database_egress(inputs):
+    if egress := database_egress(inputs):
         spec["egress"] = egress
     return {
         "apiVersion": "networking.k8s.io/v1",
@@ -448,5 +458,19 @@ def build_service_objects(inputs: ServiceInputs, generate: SecretGenerator) -> l
         build_ingress(inputs),
         build_network_policy(inputs),
         build_migration_network_policy(inputs),
+        *build_backup_objects(inputs),
     ]
     return [stamp_applied_hash(obj) for obj in objects if obj is not None]
+
+
+def build_backup_objects(inputs: ServiceInputs) -> list[Manifest]:
+    backups = inputs.env.spec.backups
+    if inputs.backup is None or backups is None:
+        return []
+    # Imported here: builders.backup builds on this module's container and policy helpers.
+    from .backup import build_backup_cronjob, build_backup_network_policy
+
+    return [
+        build_backup_cronjob(inputs, backups, inputs.backup.image, inputs.backup.scratch_database),
+        build_backup_network_policy(inputs, backups),
+    ]

@@ -28,7 +28,7 @@ from ..credentials import CredentialStore
 from ..kube import KubeApi, ObjectRef
 from ..metrics import DATABASE_OPERATIONS
 from ..models import Environment, MongoServer, PostgresServer, RedisServer, SecretRef, Service
-from ..naming import InvalidNameError, render_template
+from ..naming import InvalidNameError, render_template, scratch_database
 from ..observation import ReadMode, basis
 from ..status import FALSE, TRUE, ConditionUpdate
 from ..validation import BACKENDS, Problem, sharing_refused
@@ -125,7 +125,15 @@ def account_for(service: Service, env: Environment, backend: str) -> tuple[Accou
         database = render_template(settings.database_template, service.name, env.name)
         validate_identifier(user, "role")
         validate_identifier(database, "database")
-        account = Account(user, database=database, extensions=service.spec.postgres.extensions)
+        scratch = scratch_database(database) if env.spec.backups is not None else ""
+        if scratch:
+            validate_identifier(scratch, "database")
+        account = Account(
+            user,
+            database=database,
+            extensions=service.spec.postgres.extensions,
+            scratch_database=scratch,
+        )
         return AccountRef(env.name, backend, server, user, database), account
     if isinstance(settings, MongoServer):
         database = render_template(settings.database_template, service.name, env.name)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import logging
 from collections.abc import Mapping
 from typing import Any
@@ -12,7 +13,8 @@ from ..builders.environment import build_environment_objects
 from ..constants import ENVIRONMENT_KIND
 from ..events import EventRecorder, EventType
 from ..kube import KubeApi, ObjectRef
-from ..models import Environment, parse_environment, parse_identity
+from ..models import Environment, SecretRef, parse_environment, parse_identity
+from ..naming import BACKUP_STORAGE_SECRET
 from ..observation import ReadMode
 from ..status import FALSE, TRUE, ConditionUpdate, merge_conditions, now_rfc3339, transitions
 from ..validation import BACKENDS, quota_without_defaults, shared_credentials
@@ -25,6 +27,14 @@ SHARED_CREDENTIALS = "SharedCredentials"
 QUOTA_WITHOUT_DEFAULTS = "QuotaWithoutDefaults"
 # Warnings: True is the news (a Warning Event); their going back to False posts nothing.
 WARNING_CONDITIONS = (SHARED_CREDENTIALS, QUOTA_WITHOUT_DEFAULTS)
+BACKUP_STORAGE = "BackupStorage"
+ACCESS_KEYS = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")
+CA_KEY = "ca.crt"
+
+
+def _decoded(secret: Mapping[str, Any] | None) -> dict[str, str]:
+    data = (secret or {}).get("data") or {}
+    return {key: base64.b64decode(value).decode(errors="replace") for key, value in data.items()}
 
 
 def quota_condition(env: Environment) -> ConditionUpdate:
@@ -72,7 +82,8 @@ class EnvironmentReconciler:
             return
         env = known.model
         previous = inventory.parse(known.status.get("inventory") or [])
-        objects = build_environment_objects(env)
+        storage, storage_condition = await self._backup_storage(env)
+        objects = build_environment_objects(env, storage)
         wanted = {env.name: frozenset(ObjectRef.of(obj) for obj in objects)}
         grown = inventory.union(previous, wanted)
         if grown != previous:
@@ -99,12 +110,47 @@ class EnvironmentReconciler:
             ready = ConditionUpdate(READY, TRUE, "Ready", f"namespace {env.namespace} is set up")
         await self._publish(
             known,
-            [ready, *self._credential_conditions(env), quota_condition(env)],
+            [
+                ready,
+                *self._credential_conditions(env),
+                quota_condition(env),
+                *([storage_condition] if storage_condition else []),
+            ],
             {
                 "namespace": env.namespace,
                 "services": self._services_summary(name),
                 "inventory": inventory.serialize(wanted),
             },
+        )
+
+    async def _backup_storage(
+        self, env: Environment
+    ) -> tuple[dict[str, str] | None, ConditionUpdate | None]:
+        """The values of the backups' storage Secret, read from the Secrets the environment
+        names (the operator watches no Secrets: read on every reconcile, written on change)."""
+        if env.spec.backups is None:
+            return None, None
+        s3 = env.spec.backups.storage.s3
+        refs: list[tuple[str, SecretRef, tuple[str, ...]]] = [
+            ("credentialsSecretRef", s3.credentials_secret_ref, ACCESS_KEYS)
+        ]
+        if s3.ca_secret_ref is not None:
+            refs.append(("caSecretRef", s3.ca_secret_ref, (CA_KEY,)))
+        values: dict[str, str] = {}
+        for field_name, ref, keys in refs:
+            found = _decoded(await self.api.get(ObjectRef("v1", "Secret", ref.namespace, ref.name)))
+            missing = [key for key in keys if not found.get(key)]
+            if missing:
+                return None, ConditionUpdate(
+                    BACKUP_STORAGE,
+                    FALSE,
+                    "BackupStorageSecretMissing",
+                    f"spec.backups.storage.s3.{field_name}: Secret {ref.namespace}/{ref.name} "
+                    f"lacks {', '.join(missing)}; no backup runs until it has them",
+                )
+            values |= {key: found[key] for key in keys}
+        return values, ConditionUpdate(
+            BACKUP_STORAGE, TRUE, "BackupStorageReady", f"bucket {s3.bucket} configured"
         )
 
     def _credential_conditions(self, env: Environment) -> list[ConditionUpdate]:
@@ -159,6 +205,8 @@ class EnvironmentReconciler:
         keeps them). Raises ReclaimPendingError while a database server is unreachable."""
         env = parse_environment(dict(body))
         await self._lock_accounts(env)
+        # A copy of the bucket's keys never outlives the environment, whatever the policy.
+        await self.api.delete(ObjectRef("v1", "Secret", env.namespace, BACKUP_STORAGE_SECRET))
         entries = (body.get("status") or {}).get("inventory") or []
         if env.spec.deletion_policy == "Delete":
             pruned = await self.applier.prune(inventory.stale(inventory.parse(entries), {}))

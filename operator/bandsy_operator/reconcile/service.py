@@ -17,9 +17,16 @@ from typing import Any
 
 from .. import inventory, naming, promotion
 from ..apply import Applied, Applier, is_managed
+from ..backup.outcome import BACKUP_READY
+from ..backup.outcome import condition as backup_condition
 from ..builders.meta import selector_labels
 from ..builders.migration import build_migration_job
-from ..builders.service import ServiceInputs, build_service_objects, missing_provided_secrets
+from ..builders.service import (
+    BackupPlan,
+    ServiceInputs,
+    build_service_objects,
+    missing_provided_secrets,
+)
 from ..constants import CHANGE_CAUSE_ANNOTATION, SERVICE_KIND, SKIP_GATES_ANNOTATION
 from ..events import EventRecorder, EventType
 from ..kube import KubeApi, Manifest, ObjectRef, without_managed_fields
@@ -43,6 +50,7 @@ from ..status import (
 )
 from ..validation import Problem, environment_problems, exposure_refused
 from ..world import Known, World
+from .backups import BackupObserver
 from .databases import PLAN_PROBLEMS, AccountRef, DatabaseReconciler, DatabaseResult
 from .migrations import MigrationRunner, MigrationStep
 
@@ -105,6 +113,7 @@ class EnvironmentPlan:
     inputs: ServiceInputs | None = None
     applied: list[Applied] = field(default_factory=list)
     migration: MigrationStep | None = None
+    backup: dict[str, Any] | None = None  # status.environments.<env>.backup, when backed up
     migration_job: Manifest | None = None  # to create once the objects are applied
 
     def refs(self) -> frozenset[ObjectRef]:
@@ -233,9 +242,11 @@ def service_inputs(
     database: DatabaseResult,
     image: Image,
     hash_key: bytes,
+    job_image: str | None = None,
 ) -> ServiceInputs:
     """Everything the builders need, from the world view and what was read from the cluster.
-    Shared by the reconciler and ``bandsyctl render`` so both produce the same objects."""
+    Shared by the reconciler and ``bandsyctl render`` so both produce the same objects.
+    ``job_image``: the operator's own, which runs backups (None: unknown, no backup CronJob)."""
     services = world.valid_services()
     # A dependency deleted since validation is skipped here; its deletion event queues this
     # service again, and that reconcile reports it.
@@ -255,7 +266,18 @@ def service_inputs(
         existing_secrets=existing,
         credentials=database.credentials,
         database_peers=database.peers,
+        backup=backup_plan(env, database, job_image),
     )
+
+
+def backup_plan(
+    env: Environment, database: DatabaseResult, job_image: str | None
+) -> BackupPlan | None:
+    """The environment backs up the service's PostgreSQL database (SPEC §11)."""
+    postgres = next((a for a in database.accounts if a.backend == "postgres"), None)
+    if env.spec.backups is None or postgres is None or job_image is None:
+        return None
+    return BackupPlan(job_image, naming.scratch_database(postgres.scope))
 
 
 def decode_secret(live: Manifest | None) -> dict[str, str]:
@@ -300,7 +322,9 @@ class ServiceReconciler:
         self.world = world
         self.databases = databases
         self.hash_key = hash_key
+        self.job_image: str | None = None  # set at start (controller)
         self.migrations = MigrationRunner(api)
+        self.backups = BackupObserver(api, world)
         self._secrets: dict[ObjectRef, Manifest] = {}  # each service Secret, as last seen
 
     async def reconcile(self, name: str, mode: ReadMode = ReadMode.LIVE) -> Outcome:
@@ -621,10 +645,21 @@ class ServiceReconciler:
             )
         image = plan.verdict.image_to_apply or desired_image(service, env.name)
         plan.inputs = service_inputs(
-            service, env, self.world, secret.body, plan.database, image, self.hash_key
+            service,
+            env,
+            self.world,
+            secret.body,
+            plan.database,
+            image,
+            self.hash_key,
+            self.job_image,
         )
         plan.objects = build_service_objects(plan.inputs, random_secret)
         guard_secret(plan.objects, secret)
+        if plan.inputs.backup is not None:
+            plan.backup = await self.backups.status(
+                env, service.name, old_status.get("backup") or {}, mode
+            )
         migrations = service.spec.migrations
         if migrations is not None and plan.migration.start is not None:
             plan.migration_job = build_migration_job(plan.inputs, migrations, plan.migration.start)
@@ -757,6 +792,7 @@ class ServiceReconciler:
             "readySince",
             "history",
             "migrations",
+            "backup",
         )
         status: dict[str, Any] = {k: v for k, v in old.items() if k in kept}
         updates: list[ConditionUpdate] = []
@@ -776,6 +812,8 @@ class ServiceReconciler:
         else:
             if plan.migration is not None and plan.migration.records:
                 status["migrations"] = [m.to_status() for m in plan.migration.records]
+            if (backup := self._backup_condition(service, plan, status)) is not None:
+                updates.append(backup)
             updates.append(self._rollout_status(service, plan, old, status, moment))
             if plan.database is not None and plan.database.condition is not None:
                 updates.append(plan.database.condition)
@@ -791,6 +829,26 @@ class ServiceReconciler:
             old.get("conditions") or [], updates, generation, now
         )
         return status
+
+    def _backup_condition(
+        self, service: Service, plan: EnvironmentPlan, status: dict[str, Any]
+    ) -> ConditionUpdate | None:
+        """BackupReady where the environment backs up the service's database (SPEC §11)."""
+        assert plan.inputs is not None
+        backups = plan.inputs.env.spec.backups
+        if backups is None or not service.spec.postgres.enabled:
+            status.pop("backup", None)
+            return None
+        if plan.backup is None:
+            return ConditionUpdate(
+                BACKUP_READY,
+                FALSE,
+                "BackupImageUnknown",
+                "the operator does not know its own image, which runs backups: set "
+                "BANDSY_JOB_IMAGE, or BANDSY_POD_NAME in its pod",
+            )
+        status["backup"] = plan.backup
+        return backup_condition(plan.backup, backups.schedule)
 
     def _rollout_status(
         self,
