@@ -33,6 +33,12 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
     HOME=/tmp
+# pg_dump and pg_restore for the backup Jobs (SPEC §11), from the base's distribution: a
+# pg_dump older than the database server refuses to dump it (the Job says so), so choose a base
+# whose PostgreSQL client is at least the servers' major version (Debian 12: 15, Debian 13: 17).
+RUN apt-get update -q \
+ && DEBIAN_FRONTEND=noninteractive apt-get install -qy --no-install-recommends postgresql-client \
+ && rm -rf /var/lib/apt/lists/* /var/cache/apt/*
 # The lock again, offline: nothing unlocked gets in, and the hashes are checked a second time
 # (they match: every locked dependency ships wheels, which `pip wheel` copies unchanged).
 RUN --mount=type=bind,from=build,source=/wheels,target=/wheels \
