@@ -1,0 +1,220 @@
+"""The backup Job's program (SPEC §11) against the real PostgreSQL and S3 API of the harness:
+``python -m bandsy_operator.backup`` as a Job runs it, with a service's own role.
+
+The role, its database and its scratch database are made by the operator's own PostgreSQL
+backend, as for a service in an environment with backups.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import os
+import secrets
+import subprocess
+import sys
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+
+import asyncpg
+import boto3
+import pytest
+import pytest_asyncio
+
+from bandsy_dev.local_env import postgres_admin_args
+from bandsy_dev.procs import free_port
+from bandsy_operator.backends import Account, AdminCredentials, Server
+from bandsy_operator.backends.postgres import PostgresBackend
+from bandsy_operator.backup.manifest import Manifest
+from bandsy_operator.naming import scratch_database
+
+
+@dataclass
+class ServiceDatabase:
+    user: str
+    password: str
+    database: str
+    bucket: str
+    env: dict[str, str]  # what the CronJob gives the Job, pointed at the harness
+
+    def run(self, **overrides: str) -> tuple[int, dict[str, Any], str]:
+        """One backup; its exit code, its outcome (stdout's JSON), its stderr."""
+        done = subprocess.run(
+            [sys.executable, "-m", "bandsy_operator.backup"],
+            env={**self.env, **overrides},
+            capture_output=True,
+            text=True,
+            timeout=300,
+            check=False,
+        )
+        lines = done.stdout.strip().splitlines()
+        return done.returncode, json.loads(lines[-1]) if lines else {}, done.stderr
+
+
+def s3_client(servers: dict[str, str]) -> Any:
+    return boto3.client(
+        "s3",
+        endpoint_url=servers["BANDSY_S3_ENDPOINT"],
+        region_name=servers["BANDSY_S3_REGION"],
+        aws_access_key_id=servers["BANDSY_S3_ACCESS_KEY_ID"],
+        aws_secret_access_key=servers["BANDSY_S3_SECRET_ACCESS_KEY"],
+        verify=servers["BANDSY_S3_CA_FILE"],
+    )
+
+
+def keys(servers: dict[str, str], bucket: str) -> list[str]:
+    listed = s3_client(servers).list_objects_v2(Bucket=bucket)
+    return sorted(obj["Key"] for obj in listed.get("Contents") or [])
+
+
+@pytest_asyncio.fixture
+async def service_db(
+    servers: dict[str, str], tmp_path_factory: pytest.TempPathFactory
+) -> AsyncIterator[ServiceDatabase]:
+    name = f"bk-{uuid.uuid4().hex[:8]}"
+    user, database, password = f"{name}-user", f"{name}-develop", secrets.token_urlsafe(24)
+    admin = AdminCredentials(servers["BANDSY_PG_ADMIN_USER"], servers["BANDSY_PG_ADMIN_PASSWORD"])
+
+    async def load() -> AdminCredentials:
+        return admin
+
+    server = Server(servers["BANDSY_PG_HOST"], int(servers["BANDSY_PG_PORT"]), "require", load)
+    account = Account(user, database=database, scratch_database=scratch_database(database))
+    backend = PostgresBackend()
+    await backend.ensure(server, account, password)
+    conn = await asyncpg.connect(
+        host=server.host,
+        port=server.port,
+        user=user,
+        password=password,
+        database=database,
+        ssl="require",
+    )
+    try:
+        await conn.execute(
+            "create schema shop;"
+            "create table shop.orders (id bigint primary key, note text);"
+            "insert into shop.orders select n, 'order ' || n from generate_series(1, 2500) n;"
+            "create table public.users (email text primary key);"
+            "insert into public.users values ('ada@example.com'), ('grace@example.com');"
+        )
+    finally:
+        await conn.close()
+    bucket = name
+    s3_client(servers).create_bucket(Bucket=bucket)
+    work = tmp_path_factory.mktemp("backup-work")
+    env = {
+        "PATH": os.environ["PATH"],
+        "PYTHONPATH": os.environ.get("PYTHONPATH", ""),
+        "PGHOST": server.host,
+        "PGPORT": str(server.port),
+        "PGUSER": user,
+        "PGPASSWORD": password,
+        "PGDATABASE": database,
+        "PGSSLMODE": "require",
+        "AWS_ACCESS_KEY_ID": servers["BANDSY_S3_ACCESS_KEY_ID"],
+        "AWS_SECRET_ACCESS_KEY": servers["BANDSY_S3_SECRET_ACCESS_KEY"],
+        "AWS_CA_BUNDLE": servers["BANDSY_S3_CA_FILE"],
+        "BANDSY_SERVICE": name,
+        "BANDSY_ENVIRONMENT": "develop",
+        "BANDSY_BACKUP_BUCKET": bucket,
+        "BANDSY_BACKUP_PREFIX": "backups",
+        "BANDSY_BACKUP_ENDPOINT": servers["BANDSY_S3_ENDPOINT"],
+        "BANDSY_BACKUP_REGION": servers["BANDSY_S3_REGION"],
+        "BANDSY_BACKUP_SCRATCH_DATABASE": scratch_database(database),
+        "BANDSY_BACKUP_RETENTION_COUNT": "2",
+        "BANDSY_BACKUP_WORK_DIR": str(work),
+    }
+    try:
+        yield ServiceDatabase(user, password, database, bucket, env)
+    finally:
+        await backend.delete(server, account)
+        await backend.close()
+
+
+async def scratch_tables(servers: dict[str, str], database: str) -> int:
+    args = {**postgres_admin_args(servers), "database": scratch_database(database)}
+    conn = await asyncpg.connect(**args, ssl="require")
+    try:
+        return int(
+            await conn.fetchval(
+                "select count(*) from pg_class c join pg_namespace n on n.oid = c.relnamespace"
+                " where c.relkind = 'r' and n.nspname not in ('pg_catalog', 'information_schema')"
+            )
+        )
+    finally:
+        await conn.close()
+
+
+async def test_a_backup_is_dumped_restored_checked_and_only_then_listed(
+    servers: dict[str, str], service_db: ServiceDatabase
+) -> None:
+    code, outcome, stderr = service_db.run()
+    assert code == 0, stderr
+    assert outcome["verified"] is True
+    assert outcome["tables"] == 2
+    assert outcome["rows"] == 2502
+    taken = outcome["taken"]
+    folder = f"backups/develop/{service_db.env['BANDSY_SERVICE']}/"
+    assert keys(servers, service_db.bucket) == [f"{folder}{taken}.dump", f"{folder}{taken}.json"]
+    client = s3_client(servers)
+    manifest = Manifest.from_json(
+        client.get_object(Bucket=service_db.bucket, Key=f"{folder}{taken}.json")["Body"].read()
+    )
+    assert manifest.tables == {"public.users": 2, "shop.orders": 2500}
+    assert manifest.database == service_db.database
+    assert manifest.server_version.startswith("15")
+    dumped = client.get_object(Bucket=service_db.bucket, Key=manifest.dump_key)["Body"].read()
+    assert hashlib.sha256(dumped).hexdigest() == manifest.sha256 == outcome["sha256"]
+    assert len(dumped) == manifest.size
+    assert outcome["verifiedBackups"] == [taken]
+    # The restored copy was checked and is gone again.
+    assert await scratch_tables(servers, service_db.database) == 0
+    # No secret in what the Job tells or stores.
+    told = json.dumps(outcome) + manifest.to_json() + stderr
+    assert service_db.password not in told
+    assert servers["BANDSY_S3_SECRET_ACCESS_KEY"] not in told
+
+
+async def test_retention_keeps_the_newest_verified_and_a_failure_deletes_nothing(
+    servers: dict[str, str], service_db: ServiceDatabase
+) -> None:
+    taken = []
+    for _ in range(3):
+        code, outcome, stderr = service_db.run()
+        assert code == 0, stderr
+        taken.append(outcome["taken"])
+        await asyncio.sleep(1.1)  # a stamp per second
+    manifests = [k for k in keys(servers, service_db.bucket) if k.endswith(".json")]
+    assert [m.rsplit("/", 1)[1] for m in manifests] == [f"{t}.json" for t in taken[1:]]
+    before = keys(servers, service_db.bucket)
+
+    # S3 down: the dump is taken, the upload fails, nothing is deleted, no secret told.
+    closed = f"https://127.0.0.1:{free_port()}"
+    code, outcome, _ = service_db.run(BANDSY_BACKUP_ENDPOINT=closed)
+    assert code == 1
+    assert outcome["verified"] is False
+    assert "Could not connect" in outcome["error"] or "connect" in outcome["error"].lower()
+    assert servers["BANDSY_S3_SECRET_ACCESS_KEY"] not in json.dumps(outcome)
+    assert keys(servers, service_db.bucket) == before
+
+    # A verify that cannot restore (its scratch database is gone): the dump stays unlisted,
+    # nothing is deleted, and the next good run removes that unverified dump.
+    code, outcome, _ = service_db.run(BANDSY_BACKUP_SCRATCH_DATABASE="no-such-database")
+    assert code == 1
+    assert "no-such-database" in outcome["error"]
+    after_failure = keys(servers, service_db.bucket)
+    assert set(before) < set(after_failure)
+    assert all(k.endswith(".dump") for k in set(after_failure) - set(before))
+    await asyncio.sleep(1.1)
+    code, outcome, stderr = service_db.run()
+    assert code == 0, stderr
+    folder = f"backups/develop/{service_db.env['BANDSY_SERVICE']}/"
+    kept = (taken[2], outcome["taken"])
+    assert keys(servers, service_db.bucket) == sorted(
+        f"{folder}{stamp}{suffix}" for stamp in kept for suffix in (".dump", ".json")
+    )
+    assert outcome["verifiedBackups"] == [outcome["taken"], taken[2]]
