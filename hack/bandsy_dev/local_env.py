@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from . import ferretdb, node_net, postgres, redis_server, users
+from . import ferretdb, node_net, postgres, redis_server, s3_server, users
 from .ferretdb import FerretDBServer
 from .images import TEST_IMAGE_REPOSITORY
 from .kube import ControlPlane, build_binaries
@@ -21,6 +21,7 @@ from .node import Node, build_node_binaries, node_wanted
 from .packages import ensure_packages
 from .postgres import PostgresServer
 from .redis_server import RedisServer
+from .s3_server import S3Server
 
 CLUSTER_ENV_KEYS = (
     "KUBECONFIG",
@@ -43,14 +44,25 @@ CLUSTER_ENV_KEYS = (
     "BANDSY_MONGO_ADMIN_USER",
     "BANDSY_MONGO_ADMIN_PASSWORD",
     "BANDSY_MONGO_LOG_FILE",
+    # Beyond SPEC §8: the S3 API (moto) the backups of SPEC §11 are tested against, HTTPS only.
+    "BANDSY_S3_ENDPOINT",
+    "BANDSY_S3_REGION",
+    "BANDSY_S3_ACCESS_KEY_ID",
+    "BANDSY_S3_SECRET_ACCESS_KEY",
+    "BANDSY_S3_CA_FILE",
     # SPEC §8.1: 1 when a real node runs pods, else 0 (and NODE_ENV_KEYS are absent).
     "BANDSY_NODE",
     # Beyond SPEC §8: the users of SPEC §10 (a developer, a promoter, another team's developer,
     # the CI deploy identity), each with _USER, _TOKEN and _KUBECONFIG (hack/bandsy_dev/users.py).
     *users.ENV_KEYS,
 )
-# Only with a node: the addresses pods use for the databases, the test app's repository.
-NODE_ENV_KEYS = ("BANDSY_POD_PG_HOST", "BANDSY_POD_REDIS_HOST", "BANDSY_TEST_IMAGE")
+# Only with a node: the addresses pods use for the databases and S3, the test app's repository.
+NODE_ENV_KEYS = (
+    "BANDSY_POD_PG_HOST",
+    "BANDSY_POD_REDIS_HOST",
+    "BANDSY_POD_S3_ENDPOINT",
+    "BANDSY_TEST_IMAGE",
+)
 
 
 @dataclass
@@ -61,6 +73,7 @@ class LocalEnvironment:
     postgres: PostgresServer = field(init=False)
     redis: RedisServer = field(init=False)
     mongo: FerretDBServer = field(init=False)
+    s3: S3Server = field(init=False)
     node: Node | None = field(init=False, default=None)
 
     def __post_init__(self) -> None:
@@ -82,14 +95,16 @@ class LocalEnvironment:
         )
         self.redis = RedisServer(self.workdir / "redis", pod_gateway=gateway)
         self.mongo = FerretDBServer(self.workdir / "ferretdb", self.postgres)
+        self.s3 = S3Server(self.workdir / "s3", pod_gateway=gateway)
         try:
             if self.with_node:
                 self.node = Node(self.workdir / "node", self.kube, bin_dir, build_node_binaries())
-                # The bridge first: the databases listen on its gateway address.
-                self.node.claim(pod_tcp_ports=(self.postgres.port, self.redis.port))
+                # The bridge first: the databases and S3 listen on its gateway address.
+                self.node.claim(pod_tcp_ports=(self.postgres.port, self.redis.port, self.s3.port))
             self.postgres.start()
             self.redis.start()
             self.mongo.start()
+            self.s3.start()
             self.kube.start()
             if self.node is not None:
                 self.node.start()
@@ -103,7 +118,7 @@ class LocalEnvironment:
             if self.node is not None:
                 self.node.stop()
         finally:
-            for server in ("kube", "mongo", "redis", "postgres"):
+            for server in ("kube", "s3", "mongo", "redis", "postgres"):
                 if server in self.__dict__:
                     getattr(self, server).stop()
 
@@ -113,6 +128,7 @@ class LocalEnvironment:
             self.postgres.process,
             self.redis.process,
             self.mongo.process,
+            self.s3.process,
         ]
         node_pids = self.node.pids() if self.node is not None else []
         return [p.pid for p in procs if p is not None and p.running()] + node_pids
@@ -137,6 +153,11 @@ class LocalEnvironment:
             "BANDSY_MONGO_ADMIN_USER": ferretdb.ADMIN_USER,
             "BANDSY_MONGO_ADMIN_PASSWORD": self.mongo.admin_password,
             "BANDSY_MONGO_LOG_FILE": str(self.mongo.log_file),
+            "BANDSY_S3_ENDPOINT": self.s3.endpoint(),
+            "BANDSY_S3_REGION": s3_server.REGION,
+            "BANDSY_S3_ACCESS_KEY_ID": self.s3.access_key_id,
+            "BANDSY_S3_SECRET_ACCESS_KEY": self.s3.secret_access_key,
+            "BANDSY_S3_CA_FILE": str(self.s3.ca_file),
             "BANDSY_NODE": "1" if self.node is not None else "0",
             **users.variables(
                 self.kube.user_tokens,
@@ -151,6 +172,7 @@ class LocalEnvironment:
         return {
             "BANDSY_POD_PG_HOST": node_net.POD_GATEWAY,
             "BANDSY_POD_REDIS_HOST": node_net.POD_GATEWAY,
+            "BANDSY_POD_S3_ENDPOINT": self.s3.endpoint(node_net.POD_GATEWAY),
             "BANDSY_TEST_IMAGE": TEST_IMAGE_REPOSITORY,
         }
 

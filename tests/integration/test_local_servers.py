@@ -1,17 +1,28 @@
-"""Foundation: the real control plane, PostgreSQL with TLS and Redis with ACLs."""
+"""Foundation: the real control plane, PostgreSQL with TLS, Redis with ACLs and the S3 API."""
 
 from __future__ import annotations
 
+import hashlib
+import http.client
+import io
 import json
+import os
 import ssl
 import time
 import uuid
+from pathlib import Path
+from typing import Any
 
 import asyncpg
+import boto3
+import botocore.exceptions
 import pytest
 import redis.asyncio as aioredis
+from boto3.s3.transfer import TransferConfig
+from botocore.config import Config
 from redis.exceptions import NoPermissionError
 
+from bandsy_dev.s3_server import REGION, S3Server
 from conftest import KubectlRunner
 
 pytestmark = pytest.mark.integration
@@ -216,3 +227,122 @@ async def test_redis_acl_user_is_confined_to_its_prefix(servers: dict[str, str])
         assert await r.get(f"{user}:key") == b"value"
         with pytest.raises(NoPermissionError):
             await r.set("other:key", "value")
+
+
+def s3_client(servers: dict[str, str], **overrides: Any) -> Any:
+    """A boto3 S3 client as cluster.env describes it (TLS verified against its CA)."""
+    args: dict[str, Any] = {
+        "endpoint_url": servers["BANDSY_S3_ENDPOINT"],
+        "region_name": servers["BANDSY_S3_REGION"],
+        "aws_access_key_id": servers["BANDSY_S3_ACCESS_KEY_ID"],
+        "aws_secret_access_key": servers["BANDSY_S3_SECRET_ACCESS_KEY"],
+        "verify": servers["BANDSY_S3_CA_FILE"],
+        # Path-style: the endpoint is an address, so there is no bucket host name. One attempt:
+        # a refusal shows at once instead of after botocore's retries.
+        "config": Config(s3={"addressing_style": "path"}, retries={"total_max_attempts": 1}),
+    }
+    return boto3.client("s3", **{**args, **overrides})
+
+
+def http_status(
+    endpoint: str, method: str, path: str, body: bytes = b"", context: ssl.SSLContext | None = None
+) -> int:
+    """One raw request to ``endpoint`` (``http://`` or ``https://host:port``); its status."""
+    scheme, _, address = endpoint.partition("://")
+    host, port = address.rsplit(":", 1)
+    conn = (
+        http.client.HTTPSConnection(host, int(port), timeout=10, context=context)
+        if scheme == "https"
+        else http.client.HTTPConnection(host, int(port), timeout=10)
+    )
+    try:
+        conn.request(method, path, body=body)
+        return conn.getresponse().status
+    finally:
+        conn.close()
+
+
+def test_s3_stores_lists_and_deletes_objects_over_verified_tls(servers: dict[str, str]) -> None:
+    s3 = s3_client(servers)
+    bucket = unique("backups")
+    s3.create_bucket(Bucket=bucket)
+    small, large = os.urandom(3 * 2**20), os.urandom(11 * 2**20)
+    s3.put_object(Bucket=bucket, Key="dumps/develop/api/1.dump", Body=small)
+    # What a backup of a large database does: boto3 switches to a multipart upload (5 MiB parts).
+    parts = TransferConfig(multipart_threshold=5 * 2**20, multipart_chunksize=5 * 2**20)
+    s3.upload_fileobj(io.BytesIO(large), bucket, "dumps/develop/api/2.dump", Config=parts)
+    s3.put_object(Bucket=bucket, Key="dumps/production/api/1.dump", Body=b"other environment")
+
+    head = s3.head_object(Bucket=bucket, Key="dumps/develop/api/2.dump")
+    assert head["ContentLength"] == len(large)
+    assert head["ETag"].strip('"').endswith("-3")  # S3's ETag of a three-part upload
+    for key, data in (("1.dump", small), ("2.dump", large)):
+        body = s3.get_object(Bucket=bucket, Key=f"dumps/develop/api/{key}")["Body"].read()
+        assert hashlib.sha256(body).digest() == hashlib.sha256(data).digest()
+
+    listed = s3.list_objects_v2(Bucket=bucket, Prefix="dumps/develop/")
+    assert [o["Key"] for o in listed["Contents"]] == [
+        "dumps/develop/api/1.dump",
+        "dumps/develop/api/2.dump",
+    ]
+    s3.delete_object(Bucket=bucket, Key="dumps/develop/api/1.dump")
+    listed = s3.list_objects_v2(Bucket=bucket, Prefix="dumps/")
+    assert [o["Key"] for o in listed["Contents"]] == [
+        "dumps/develop/api/2.dump",
+        "dumps/production/api/1.dump",
+    ]
+    for obj in listed["Contents"]:
+        s3.delete_object(Bucket=bucket, Key=obj["Key"])
+    s3.delete_bucket(Bucket=bucket)
+    assert bucket not in [b["Name"] for b in s3.list_buckets()["Buckets"]]
+
+
+def test_s3_refuses_requests_not_signed_with_the_generated_key(servers: dict[str, str]) -> None:
+    wrong_secret = s3_client(servers, aws_secret_access_key="not-" + "the-secret")
+    with pytest.raises(botocore.exceptions.ClientError) as refused:
+        wrong_secret.list_buckets()
+    assert refused.value.response["Error"]["Code"] == "SignatureDoesNotMatch"
+    unknown_key = s3_client(servers, aws_access_key_id="AKIA" + "0" * 16)
+    with pytest.raises(botocore.exceptions.ClientError) as refused:
+        unknown_key.list_buckets()
+    assert refused.value.response["Error"]["Code"] == "InvalidAccessKeyId"
+    # moto's unsigned control API could switch authentication off: the harness refuses it.
+    context = ssl.create_default_context(cafile=servers["BANDSY_S3_CA_FILE"])
+    endpoint = servers["BANDSY_S3_ENDPOINT"]
+    assert http_status(endpoint, "POST", "/moto-api/reset-auth", b"inf", context) == 403
+
+
+def test_s3_speaks_https_only_with_a_certificate_of_the_harness_ca(
+    servers: dict[str, str],
+) -> None:
+    # Without the CA file, the system's trust store rejects the chain.
+    with pytest.raises(botocore.exceptions.SSLError, match="CERTIFICATE_VERIFY_FAILED"):
+        s3_client(servers, verify=True).list_buckets()
+    # Plain HTTP gets no HTTP answer: the TLS handshake fails and the connection closes.
+    with pytest.raises((ConnectionError, http.client.HTTPException)):
+        http_status(servers["BANDSY_S3_ENDPOINT"].replace("https://", "http://"), "GET", "/")
+
+
+def test_s3_second_listener_serves_the_same_buckets(tmp_path: Path) -> None:
+    # The node's path without a node: 127.0.0.2 stands in for the pods' gateway (any 127/8
+    # address is loopback), so the second listener and its certificate name are exercised.
+    server = S3Server(tmp_path / "s3", pod_gateway="127.0.0.2")
+    server.start()
+    variables = {
+        "BANDSY_S3_REGION": REGION,
+        "BANDSY_S3_ACCESS_KEY_ID": server.access_key_id,
+        "BANDSY_S3_SECRET_ACCESS_KEY": server.secret_access_key,
+        "BANDSY_S3_CA_FILE": str(server.ca_file),
+    }
+    try:
+        clients = [
+            s3_client({**variables, "BANDSY_S3_ENDPOINT": server.endpoint(host)})
+            for host in ("127.0.0.1", "127.0.0.2")
+        ]
+        clients[0].create_bucket(Bucket="shared")
+        clients[1].put_object(Bucket="shared", Key="k", Body=b"from the gateway")
+        assert clients[0].get_object(Bucket="shared", Key="k")["Body"].read() == b"from the gateway"
+    finally:
+        server.stop()
+    assert server.process is not None
+    assert not server.process.running()  # stop() ends the launcher
