@@ -13,14 +13,19 @@ import base64
 import json
 import os
 import statistics
+import subprocess
+import sys
 import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, TypeVar
+from urllib.parse import urlsplit
 
 import asyncpg
+import boto3
 import pytest
 
 from bandsy_dev import testapp
@@ -28,6 +33,7 @@ from bandsy_dev.image import build_operator_image
 from bandsy_dev.install import local_samples, sample_tags
 from bandsy_dev.kube import REPO_ROOT
 from bandsy_dev.local_env import LocalEnvironment, postgres_admin_args
+from bandsy_dev.node_net import NODE_IP
 from bandsy_dev.operator_process import KubectlRunner
 from bandsy_operator import naming
 from bandsy_operator.manifest_yaml import dump_all
@@ -61,6 +67,17 @@ class Cluster:
 
     def service(self, name: str) -> Any:
         return self.json("get", "bsvc", name)
+
+    def bandsyctl(self, *args: str) -> subprocess.CompletedProcess[str]:
+        done = subprocess.run(
+            [str(Path(sys.executable).parent / "bandsyctl"), *args],
+            capture_output=True,
+            text=True,
+            env={**os.environ, "KUBECONFIG": str(self.env.kube.kubeconfig)},
+            check=False,
+        )
+        assert done.returncode == 0, done.stderr
+        return done
 
     def pod_ips(self, namespace: str, service: str) -> list[str]:
         """The addresses of the service's Ready pods."""
@@ -604,3 +621,144 @@ def test_production_takes_only_a_tag_that_migrated_upstream(cluster: Cluster) ->
     assert migrated_rows(cluster, "api-production") == [
         ("0001_testapp_demo.sql", "created by testapp migrate")
     ]
+
+
+# -- backups (SPEC §11) ---------------------------------------------------------------------------
+
+BUCKET = "bandsy-node-e2e"
+
+
+def s3(cluster: Cluster) -> Any:
+    """The harness's S3 API, as the host reaches it."""
+    return boto3.client(
+        "s3",
+        endpoint_url=cluster.variables["BANDSY_S3_ENDPOINT"],
+        region_name=cluster.variables["BANDSY_S3_REGION"],
+        aws_access_key_id=cluster.variables["BANDSY_S3_ACCESS_KEY_ID"],
+        aws_secret_access_key=cluster.variables["BANDSY_S3_SECRET_ACCESS_KEY"],
+        verify=cluster.variables["BANDSY_S3_CA_FILE"],
+    )
+
+
+def bucket_keys(cluster: Cluster) -> list[str]:
+    listed = s3(cluster).list_objects_v2(Bucket=BUCKET, Prefix="node-e2e/develop/api/")
+    return sorted(obj["Key"] for obj in listed.get("Contents") or [])
+
+
+def back_up_develop(cluster: Cluster, endpoint: str) -> None:
+    """develop backs up its service databases to the harness's bucket through ``endpoint``."""
+    backups = {
+        "schedule": "0 3 * * *",
+        "retention": {"count": 3},
+        "storage": {
+            "s3": {
+                "endpoint": endpoint,
+                "bucket": BUCKET,
+                "prefix": "node-e2e",
+                "region": cluster.variables["BANDSY_S3_REGION"],
+                "credentialsSecretRef": {"namespace": "default", "name": "node-e2e-s3"},
+                "caSecretRef": {"namespace": "default", "name": "node-e2e-s3"},
+                "egressTo": {"cidr": f"{urlsplit(endpoint).hostname}/32"},
+            }
+        },
+    }
+    patch = {"spec": {"backups": backups}}
+    cluster.kubectl("patch", "benv", "develop", "--type=merge", "-p", json.dumps(patch))
+
+    def cronjob_uses_it() -> bool:
+        found = cluster.kubectl("-n", "develop", "get", "cronjob", "api-backup", check=False)
+        if found.returncode != 0:
+            return False
+        cronjob = cluster.json("-n", "develop", "get", "cronjob", "api-backup")
+        container = cronjob["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"][0]
+        values = {e["name"]: e.get("value") for e in container["env"]}
+        return values.get("BANDSY_BACKUP_ENDPOINT") == endpoint
+
+    eventually(cronjob_uses_it, 60, f"the backup CronJob using {endpoint}")
+
+
+def run_backup(cluster: Cluster, name: str) -> None:
+    cluster.kubectl("-n", "develop", "create", "job", "--from=cronjob/api-backup", name)
+
+
+def backup_condition(cluster: Cluster) -> dict[str, Any]:
+    return environment_condition(cluster.service("api"), "develop", "BackupReady")
+
+
+def test_backups_are_verified_listed_and_survive_a_down_bucket(cluster: Cluster) -> None:
+    keys = {
+        "AWS_ACCESS_KEY_ID": cluster.variables["BANDSY_S3_ACCESS_KEY_ID"],
+        "AWS_SECRET_ACCESS_KEY": cluster.variables["BANDSY_S3_SECRET_ACCESS_KEY"],
+        "ca.crt": Path(cluster.variables["BANDSY_S3_CA_FILE"]).read_text(),
+    }
+    secret = {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": {"name": "node-e2e-s3", "namespace": "default"},
+        "stringData": keys,
+    }
+    cluster.kubectl("apply", "-f", "-", input=json.dumps(secret))
+    s3(cluster).create_bucket(Bucket=BUCKET)
+    endpoint = cluster.variables["BANDSY_POD_S3_ENDPOINT"]
+    back_up_develop(cluster, endpoint)
+
+    run_backup(cluster, "api-backup-e2e-1")
+
+    def verified(job: str) -> dict[str, Any]:
+        condition = backup_condition(cluster)
+        assert condition.get("reason") == "BackupVerified", condition
+        backup = env_status(cluster, "api", "develop")["backup"]
+        assert backup["lastVerified"]["job"] == job, backup
+        return dict(backup)
+
+    backup = eventually(lambda: verified("api-backup-e2e-1"), 180, "a verified backup")
+    newest = backup["lastVerified"]
+    assert newest["rows"] >= 2  # testapp's migration table and its demo row at least
+    assert bucket_keys(cluster) == [
+        f"node-e2e/develop/api/{newest['taken']}.dump",
+        f"node-e2e/develop/api/{newest['taken']}.json",
+    ]
+    listed = json.loads(
+        cluster.bandsyctl("backups", "api", "--env", "develop", "-o", "json").stdout
+    )
+    assert listed[0]["taken"] == newest["taken"]
+    assert listed[0]["rows"] == str(newest["rows"])
+    # The Job ran as the service's role with Secrets by reference only.
+    job = cluster.json("-n", "develop", "get", "job", "api-backup-e2e-1")
+    dumped = json.dumps(job)
+    assert cluster.variables["BANDSY_S3_SECRET_ACCESS_KEY"] not in dumped
+
+    # The bucket down: its port on the node's other address, where pods may connect and
+    # nothing listens. BackupReady=False, retried, nothing deleted.
+    before = bucket_keys(cluster)
+    back_up_develop(cluster, f"https://{NODE_IP}:{urlsplit(endpoint).port}")
+    run_backup(cluster, "api-backup-e2e-2")
+
+    def failed() -> dict[str, Any]:
+        condition = backup_condition(cluster)
+        assert condition.get("reason") == "BackupFailed", condition
+        return condition
+
+    condition = eventually(failed, 240, "BackupFailed")
+    assert newest["taken"] in condition["message"]  # the last good one is named
+    attempts = cluster.json("-n", "develop", "get", "job", "api-backup-e2e-2")["status"]
+    assert attempts.get("failed") == 3  # the first try and backoffLimit's two retries
+    assert bucket_keys(cluster) == before
+    assert env_status(cluster, "api", "develop")["backup"]["lastVerified"] == newest
+
+    # Back up; the operator killed while a backup runs: the outcome is still taken in.
+    back_up_develop(cluster, endpoint)
+    run_backup(cluster, "api-backup-e2e-3")
+    cluster.kubectl(
+        "-n",
+        "bandsy-system",
+        "delete",
+        "pod",
+        "-l",
+        "app.kubernetes.io/name=bandsy-operator",
+        "--grace-period=0",
+        "--force",
+    )
+    third = eventually(lambda: verified("api-backup-e2e-3"), 240, "the backup after a kill")
+    assert third["verified"][0] == third["lastVerified"]["taken"]
+    assert len(third["verified"]) == 2
