@@ -57,6 +57,10 @@ test: lint deps control-plane ## THE test command: lint, then every test against
 bench: deps control-plane ## benchmarks on fresh local servers: table on stdout, JSON in .local/bench.json
 	$(PY) -m bandsy_dev.bench --output $(STATE)/bench.json $(BENCH_ARGS)
 
+.PHONY: bench-backup
+bench-backup: deps ## one backup (dump, upload, restore, check) of a database of ROWS rows (default 1M)
+	$(PY) -m bandsy_dev.bench.backup_size --rows $(or $(ROWS),1000000)
+
 chaos: deps control-plane ## the fault-injection suite at full size (make test runs it reduced)
 	BANDSY_CHAOS_SIZE=full $(PY) -m pytest tests/chaos $(PYTEST_ARGS)
 
