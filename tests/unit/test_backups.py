@@ -203,3 +203,14 @@ def test_bandsyctl_backups_rows() -> None:
     )
     known.status = {"environments": {"develop": {"backup": failed}}}
     assert backup_rows(known, "develop")[0]["verified"] == "FAILED: BackoffLimit"
+
+
+def test_a_job_listed_late_or_gone_changes_nothing() -> None:
+    newer = FinishedBackup("api-backup-2", "2026-12-02T03:00:05Z", True, VERIFIED)
+    older = FinishedBackup("api-backup-1", "2026-12-01T03:00:05Z", False, None, "BackoffLimit")
+    status = merge({}, [newer], existing=["api-backup-1", "api-backup-2"])
+    after = merge(status, [older], existing=["api-backup-1", "api-backup-2"])
+    assert "lastFailed" not in after  # it ended before the verified one
+    assert after["jobs"] == ["api-backup-1", "api-backup-2"]
+    # Jobs the CronJob removed are forgotten: the list stays as short as the Jobs kept.
+    assert merge(after, [], existing=["api-backup-2"])["jobs"] == ["api-backup-2"]

@@ -10,7 +10,7 @@ failure, reported with what is known.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -39,13 +39,23 @@ def _outcome(message: str | None) -> dict[str, Any]:
     return parsed if isinstance(parsed, dict) else {}
 
 
-def merge(status: Mapping[str, Any], finished: Sequence[FinishedBackup]) -> dict[str, Any]:
-    """``status.environments.<env>.backup`` after these Jobs (oldest first); Jobs it already
-    took into account (by name) change nothing, so a resync writes nothing."""
+def merge(
+    status: Mapping[str, Any],
+    finished: Sequence[FinishedBackup],
+    existing: Collection[str] | None = None,
+) -> dict[str, Any]:
+    """``status.environments.<env>.backup`` after these Jobs (oldest first). Jobs it already
+    took into account (by name) change nothing, so a resync writes nothing; one that ended
+    before the outcome recorded last (listed late) changes nothing either. ``existing``: the
+    names of the backup Jobs that still exist, the only ones worth remembering as counted."""
     merged = dict(status)
     seen = set(merged.get("jobs") or [])
     for backup in finished:
-        if backup.job in seen:
+        latest = max(
+            str((merged.get(key) or {}).get("at", "")) for key in ("lastVerified", "lastFailed")
+        )
+        if backup.job in seen or backup.finished_at < latest:
+            seen.add(backup.job)
             continue
         outcome = _outcome(backup.message)
         if backup.succeeded and outcome.get("verified") is True:
@@ -65,8 +75,8 @@ def merge(status: Mapping[str, Any], finished: Sequence[FinishedBackup]) -> dict
                 reason = "the Job succeeded but reported no verified backup"
             merged["lastFailed"] = {"job": backup.job, "at": backup.finished_at, "reason": reason}
         seen.add(backup.job)
-    # The names of the Jobs counted: the CronJob keeps the last few, so this stays short.
-    merged["jobs"] = sorted(seen)[-10:]
+    # The CronJob keeps the last few Jobs, so this stays short.
+    merged["jobs"] = sorted(seen if existing is None else seen & set(existing))
     return merged
 
 

@@ -59,4 +59,4 @@ class BackupObserver:
                     job_reason=end.reason,
                 )
             )
-        return merge(before, finished)
+        return merge(before, finished, [j["metadata"]["name"] for j in jobs])
