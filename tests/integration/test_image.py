@@ -26,7 +26,16 @@ pytestmark = [pytest.mark.integration, pytest.mark.timeout(1800)]
 REPO_ROOT = Path(__file__).resolve().parents[2]
 SITE_PACKAGES = "usr/local/lib/python3.11/site-packages"
 ENTRYPOINT = ["python", "-m", "bandsy_operator"]
-RUNTIME_DEPENDENCIES = ("kopf", "pydantic", "asyncpg", "redis", "motor", "lightkube", "yaml")
+RUNTIME_DEPENDENCIES = (
+    "kopf",
+    "pydantic",
+    "asyncpg",
+    "redis",
+    "motor",
+    "lightkube",
+    "yaml",
+    "boto3",
+)
 
 
 class Bundle:
@@ -209,3 +218,19 @@ def test_no_build_tools_and_the_current_sources(bundle: Bundle) -> None:
     # A CA bundle mounted for the build (a TLS-intercepting proxy) is not baked in.
     ca = rootfs / "etc/ssl/certs/ca-certificates.crt"
     assert ca.read_bytes() == base_ca_bundle().read_bytes()
+
+
+def test_the_backup_jobs_tools_are_there(bundle: Bundle) -> None:
+    """The backup Jobs (SPEC §11) run this image: pg_dump and pg_restore of the PostgreSQL the
+    harness runs (the image's Debian is the host's), and the program, which reports a missing
+    setting as its outcome."""
+    for tool in ("pg_dump", "pg_restore"):
+        done = bundle.run([tool, "--version"])
+        assert done.returncode == 0, done.stderr
+        assert "(PostgreSQL) 15." in done.stdout
+    done = bundle.run(["python", "-m", "bandsy_operator.backup"])
+    assert done.returncode == 1
+    assert json.loads(done.stdout) == {
+        "verified": False,
+        "error": "BackupError: BANDSY_SERVICE is not set",
+    }
