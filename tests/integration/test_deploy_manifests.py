@@ -16,7 +16,8 @@ import yaml
 from lightkube.core.resource_registry import resource_registry
 
 from bandsy_operator.builders.environment import build_environment_objects
-from bandsy_operator.builders.service import ServiceInputs, build_service_objects
+from bandsy_operator.builders.inputs import ServiceInputs
+from bandsy_operator.builders.service import build_service_objects
 from bandsy_operator.constants import (
     API_VERSION,
     ENVIRONMENT_KIND,

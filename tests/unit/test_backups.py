@@ -11,12 +11,8 @@ from typing import Any
 from bandsy_operator.backup.outcome import FinishedBackup, condition, merge
 from bandsy_operator.builders.backup import build_backup_cronjob, build_backup_network_policy
 from bandsy_operator.builders.environment import build_environment_objects
-from bandsy_operator.builders.service import (
-    BackupPlan,
-    DatabasePeer,
-    ServiceInputs,
-    build_service_objects,
-)
+from bandsy_operator.builders.inputs import BackupPlan, DatabasePeer, ServiceInputs
+from bandsy_operator.builders.service import build_service_objects
 from bandsy_operator.cli import backup_rows
 from bandsy_operator.constants import BACKUP_LABEL, ENVIRONMENT_LABEL, MANAGED_BY_LABEL
 from bandsy_operator.models import EgressTarget

@@ -7,10 +7,9 @@ from typing import Any
 import pytest
 
 from bandsy_operator.backends.scram import scram_sha256_verifier, verifier_matches
+from bandsy_operator.builders.inputs import DatabasePeer, ServiceInputs
 from bandsy_operator.builders.meta import content_hash
 from bandsy_operator.builders.service import (
-    DatabasePeer,
-    ServiceInputs,
     build_service_objects,
     config_hash,
     missing_provided_secrets,

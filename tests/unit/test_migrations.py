@@ -9,13 +9,9 @@ from typing import Any
 
 import pytest
 
-from bandsy_operator.builders.migration import build_migration_job
-from bandsy_operator.builders.service import (
-    DatabasePeer,
-    ServiceInputs,
-    build_migration_network_policy,
-    build_service_objects,
-)
+from bandsy_operator.builders.inputs import DatabasePeer, ServiceInputs
+from bandsy_operator.builders.migration import build_migration_job, build_migration_network_policy
+from bandsy_operator.builders.service import build_service_objects
 from bandsy_operator.constants import (
     BACKUP_LABEL,
     ENVIRONMENT_LABEL,

@@ -14,8 +14,9 @@ from .. import naming
 from ..constants import BACKUP_LABEL, ENVIRONMENT_LABEL
 from ..models import Backups
 from .environment import egress_peer
+from .inputs import ServiceInputs
 from .meta import Manifest, service_labels
-from .service import ServiceInputs, database_egress, restricted_pod_spec
+from .pod import database_egress, restricted_pod_spec
 
 BACKUP_CONTAINER = "backup"
 WORK_DIR = "/work"
@@ -154,3 +155,14 @@ def build_backup_network_policy(inputs: ServiceInputs, backups: Backups) -> Mani
         "metadata": inputs.meta(naming.backup_policy(inputs.name)),
         "spec": spec,
     }
+
+
+def build_backup_objects(inputs: ServiceInputs) -> list[Manifest]:
+    """The backup CronJob and its pods' policy, where the environment backs the service up."""
+    backups = inputs.env.spec.backups
+    if inputs.backup is None or backups is None:
+        return []
+    return [
+        build_backup_cronjob(inputs, backups, inputs.backup.image, inputs.backup.scratch_database),
+        build_backup_network_policy(inputs, backups),
+    ]

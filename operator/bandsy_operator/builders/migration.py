@@ -8,8 +8,9 @@ from .. import naming
 from ..constants import ENVIRONMENT_LABEL, MIGRATION_IMAGE_ANNOTATION, MIGRATION_LABEL
 from ..models import Migrations
 from ..promotion import Image
+from .inputs import ServiceInputs
 from .meta import Manifest, service_labels
-from .service import ServiceInputs, restricted_pod_spec, service_container
+from .pod import database_egress, restricted_pod_spec, service_container
 
 MIGRATION_CONTAINER = "migrate"
 
@@ -43,3 +44,24 @@ def build_migration_job(inputs: ServiceInputs, migrations: Migrations, image: Im
         },
     }
     return {"apiVersion": "batch/v1", "kind": "Job", "metadata": meta, "spec": spec}
+
+
+def build_migration_network_policy(inputs: ServiceInputs) -> Manifest | None:
+    """The service's migration pods reach its databases (DNS comes from the environment's
+    policy) and nothing else; nothing reaches them."""
+    if inputs.service.spec.migrations is None:
+        return None
+    spec: dict[str, Any] = {
+        "podSelector": {
+            "matchLabels": {ENVIRONMENT_LABEL: inputs.env.name, MIGRATION_LABEL: inputs.name}
+        },
+        "policyTypes": ["Ingress", "Egress"],
+    }
+    if egress := database_egress(inputs):
+        spec["egress"] = egress
+    return {
+        "apiVersion": "networking.k8s.io/v1",
+        "kind": "NetworkPolicy",
+        "metadata": inputs.meta(naming.migration_policy(inputs.name)),
+        "spec": spec,
+    }

@@ -7,88 +7,28 @@ import hashlib
 import hmac
 import json
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
 from typing import Any
 
 from .. import naming
 from ..constants import (
     CLUSTER_ISSUER_ANNOTATION,
     CONFIG_HASH_ANNOTATION,
-    ENVIRONMENT_LABEL,
     EXTERNAL_LABEL,
-    MIGRATION_LABEL,
     PRODUCTION,
-    SERVICE_KIND,
 )
-from ..models import EgressTarget, Environment, Quantity, Service
-from ..promotion import Image
-from .environment import egress_peer
+from .backup import build_backup_objects
+from .inputs import ServiceInputs
 from .meta import (
     Manifest,
-    object_meta,
-    owner_reference,
     selector_labels,
     service_labels,
     stamp_applied_hash,
 )
+from .migration import build_migration_network_policy
+from .pod import database_egress, restricted_pod_spec, service_container
 
 CONTAINER_PORT_NAME = "http"
 SecretGenerator = Callable[[int], str]
-
-
-@dataclass(frozen=True)
-class DatabasePeer:
-    """Where a database the service uses lives, for NetworkPolicy egress."""
-
-    port: int
-    egress_to: EgressTarget | None
-
-
-@dataclass(frozen=True)
-class BackupPlan:
-    """What the backup CronJob needs beyond the CRs: the image that runs it (the operator's
-    own) and the scratch database its verify step restores into."""
-
-    image: str
-    scratch_database: str
-
-
-@dataclass(frozen=True)
-class ServiceInputs:
-    """Everything, besides the two CRs, that decides a service's objects in one environment."""
-
-    service: Service
-    env: Environment
-    image: Image  # what the gates let through, or what runs while they hold a new one
-    hash_key: bytes  # keys the pods' config hash (see config_hash)
-    dependency_ports: Mapping[str, int] = field(default_factory=dict)  # dependency -> its port
-    dependents: Sequence[str] = ()  # services in this environment that depend on this one
-    existing_secrets: Mapping[str, str] = field(default_factory=dict)  # live <svc>-secrets values
-    # backend ("postgres", "redis", "mongo") -> keys of the <svc>-<backend> Secret
-    credentials: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
-    database_peers: Sequence[DatabasePeer] = ()
-    backup: BackupPlan | None = None  # the environment backs up this service's database
-
-    @property
-    def name(self) -> str:
-        return self.service.name
-
-    @property
-    def namespace(self) -> str:
-        return self.env.namespace
-
-    @property
-    def exposed(self) -> bool:
-        return self.service.spec.external and self.name in self.env.spec.ingress.allowed_services
-
-    def meta(self, name: str, annotations: dict[str, str] | None = None) -> dict[str, Any]:
-        return object_meta(
-            name,
-            service_labels(self.name, self.env.name),
-            owner_reference(SERVICE_KIND, self.service.meta),
-            namespace=self.namespace,
-            annotations=annotations,
-        )
 
 
 def layered_config(inputs: ServiceInputs) -> dict[str, str]:
@@ -156,18 +96,6 @@ def missing_provided_secrets(inputs: ServiceInputs) -> list[str]:
     ]
 
 
-def _resources(inputs: ServiceInputs) -> dict[str, dict[str, Quantity]]:
-    spec = inputs.service.spec
-    override = spec.environments[inputs.env.name].resources
-    chosen = override if override is not None else spec.resources
-    resources: dict[str, dict[str, Quantity]] = {}
-    if chosen.requests:
-        resources["requests"] = {k: str(v) for k, v in sorted(chosen.requests.items())}
-    if chosen.limits:
-        resources["limits"] = {k: str(v) for k, v in sorted(chosen.limits.items())}
-    return resources
-
-
 def _probes(inputs: ServiceInputs) -> dict[str, Any]:
     check = inputs.service.spec.health_check
     if check is None or inputs.service.spec.port is None:
@@ -201,41 +129,6 @@ def _anti_affinity(inputs: ServiceInputs) -> dict[str, Any]:
                 ]
             }
         }
-    }
-
-
-def service_container(inputs: ServiceInputs, image: Image, name: str) -> dict[str, Any]:
-    """A container of the service's image with its configuration and Secrets as environment,
-    under Pod Security ``restricted``: the Deployment's, and its migrations' (SPEC §11)."""
-    env_from: list[dict[str, Any]] = [
-        {"configMapRef": {"name": naming.config_map(inputs.name)}},
-        {"secretRef": {"name": naming.secrets(inputs.name)}},
-    ]
-    env_from += [
-        {"secretRef": {"name": naming.backend_secret(inputs.name, backend)}}
-        for backend in sorted(inputs.credentials)
-    ]
-    container: dict[str, Any] = {
-        "name": name,
-        "image": str(image),
-        "envFrom": env_from,
-        "securityContext": {
-            "allowPrivilegeEscalation": False,
-            "capabilities": {"drop": ["ALL"]},
-            "runAsNonRoot": True,
-            "seccompProfile": {"type": "RuntimeDefault"},
-        },
-    }
-    if resources := _resources(inputs):
-        container["resources"] = resources
-    return container
-
-
-def restricted_pod_spec() -> dict[str, Any]:
-    """What every generated pod's spec starts with: no API token, Pod Security ``restricted``."""
-    return {
-        "automountServiceAccountToken": False,
-        "securityContext": {"runAsNonRoot": True, "seccompProfile": {"type": "RuntimeDefault"}},
     }
 
 
@@ -385,35 +278,6 @@ def build_network_policy(inputs: ServiceInputs) -> Manifest:
     }
 
 
-def database_egress(inputs: ServiceInputs) -> list[dict[str, Any]]:
-    return [
-        {"to": [egress_peer(peer.egress_to)], "ports": [{"protocol": "TCP", "port": peer.port}]}
-        for peer in inputs.database_peers
-        if peer.egress_to is not None
-    ]
-
-
-def build_migration_network_policy(inputs: ServiceInputs) -> Manifest | None:
-    """The service's migration pods reach its databases (DNS comes from the environment's
-    policy) and nothing else; nothing reaches them."""
-    if inputs.service.spec.migrations is None:
-        return None
-    spec: dict[str, Any] = {
-        "podSelector": {
-            "matchLabels": {ENVIRONMENT_LABEL: inputs.env.name, MIGRATION_LABEL: inputs.name}
-        },
-        "policyTypes": ["Ingress", "Egress"],
-    }
-    if egress := database_egress(inputs):
-        spec["egress"] = egress
-    return {
-        "apiVersion": "networking.k8s.io/v1",
-        "kind": "NetworkPolicy",
-        "metadata": inputs.meta(naming.migration_policy(inputs.name)),
-        "spec": spec,
-    }
-
-
 def config_hash(
     key: bytes,
     config_map: Manifest,
@@ -461,16 +325,3 @@ def build_service_objects(inputs: ServiceInputs, generate: SecretGenerator) -> l
         *build_backup_objects(inputs),
     ]
     return [stamp_applied_hash(obj) for obj in objects if obj is not None]
-
-
-def build_backup_objects(inputs: ServiceInputs) -> list[Manifest]:
-    backups = inputs.env.spec.backups
-    if inputs.backup is None or backups is None:
-        return []
-    # Imported here: builders.backup builds on this module's container and policy helpers.
-    from .backup import build_backup_cronjob, build_backup_network_policy
-
-    return [
-        build_backup_cronjob(inputs, backups, inputs.backup.image, inputs.backup.scratch_database),
-        build_backup_network_policy(inputs, backups),
-    ]

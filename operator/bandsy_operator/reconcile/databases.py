@@ -22,7 +22,7 @@ from ..backends import (
 )
 from ..backends.postgres import InvalidIdentifierError, validate_identifier
 from ..builders.credentials import mongo_env, postgres_env, redis_env
-from ..builders.service import DatabasePeer
+from ..builders.inputs import DatabasePeer
 from ..constants import MOVE_DATABASES_ANNOTATION, PRODUCTION, ROTATE_CREDENTIALS_ANNOTATION
 from ..credentials import CredentialStore
 from ..kube import KubeApi, ObjectRef

@@ -19,14 +19,10 @@ from .. import inventory, naming, promotion
 from ..apply import Applied, Applier, is_managed
 from ..backup.outcome import BACKUP_READY
 from ..backup.outcome import condition as backup_condition
+from ..builders.inputs import BackupPlan, ServiceInputs
 from ..builders.meta import selector_labels
 from ..builders.migration import build_migration_job
-from ..builders.service import (
-    BackupPlan,
-    ServiceInputs,
-    build_service_objects,
-    missing_provided_secrets,
-)
+from ..builders.service import build_service_objects, missing_provided_secrets
 from ..constants import CHANGE_CAUSE_ANNOTATION, SERVICE_KIND, SKIP_GATES_ANNOTATION
 from ..events import EventRecorder, EventType
 from ..kube import KubeApi, Manifest, ObjectRef, without_managed_fields

@@ -1,0 +1,67 @@
+"""What a service's builders read besides the two CRs, gathered once per environment."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..constants import SERVICE_KIND
+from ..models import EgressTarget, Environment, Service
+from ..promotion import Image
+from .meta import object_meta, owner_reference, service_labels
+
+
+@dataclass(frozen=True)
+class DatabasePeer:
+    """Where a database the service uses lives, for NetworkPolicy egress."""
+
+    port: int
+    egress_to: EgressTarget | None
+
+
+@dataclass(frozen=True)
+class BackupPlan:
+    """What the backup CronJob needs beyond the CRs: the image that runs it (the operator's
+    own) and the scratch database its verify step restores into."""
+
+    image: str
+    scratch_database: str
+
+
+@dataclass(frozen=True)
+class ServiceInputs:
+    """Everything, besides the two CRs, that decides a service's objects in one environment."""
+
+    service: Service
+    env: Environment
+    image: Image  # what the gates let through, or what runs while they hold a new one
+    hash_key: bytes  # keys the pods' config hash (see config_hash)
+    dependency_ports: Mapping[str, int] = field(default_factory=dict)  # dependency -> its port
+    dependents: Sequence[str] = ()  # services in this environment that depend on this one
+    existing_secrets: Mapping[str, str] = field(default_factory=dict)  # live <svc>-secrets values
+    # backend ("postgres", "redis", "mongo") -> keys of the <svc>-<backend> Secret
+    credentials: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
+    database_peers: Sequence[DatabasePeer] = ()
+    backup: BackupPlan | None = None  # the environment backs up this service's database
+
+    @property
+    def name(self) -> str:
+        return self.service.name
+
+    @property
+    def namespace(self) -> str:
+        return self.env.namespace
+
+    @property
+    def exposed(self) -> bool:
+        return self.service.spec.external and self.name in self.env.spec.ingress.allowed_services
+
+    def meta(self, name: str, annotations: dict[str, str] | None = None) -> dict[str, Any]:
+        return object_meta(
+            name,
+            service_labels(self.name, self.env.name),
+            owner_reference(SERVICE_KIND, self.service.meta),
+            namespace=self.namespace,
+            annotations=annotations,
+        )

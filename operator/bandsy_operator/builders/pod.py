@@ -1,0 +1,68 @@
+"""Pieces every pod the operator generates for a service shares: its container (image,
+configuration and Secrets as environment, Pod Security ``restricted``), its pod spec's start,
+and its egress to the service's databases."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .. import naming
+from ..models import Quantity
+from ..promotion import Image
+from .environment import egress_peer
+from .inputs import ServiceInputs
+
+
+def container_resources(inputs: ServiceInputs) -> dict[str, dict[str, Quantity]]:
+    spec = inputs.service.spec
+    override = spec.environments[inputs.env.name].resources
+    chosen = override if override is not None else spec.resources
+    resources: dict[str, dict[str, Quantity]] = {}
+    if chosen.requests:
+        resources["requests"] = {k: str(v) for k, v in sorted(chosen.requests.items())}
+    if chosen.limits:
+        resources["limits"] = {k: str(v) for k, v in sorted(chosen.limits.items())}
+    return resources
+
+
+def service_container(inputs: ServiceInputs, image: Image, name: str) -> dict[str, Any]:
+    """A container of the service's image with its configuration and Secrets as environment,
+    under Pod Security ``restricted``: the Deployment's, and its migrations' (SPEC §11)."""
+    env_from: list[dict[str, Any]] = [
+        {"configMapRef": {"name": naming.config_map(inputs.name)}},
+        {"secretRef": {"name": naming.secrets(inputs.name)}},
+    ]
+    env_from += [
+        {"secretRef": {"name": naming.backend_secret(inputs.name, backend)}}
+        for backend in sorted(inputs.credentials)
+    ]
+    container: dict[str, Any] = {
+        "name": name,
+        "image": str(image),
+        "envFrom": env_from,
+        "securityContext": {
+            "allowPrivilegeEscalation": False,
+            "capabilities": {"drop": ["ALL"]},
+            "runAsNonRoot": True,
+            "seccompProfile": {"type": "RuntimeDefault"},
+        },
+    }
+    if resources := container_resources(inputs):
+        container["resources"] = resources
+    return container
+
+
+def restricted_pod_spec() -> dict[str, Any]:
+    """What every generated pod's spec starts with: no API token, Pod Security ``restricted``."""
+    return {
+        "automountServiceAccountToken": False,
+        "securityContext": {"runAsNonRoot": True, "seccompProfile": {"type": "RuntimeDefault"}},
+    }
+
+
+def database_egress(inputs: ServiceInputs) -> list[dict[str, Any]]:
+    return [
+        {"to": [egress_peer(peer.egress_to)], "ports": [{"protocol": "TCP", "port": peer.port}]}
+        for peer in inputs.database_peers
+        if peer.egress_to is not None
+    ]
