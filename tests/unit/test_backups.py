@@ -18,6 +18,7 @@ from bandsy_operator.constants import BACKUP_LABEL, ENVIRONMENT_LABEL, MANAGED_B
 from bandsy_operator.models import EgressTarget
 from bandsy_operator.promotion import Image
 from bandsy_operator.reconcile.backups import termination_message
+from bandsy_operator.reconcile.service import backups_summary
 from factories import environment, service
 
 BACKUPS = {
@@ -210,3 +211,35 @@ def test_a_job_listed_late_or_gone_changes_nothing() -> None:
     assert after["jobs"] == ["api-backup-1", "api-backup-2"]
     # Jobs the CronJob removed are forgotten: the list stays as short as the Jobs kept.
     assert merge(after, [], existing=["api-backup-2"])["jobs"] == ["api-backup-2"]
+
+
+def test_the_service_reports_its_worst_environments_backups() -> None:
+    def env(status: str, reason: str) -> dict[str, Any]:
+        return {
+            "conditions": [
+                {
+                    "type": "BackupReady",
+                    "status": status,
+                    "reason": reason,
+                    "message": reason.lower(),
+                }
+            ]
+        }
+
+    assert backups_summary({"develop": {"conditions": []}}) is None
+    summary = backups_summary(
+        {
+            "develop": env("True", "BackupVerified"),
+            "preprod": env("False", "BackupFailed"),
+            "production": env("Unknown", "AwaitingFirstBackup"),
+        }
+    )
+    assert summary is not None
+    assert (summary.status, summary.reason, summary.message) == (
+        "False",
+        "BackupFailed",
+        "preprod: backupfailed",
+    )
+    fine = backups_summary({"develop": env("True", "BackupVerified")})
+    assert fine is not None
+    assert (fine.status, fine.message) == ("True", "develop: backupverified")

@@ -62,6 +62,8 @@ RFC3339 = "%Y-%m-%dT%H:%M:%SZ"
 # While a provided secret is empty, how often its Secret is read again: the operator watches no
 # Secrets, yet the service should be Ready soon after a person fills one in.
 SECRET_RECHECK_SECONDS = 10.0
+# Condition reasons posted as Normal Events: progress, not trouble.
+QUIET_REASONS = ("Progressing", "Suspended", "Migrating", "AwaitingFirstBackup")
 
 
 @dataclass(frozen=True)
@@ -743,6 +745,8 @@ class ServiceReconciler:
         conditions = [ready, stalled, promotion_blocked]
         if (exposed := self._exposure(service, plans)) is not None:
             conditions.append(exposed)
+        if (backed_up := backups_summary(environments)) is not None:
+            conditions.append(backed_up)
         urls = [s["url"] for s in environments.values() if s.get("url")]
         status: dict[str, Any] = {
             "observedGeneration": generation,
@@ -1005,8 +1009,8 @@ class ServiceReconciler:
             if (cond["type"] == STALLED and cond["status"] != TRUE) or cond["reason"] in posted:
                 continue
             posted.add(cond["reason"])  # Ready and Stalled often flip for the same reason
-            quiet = cond["status"] == TRUE and cond["type"] in (READY, EXPOSED)
-            quiet = quiet or cond["reason"] in ("Progressing", "Suspended")
+            quiet = cond["status"] == TRUE and cond["type"] in (READY, EXPOSED, BACKUP_READY)
+            quiet = quiet or cond["reason"] in QUIET_REASONS
             type_: EventType = "Normal" if quiet else "Warning"
             await self.recorder.post(
                 SERVICE_KIND, identity, type_, cond["reason"], cond["message"] or cond["reason"]
@@ -1031,6 +1035,24 @@ def _rolling_from(history: list[promotion.Rollout], applied: Image | None) -> st
     if newest.ready_at is not None:
         return None
     return history[1].tag if len(history) > 1 else "(none)"
+
+
+def backups_summary(environments: Mapping[str, Mapping[str, Any]]) -> ConditionUpdate | None:
+    """The service's BackupReady: its environments' (those that back it up), the worst first."""
+    found = [
+        (env, cond)
+        for env, status in environments.items()
+        for cond in status.get("conditions") or []
+        if cond["type"] == BACKUP_READY
+    ]
+    if not found:
+        return None
+    for wanted in (FALSE, UNKNOWN, TRUE):
+        chosen = [(env, cond) for env, cond in found if cond["status"] == wanted]
+        if chosen:
+            message = "; ".join(f"{env}: {cond['message']}" for env, cond in chosen)
+            return ConditionUpdate(BACKUP_READY, wanted, chosen[0][1]["reason"], message)
+    return None
 
 
 def unmanaged_problem(live: Manifest) -> Problem:
