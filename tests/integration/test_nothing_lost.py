@@ -188,4 +188,6 @@ async def operator_resync(operator: OperatorProcess) -> None:
     async def idle() -> bool:
         return operator.metrics().get("bandsy_work_queue_depth", 1.0) == 0.0
 
-    await eventually(idle, timeout=30)
+    # The resync reads every custom resource the session's earlier modules left (all of them
+    # share this operator): on a busy machine that took more than 30 s.
+    await eventually(idle, timeout=120)

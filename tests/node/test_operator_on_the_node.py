@@ -376,7 +376,19 @@ def test_pod_failures_reach_the_status_and_hold_promotion(cluster: Cluster) -> N
             "environments": {"tight": {"image": {"tag": "develop-4b5c6d7"}}},
         },
     }
-    cluster.kubectl("apply", "--server-side", "-f", "-", input=dump_all([tight, many]))
+    # The environment, and its quota counting, first: a quota refuses only what is created
+    # after it took effect (pods created before it would run, 2 beyond its limit of 1).
+    cluster.kubectl("apply", "--server-side", "-f", "-", input=dump_all([tight]))
+
+    def quota_counts() -> bool:
+        found = cluster.kubectl("-n", "tight", "get", "resourcequota", "bandsy-quota", check=False)
+        if found.returncode != 0:
+            return False
+        quota = cluster.json("-n", "tight", "get", "resourcequota", "bandsy-quota")
+        return bool((quota.get("status") or {}).get("hard"))
+
+    eventually(quota_counts, 60, "the quota of tight in effect")
+    cluster.kubectl("apply", "--server-side", "-f", "-", input=dump_all([many]))
     refused = eventually(lambda: reason("crowd", "tight", "FailedCreate"), 120, "FailedCreate")
     assert "exceeded quota" in refused["message"], refused
     cluster.kubectl("delete", "bsvc", "crasher", "puller", "crowd", "--wait=true", "--timeout=120s")
