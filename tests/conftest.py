@@ -107,7 +107,13 @@ def operator(
 ) -> Iterator[OperatorProcess]:
     workdir = tmp_path_factory.mktemp("operator")
     kubeconfig = least_privilege_kubeconfig(kubectl, servers["KUBECONFIG"], workdir / "kubeconfig")
-    proc = OperatorProcess(kubeconfig, workdir / "operator.log", RESYNC_SECONDS)
+    # The image backup Jobs would run (SPEC §11): no pod tells it here, nothing runs it.
+    proc = OperatorProcess(
+        kubeconfig,
+        workdir / "operator.log",
+        RESYNC_SECONDS,
+        extra_env={"BANDSY_JOB_IMAGE": "localhost/bandsy/operator:dev"},
+    )
     proc.start()
     try:
         yield proc

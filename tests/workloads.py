@@ -10,9 +10,12 @@ owned by it, ``status.containerStatuses[].state`` as a kubelet reports it.
 from __future__ import annotations
 
 import copy
+import datetime
+import uuid
 from typing import Any
 
 from lightkube.resources.apps_v1 import Deployment
+from lightkube.resources.batch_v1 import Job
 from lightkube.resources.core_v1 import Pod
 from lightkube.types import PatchType
 
@@ -197,5 +200,113 @@ async def report_deployment(kube: KubeApi, namespace: str, name: str, **status: 
         name,
         {"status": body},
         namespace=namespace,
+        patch_type=PatchType.MERGE,
+    )
+
+
+# -- Jobs (SPEC §11): there is no Job controller here either -------------------------------------
+
+
+def job_pod(job: Manifest) -> Manifest:
+    """A pod of ``job`` as the Job controller makes it (its template, its name label)."""
+    template = job["spec"]["template"]
+    name = job["metadata"]["name"]
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {
+            "name": f"{name}-{uuid.uuid4().hex[:5]}",
+            "namespace": job["metadata"]["namespace"],
+            "labels": {**template["metadata"]["labels"], "batch.kubernetes.io/job-name": name},
+            "ownerReferences": [_controller_reference(job)],
+        },
+        "spec": template["spec"],
+    }
+
+
+def terminated_status(pod: Manifest, exit_code: int, message: str | None) -> dict[str, Any]:
+    terminated: dict[str, Any] = {
+        "exitCode": exit_code,
+        "reason": "Error" if exit_code else "Completed",
+    }
+    if message is not None:
+        terminated["message"] = message
+    return {
+        "phase": "Failed" if exit_code else "Succeeded",
+        "containerStatuses": [_container(pod, state={"terminated": terminated}, ready=False)],
+    }
+
+
+async def finish_job(
+    kube: KubeApi, job: Manifest, succeeded: bool, message: str | None = None
+) -> None:
+    """Play the Job controller and the kubelet: one pod that ran to its end (its container's
+    termination message ``message``), then the Job's terminal status."""
+    pod = await kube.create(job_pod(job))
+    await report_pod(kube, pod, terminated_status(pod, 0 if succeeded else 1, message))
+    now = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    if succeeded:
+        conditions = [
+            {
+                "type": "SuccessCriteriaMet",
+                "status": "True",
+                "reason": "CompletionsReached",
+                "message": "Reached expected number of succeeded pods",
+                "lastProbeTime": now,
+                "lastTransitionTime": now,
+            },
+            {
+                "type": "Complete",
+                "status": "True",
+                "reason": "CompletionsReached",
+                "message": "Reached expected number of succeeded pods",
+                "lastProbeTime": now,
+                "lastTransitionTime": now,
+            },
+        ]
+        status = {
+            "startTime": now,
+            "completionTime": now,
+            "succeeded": 1,
+            "active": 0,
+            "ready": 0,
+            "terminating": 0,
+            "uncountedTerminatedPods": {},
+            "conditions": conditions,
+        }
+    else:
+        conditions = [
+            {
+                "type": "FailureTarget",
+                "status": "True",
+                "reason": "BackoffLimitExceeded",
+                "message": "Job has reached the specified backoff limit",
+                "lastProbeTime": now,
+                "lastTransitionTime": now,
+            },
+            {
+                "type": "Failed",
+                "status": "True",
+                "reason": "BackoffLimitExceeded",
+                "message": "Job has reached the specified backoff limit",
+                "lastProbeTime": now,
+                "lastTransitionTime": now,
+            },
+        ]
+        status = {
+            "startTime": now,
+            "failed": 1,
+            "active": 0,
+            "ready": 0,
+            "terminating": 0,
+            "uncountedTerminatedPods": {},
+            "conditions": conditions,
+        }
+    meta = job["metadata"]
+    await kube.client.patch(
+        Job.Status,
+        meta["name"],
+        {"status": status},
+        namespace=meta["namespace"],
         patch_type=PatchType.MERGE,
     )

@@ -10,7 +10,7 @@ here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 root="$(cd "$here/../.." && pwd)"
 cache="${BANDSY_CACHE_DIR:-$root/.cache}/node"
 CONTAINERD_VERSION=v2.4.2
-COREDNS_VERSION=v1.15.0
+COREDNS_VERSION=v1.15.0  # also in coredns/go.mod
 # The newest kube-router v2 the module proxy serves (v2.1.0; it refuses later versions).
 KUBE_ROUTER_VERSION=v2.1.0
 
@@ -43,8 +43,9 @@ build_containerd() {
     "github.com/containerd/containerd/v2/cmd/ctr@${CONTAINERD_VERSION}" >&2
 }
 
+# CoreDNS from coredns/main.go: the node's few plugins only (its go.mod pins the version).
 build_coredns() {
-  GOBIN="$1" go install -trimpath -ldflags "-s -w" "github.com/coredns/coredns@${COREDNS_VERSION}" >&2
+  (cd "$here/coredns" && go build -trimpath -ldflags "-s -w" -o "$1/coredns" .) >&2
 }
 
 build_kube_router() {
@@ -57,7 +58,8 @@ build_own() {
 }
 
 own_key="$(cd "$here" && cat go.mod $(find cmd -name '*.go' | sort) | sha256sum | cut -c1-16)"
+coredns_key="$(cd "$here/coredns" && cat go.mod go.sum main.go | sha256sum | cut -c1-16)"
 cached "$cache/containerd-${CONTAINERD_VERSION}" build_containerd containerd containerd-shim-runc-v2 ctr
-cached "$cache/coredns-${COREDNS_VERSION}" build_coredns coredns
+cached "$cache/coredns-${COREDNS_VERSION}-${coredns_key}" build_coredns coredns
 cached "$cache/kube-router-${KUBE_ROUTER_VERSION}" build_kube_router kube-router
 cached "$cache/own-${own_key}" build_own pause podcheck
