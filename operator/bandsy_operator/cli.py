@@ -140,6 +140,9 @@ def status_rows(world: World, only: str | None) -> list[dict[str, str]]:
     return rows
 
 
+Row = dict[str, str]
+
+
 def print_table(rows: Sequence[Mapping[str, str]], columns: Sequence[str]) -> None:
     headers = {c: c.replace("_", " ").upper() for c in columns}
     widths = {c: max([len(headers[c]), *(len(r[c]) for r in rows)]) for c in columns}
@@ -175,7 +178,7 @@ HISTORY_COLUMNS = (
 )
 
 
-def history_rows(known: Any, only_env: str | None) -> list[dict[str, str]]:
+def history_rows(known: Any, only_env: str | None) -> list[Row]:
     """Each environment's rollouts as the operator recorded them, newest first."""
     environments = known.status.get("environments") or {}
     rows = []
@@ -202,23 +205,33 @@ def history_rows(known: Any, only_env: str | None) -> list[dict[str, str]]:
     return rows
 
 
-async def cmd_history(api: KubeApi, args: argparse.Namespace) -> int:
+async def service_rows(
+    api: KubeApi, args: argparse.Namespace, rows_of: Callable[[Any, str | None], list[Row]]
+) -> list[Row]:
+    """``rows_of`` the service ``args`` names, in its environment ``--env`` (all without)."""
     world = await load_world(api)
     known = _service(world, args.service)
     if args.env and args.env not in known.model.spec.environments:
         _environment(world, known, args.env)  # raises the reason
-    rows = history_rows(known, args.env)
-    if args.output == "json":
+    return rows_of(known, args.env)
+
+
+def print_rows(rows: list[Row], columns: Sequence[str], output: str) -> None:
+    if output == "json":
         print(json.dumps(rows, indent=2))
     else:
-        print_table(rows, list(HISTORY_COLUMNS))
+        print_table(rows, columns)
+
+
+async def cmd_history(api: KubeApi, args: argparse.Namespace) -> int:
+    print_rows(await service_rows(api, args, history_rows), HISTORY_COLUMNS, args.output)
     return 0
 
 
 BACKUP_COLUMNS = ("environment", "taken", "verified", "size", "rows", "key")
 
 
-def backup_rows(known: Any, only_env: str | None) -> list[dict[str, str]]:
+def backup_rows(known: Any, only_env: str | None) -> list[Row]:
     """The verified backups of each environment, newest first, as the last run left them; the
     newest one with what its check found. A failure since is a row of its own."""
     environments = known.status.get("environments") or {}
@@ -256,16 +269,9 @@ def backup_rows(known: Any, only_env: str | None) -> list[dict[str, str]]:
 
 
 async def cmd_backups(api: KubeApi, args: argparse.Namespace) -> int:
-    world = await load_world(api)
-    known = _service(world, args.service)
-    if args.env and args.env not in known.model.spec.environments:
-        _environment(world, known, args.env)  # raises the reason
-    rows = backup_rows(known, args.env)
-    if args.output == "json":
-        print(json.dumps(rows, indent=2))
-    elif rows:
-        print_table(rows, list(BACKUP_COLUMNS))
-    else:
+    rows = await service_rows(api, args, backup_rows)
+    print_rows(rows, BACKUP_COLUMNS, args.output)
+    if not rows and args.output != "json":
         print(f"no backup of {args.service} yet", file=sys.stderr)
     return 0
 

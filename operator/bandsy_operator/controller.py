@@ -107,6 +107,11 @@ class Controller:
         # Custom resources whose next reconcile reads everything (ReadMode.LIVE): queued by
         # start-up or the resync, or changed in a way that may have taken objects with it.
         self._live: set[Key] = set()
+        # The keys of the last resync (or start-up) pass not taken up yet: the next pass waits
+        # for them, so passes never overlap and an operator busier than its resync interval
+        # still finishes each pass (and idles between them) instead of queueing forever.
+        self._pass_pending: set[Key] = set()
+        self._pass_taken = asyncio.Event()
 
     # -- lifecycle ------------------------------------------------------------------------------
 
@@ -173,7 +178,9 @@ class Controller:
                 delay = min(delay * 2, 10.0)
 
     async def _resync(self) -> None:
+        """A pass every ``resync_interval`` seconds after the previous one was taken up."""
         while True:
+            await self._pass_taken.wait()
             await asyncio.sleep(self.settings.resync_interval)
             self.enqueue_all()
             RESYNCS.inc()
@@ -186,6 +193,16 @@ class Controller:
         ]:
             self.queue.add(key)
             self._live.add(key)
+            self._pass_pending.add(key)
+        self._pass_taken.clear()
+        self._took(None)
+
+    def _took(self, key: Key | None) -> None:
+        """``key`` is being reconciled: once every key of the pass is, the pass is taken up."""
+        if key is not None:
+            self._pass_pending.discard(key)
+        if not self._pass_pending:
+            self._pass_taken.set()
 
     # -- watch events ---------------------------------------------------------------------------
 
@@ -264,6 +281,7 @@ class Controller:
             # Taken now: a resync asking again while this runs gets a reconcile of its own.
             mode = ReadMode.LIVE if key in self._live else ReadMode.TRUSTED
             self._live.discard(key)
+            self._took(key)
             try:
                 if await self._finalizer(key):
                     outcome = Outcome()

@@ -560,13 +560,8 @@ def test_a_failed_migration_keeps_the_old_pods_serving(cluster: Cluster) -> None
     eventually(lambda: rolled_out(cluster, "develop", "api", "develop-5d6e7f8"), 120, "retried")
 
 
-def test_an_operator_killed_during_a_migration_neither_repeats_nor_loses_it(
-    cluster: Cluster,
-) -> None:
-    set_tag(cluster, "api", "develop", "develop-6e7f8a9")
-    started = eventually(
-        lambda: migration_job(cluster, "develop", "develop-6e7f8a9"), 60, "the Job", interval=0.05
-    )
+def kill_operator(cluster: Cluster) -> None:
+    """SIGKILL, as the kubelet does for a pod deleted without grace."""
     cluster.kubectl(
         "-n",
         "bandsy-system",
@@ -577,6 +572,16 @@ def test_an_operator_killed_during_a_migration_neither_repeats_nor_loses_it(
         "--grace-period=0",
         "--force",
     )
+
+
+def test_an_operator_killed_during_a_migration_neither_repeats_nor_loses_it(
+    cluster: Cluster,
+) -> None:
+    set_tag(cluster, "api", "develop", "develop-6e7f8a9")
+    started = eventually(
+        lambda: migration_job(cluster, "develop", "develop-6e7f8a9"), 60, "the Job", interval=0.05
+    )
+    kill_operator(cluster)
     eventually(lambda: rolled_out(cluster, "develop", "api", "develop-6e7f8a9"), 180, "rollout")
     finished = migration_job(cluster, "develop", "develop-6e7f8a9")
     assert finished is not None
@@ -761,16 +766,7 @@ def test_backups_are_verified_listed_and_survive_a_down_bucket(cluster: Cluster)
     # Back up; the operator killed while a backup runs: the outcome is still taken in.
     back_up_develop(cluster, endpoint)
     run_backup(cluster, "api-backup-e2e-3")
-    cluster.kubectl(
-        "-n",
-        "bandsy-system",
-        "delete",
-        "pod",
-        "-l",
-        "app.kubernetes.io/name=bandsy-operator",
-        "--grace-period=0",
-        "--force",
-    )
+    kill_operator(cluster)
     third = eventually(lambda: verified("api-backup-e2e-3"), 240, "the backup after a kill")
     assert third["verified"][0] == third["lastVerified"]["taken"]
     assert len(third["verified"]) == 2
