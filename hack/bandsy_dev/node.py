@@ -223,7 +223,16 @@ class Node:
     def _start_coredns(self) -> None:
         proc = self._process("coredns", ["-conf", str(self.paths.corefile)])
         port = self.ports["coredns-ready"]
-        proc.wait_until(lambda: http_ok(f"http://127.0.0.1:{port}/ready"), 60, "ready")
+        # /ready answers as soon as its plugins are, which may be before CoreDNS found that it
+        # cannot listen for DNS (it then exits): ready means it holds the DNS port as well.
+        proc.wait_until(
+            lambda: (
+                http_ok(f"http://127.0.0.1:{port}/ready")
+                and listens_tcp(proc.pid, node_net.NODE_IP, node_net.DNS_PORT)
+            ),
+            60,
+            "ready and listening for DNS",
+        )
 
     def _start_kube_router(self, kubeconfig: Path) -> None:
         # Firewall only: no routing, no service proxy, no CNI; no health or metrics listeners
@@ -319,3 +328,22 @@ def _refuse_foreign_state(before: HostSnapshot) -> None:
     foreign += [f"{h}/kubepods" for h, names in before.cgroups.items() if "kubepods" in names]
     if foreign:
         raise NodeBusyError(f"another node's state is on this host: {', '.join(foreign)}")
+
+
+def listens_tcp(pid: int, address: str, port: int) -> bool:
+    """Whether process ``pid`` holds a listening TCP socket on ``address:port`` (IPv4)."""
+    wanted = f"{''.join(f'{int(b):02X}' for b in reversed(address.split('.')))}:{port:04X}"
+    inodes = set()
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+            fields = line.split()
+            if fields[1] == wanted and fields[3] == "0A":  # 0A: LISTEN
+                inodes.add(fields[9])
+    if not inodes:
+        return False
+    with contextlib.suppress(OSError):
+        for fd in Path(f"/proc/{pid}/fd").iterdir():
+            with contextlib.suppress(OSError):
+                if str(fd.readlink()) in {f"socket:[{inode}]" for inode in inodes}:
+                    return True
+    return False
