@@ -14,7 +14,10 @@ import asyncpg
 import pytest
 
 from bandsy_dev.local_env import postgres_admin_args
+from bandsy_operator.controller import Controller
 from bandsy_operator.kube import KubeApi, ObjectRef
+from bandsy_operator.observation import ReadMode
+from bandsy_operator.settings import OperatorSettings
 from conftest import KubectlRunner, OperatorProcess
 from factories import environment_body, service_body, tags
 from secrecy import decode
@@ -236,6 +239,74 @@ async def test_a_changed_database_template_moves_nothing_silently(
     assert await admin_fetch(servers, "SELECT 1 FROM pg_database WHERE datname = $1", old_database)
     kubectl("delete", "bsvc", name, "--wait=true", "--timeout=60s")
     kubectl("delete", "benv", env, "--wait=true", "--timeout=60s")
+
+
+async def test_an_environment_edit_arriving_mid_reconcile_moves_nothing(
+    kube: KubeApi,
+    kubectl: KubectlRunner,
+    servers: dict[str, str],
+    admin: None,
+    operator: OperatorProcess,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The watch event of an environment edit may arrive while a reconcile of its service is
+    under way. Here it arrives in that reconcile's first read (the operator runs in this
+    process to place it there; the session's is stopped meanwhile): what the reconcile planned
+    under the old settings, it builds under them too, and the next one refuses the move."""
+    env, name = f"mid-{uid()}", f"mid-{uid()}"
+    kubectl.apply(pg_environment(env, servers))
+    kubectl.apply(service_body(name, tags(**{env: "v1"}), postgres={"enabled": True}))
+    creds = await eventually(lambda: projection_with_database(kube, env, name))
+    environment = ObjectRef("bandsy.app/v1alpha1", "BandsyEnvironment", "", env)
+    before = await kube.get(environment)
+    service = await kube.get(ObjectRef("bandsy.app/v1alpha1", "BandsyService", "", name))
+    assert before is not None
+    assert service is not None
+
+    operator.stop()
+    controller = Controller(kube, OperatorSettings())
+    try:
+        kubectl.apply(
+            pg_environment(env, servers, postgres={"databaseTemplate": "{service}-{env}-v2"})
+        )
+        edited = await kube.get(environment)
+        assert edited is not None
+        controller.world.observe_environment(before)
+        controller.world.observe_service(service)
+        controller.services.hash_key = await controller.store.config_hash_key(create=False)
+        applier = controller.services.applier
+        first_read = applier.observe
+
+        async def read_with_the_edit_arriving(*args: Any) -> Any:
+            controller.world.observe_environment(edited)
+            return await first_read(*args)
+
+        monkeypatch.setattr(applier, "observe", read_with_the_edit_arriving)
+        await controller.services.reconcile(name, ReadMode.LIVE)
+    finally:
+        await controller.stop()
+        operator.start()
+
+    assert await projection(kube, env, name) == creds
+    assert not await admin_fetch(
+        servers, "SELECT 1 FROM pg_database WHERE datname = $1", f"{name}-{env}-v2"
+    )
+
+    async def refused() -> bool:
+        conditions = await env_conditions(kube, name, env)
+        assert conditions.get("Ready", {}).get("reason") == "DatabaseSettingsChanged", conditions
+        return True
+
+    await eventually(refused)
+    assert await projection(kube, env, name) == creds
+    kubectl("delete", "bsvc", name, "--wait=true", "--timeout=60s")
+    kubectl("delete", "benv", env, "--wait=true", "--timeout=60s")
+
+
+async def projection_with_database(kube: KubeApi, env: str, name: str) -> dict[str, str]:
+    creds = await projection(kube, env, name)
+    assert creds.get("PGDATABASE"), creds
+    return creds
 
 
 async def test_deleting_an_environment_first_locks_its_services_roles(

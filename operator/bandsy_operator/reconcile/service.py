@@ -95,6 +95,10 @@ class EnvironmentPlan:
     """One environment of one service: what to apply, or why not."""
 
     name: str
+    # The environment as this reconcile planned it (None: not a valid one). Planning and
+    # building read this one copy: an edit arriving in between is the next reconcile's, so
+    # accounts refused under the new settings are never built from them.
+    env: Environment | None = None
     problems: list[Problem] = field(default_factory=list)
     accounts: list[AccountRef] = field(default_factory=list)
     database: DatabaseResult | None = None
@@ -511,14 +515,12 @@ class ServiceReconciler:
     def _validate(self, service: Service, env_name: str, held: set[AccountRef]) -> EnvironmentPlan:
         """Problems and database account names: everything knowable without I/O."""
         environments = self.world.valid_environments()
-        plan = EnvironmentPlan(env_name)
+        plan = EnvironmentPlan(env_name, environments.get(env_name))
         plan.problems = environment_problems(
             service, env_name, environments, self.world.valid_services()
         )
-        if not plan.problems:
-            plan.accounts, problems = self.databases.plan(
-                service, environments[env_name], environments, held
-            )
+        if plan.env is not None and not plan.problems:
+            plan.accounts, problems = self.databases.plan(service, plan.env, environments, held)
             plan.problems += problems
         return plan
 
@@ -531,10 +533,8 @@ class ServiceReconciler:
     ) -> None:
         """Each environment's Deployment as it is before this reconcile changes anything: the
         gates of every environment read their upstream's."""
-        environments = self.world.valid_environments()
 
-        async def observe(plan: EnvironmentPlan) -> None:
-            env = environments[plan.name]
+        async def observe(plan: EnvironmentPlan, env: Environment) -> None:
             ref = deployment_ref(env, service.name)
             remembered = self.world.workload(env.namespace, service.name)
             found = await self.applier.observe(ref, basis(mode, ref in applied_before), remembered)
@@ -544,7 +544,7 @@ class ServiceReconciler:
                 plan.pods = await self._observe_pods(env, service.name, found.body, mode)
                 plan.replicasets = await read_replicasets(self.api, env.namespace, plan.pods)
 
-        await asyncio.gather(*(observe(p) for p in plans if p.name in environments))
+        await asyncio.gather(*(observe(p, p.env) for p in plans if p.env is not None))
 
     async def _observe_pods(
         self, env: Environment, service: str, deployment: Manifest, mode: ReadMode
@@ -593,7 +593,8 @@ class ServiceReconciler:
         now: datetime.datetime,
         mode: ReadMode,
     ) -> None:
-        env = self.world.valid_environments()[plan.name]
+        env = plan.env
+        assert env is not None, "plans without their environment have problems: not built"
         statuses = previous.get("environments") or {}
         old_status = statuses.get(plan.name) or {}
         source = env.spec.promotion.from_
