@@ -1,6 +1,7 @@
-"""``bandsyctl`` (also the kubectl plugin ``kubectl-bandsy``): status, history, promote, render,
-dotenv, check-branch. It uses the operator's own models, builders and gates; no rule lives here
-(rights are the API server's: the caller's credentials, the policies of deploy/policies)."""
+"""``bandsyctl`` (also the kubectl plugin ``kubectl-bandsy``): status, history, backups, restore,
+promote, render, dotenv, check-branch. It uses the operator's own models, builders and gates; no
+rule lives here (rights are the API server's: the caller's credentials, the policies of
+deploy/policies)."""
 
 from __future__ import annotations
 
@@ -44,6 +45,15 @@ from .reconcile.service import (
     recorded_readiness,
     service_inputs,
     service_secret,
+)
+from .restores import (
+    InvalidRestoreRequestError,
+    RestorePhase,
+    RestoreRequest,
+    annotation_key,
+    new_request_id,
+    parse_origin,
+    refusal,
 )
 from .secrets_gen import random_secret
 from .settings import OperatorSettings
@@ -406,6 +416,85 @@ async def _patch_as_caller(api: KubeApi, name: str, patch: dict[str, Any], dry_r
         raise
 
 
+# -- restore ------------------------------------------------------------------------------------
+
+RESTORE_POLL_SECONDS = 2.0
+
+
+def restore_request(args: argparse.Namespace, env: Any, world: World) -> RestoreRequest:
+    """The request the arguments ask for, refused here when the operator would refuse it."""
+    request_id = new_request_id(datetime.datetime.now(datetime.UTC))
+    if args.cleanup:
+        return RestoreRequest(request_id)
+    if not args.from_:
+        raise CommandError("name the backup with --from ENV@TIMESTAMP|latest, or use --cleanup")
+    try:
+        source, backup = parse_origin(args.from_)
+    except InvalidRestoreRequestError as error:
+        raise CommandError(str(error)) from None
+    refused = refusal(env, world.valid_environments().get(source))
+    if refused is not None:
+        raise CommandError(refused)
+    return RestoreRequest(request_id, source, backup)
+
+
+def confirm(args: argparse.Namespace, what: str) -> None:
+    if args.yes:
+        return
+    if not sys.stdin.isatty():
+        raise CommandError(f"{what}: add --yes to confirm (no terminal to ask)")
+    answer = input(f"{what}.\nType the service's name to go on: ")
+    if answer.strip() != args.service:
+        raise CommandError("not confirmed; nothing was changed")
+
+
+async def cmd_restore(api: KubeApi, args: argparse.Namespace) -> int:
+    world = await load_world(api)
+    known = _service(world, args.service)
+    env = _environment(world, known, args.env)
+    if env.protected and not args.allow_production:
+        raise CommandError(
+            f"{args.env} is protected: a restore there replaces live data; add "
+            "--allow-production (and you need the right to promote there)"
+        )
+    before = ((known.status.get("environments") or {}).get(args.env) or {}).get("restore") or {}
+    if before.get("phase") == RestorePhase.RESTORING:
+        raise CommandError(f"restore {before.get('id')} is under way there; wait for it to end")
+    request = restore_request(args, env, world)
+    if request.cleanup:
+        what = f"drop {before.get('previous') or 'the database the last restore replaced'}"
+    else:
+        what = (
+            f"replace the database of {args.service} in {args.env} with its backup "
+            f"{request.origin} (the current one is kept until --cleanup)"
+        )
+    confirm(args, what)
+    patch = {"metadata": {"annotations": {annotation_key(args.env): request.to_annotation()}}}
+    await _patch_as_caller(api, args.service, patch, dry_run=False)
+    print(f"{args.service} {args.env}: requested {request.id}: {what}")
+    if not args.wait:
+        print(f"follow it with: bandsyctl status {args.service}")
+        return 0
+    try:
+        async with asyncio.timeout(args.wait):
+            return await wait_for_restore(api, args.service, args.env, request.id)
+    except TimeoutError:
+        raise CommandError(f"{request.id} has not ended within {args.wait:.0f} s") from None
+
+
+async def wait_for_restore(api: KubeApi, service: str, env: str, request_id: str) -> int:
+    """Until the operator's record of ``request_id`` leaves Restoring; its verdict."""
+    while True:
+        body = await api.get(ObjectRef(API_VERSION, SERVICE_KIND, "", service))
+        environments = ((body or {}).get("status") or {}).get("environments") or {}
+        record = (environments.get(env) or {}).get("restore") or {}
+        if record.get("id") == request_id and record.get("phase") != RestorePhase.RESTORING:
+            print(f"{service} {env}: {record.get('phase')}: {record.get('message', '')}")
+            ok = (RestorePhase.RESTORED, RestorePhase.CLEANED_UP)
+            return 0 if record.get("phase") in ok else EXIT_FAILURE
+        await asyncio.sleep(RESTORE_POLL_SECONDS)
+
+
 # -- render -------------------------------------------------------------------------------------
 
 
@@ -567,6 +656,27 @@ def build_parser() -> argparse.ArgumentParser:
     backups.add_argument("--env", metavar="ENV", help="one environment (default: all)")
     backups.add_argument("-o", "--output", choices=["table", "json"], default="table")
     backups.set_defaults(cluster=cmd_backups)
+
+    restore = commands.add_parser(
+        "restore",
+        help="replace a service's database with a verified backup (the old one is kept)",
+    )
+    restore.add_argument("service")
+    restore.add_argument("--env", required=True, metavar="ENV", help="the database to replace")
+    restore.add_argument(
+        "--from", dest="from_", metavar="ENV@TIMESTAMP|ENV@latest", help="the backup to restore"
+    )
+    restore.add_argument(
+        "--cleanup", action="store_true", help="drop the database the last restore replaced"
+    )
+    restore.add_argument("--yes", action="store_true", help="do not ask for confirmation")
+    restore.add_argument(
+        "--allow-production", action="store_true", help="the environment is a protected one"
+    )
+    restore.add_argument(
+        "--wait", type=float, metavar="SECONDS", help="wait this long for the outcome"
+    )
+    restore.set_defaults(cluster=cmd_restore)
 
     promote = commands.add_parser("promote", help="set the image tag of one environment")
     promote.add_argument("service")

@@ -27,6 +27,9 @@ EXTERNAL_LABEL: Final = f"{GROUP}/external"
 MIGRATION_LABEL: Final = f"{GROUP}/migration-of"
 # On a backup CronJob, its Jobs and their pods: the service whose database it backs up (SPEC §11).
 BACKUP_LABEL: Final = f"{GROUP}/backup-of"
+# On a restore Job: the service whose database it restores (its pods carry the backup pods'
+# labels, whose NetworkPolicy lets them reach the database and the bucket).
+RESTORE_LABEL: Final = f"{GROUP}/restore-of"
 # Set by the Job controller on a Job's pods.
 JOB_NAME_LABEL: Final = "batch.kubernetes.io/job-name"
 PSA_ENFORCE_LABEL: Final = "pod-security.kubernetes.io/enforce"
@@ -49,6 +52,13 @@ SKIP_GATES_ANNOTATION: Final = f"{GROUP}/skip-gates"
 PROMOTED_BY_ANNOTATION_PREFIX: Final = f"{GROUP}/promoted-by."
 PROMOTED_AT_ANNOTATION_PREFIX: Final = f"{GROUP}/promoted-at."
 SKIP_GATES_AT_ANNOTATION: Final = f"{GROUP}/skip-gates-at"
+# On a BandsyService: a restore (or the cleanup after one) of its database in <env> (the
+# suffix), written by `bandsyctl restore` (SPEC §11). In a protected environment it is a promote.
+RESTORE_ANNOTATION_PREFIX: Final = f"{GROUP}/restore."
+# On a restore Job: the request it carries out.
+RESTORE_REQUEST_ANNOTATION: Final = f"{GROUP}/restore-request"
+# On the pod template: the restore the pods were started after (they reconnect to the new data).
+RESTORED_ANNOTATION: Final = f"{GROUP}/restored"
 CLUSTER_ISSUER_ANNOTATION: Final = "cert-manager.io/cluster-issuer"
 # On a BandsyEnvironment: "true" accepts a change of its database server or database template
 # as a move to empty databases (the old ones are kept, their users locked).

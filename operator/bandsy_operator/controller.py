@@ -24,6 +24,7 @@ from .constants import (
     API_VERSION,
     ENVIRONMENT_KIND,
     FINALIZER,
+    RESTORE_ANNOTATION_PREFIX,
     SERVICE_KIND,
 )
 from .credentials import CredentialStore
@@ -72,6 +73,9 @@ def _trigger(known: Known[Any] | None) -> tuple[Any, ...] | None:
     meta = known.body.get("metadata", {})
     annotations = meta.get("annotations") or {}
     actionable = tuple(annotations.get(key) for key in ACTIONABLE_ANNOTATIONS)
+    actionable += tuple(
+        sorted((k, v) for k, v in annotations.items() if k.startswith(RESTORE_ANNOTATION_PREFIX))
+    )
     return (known.generation, actionable, meta.get("deletionTimestamp"))
 
 

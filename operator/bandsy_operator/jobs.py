@@ -1,5 +1,5 @@
-"""The Jobs the operator runs for services (SPEC §11: migrations, backups), pure: how a Job
-ended, and which watch events about them are news."""
+"""The Jobs the operator runs for services (SPEC §11: migrations, backups, restores), pure:
+how a Job ended, and which watch events about them are news."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
-from .constants import BACKUP_LABEL, MIGRATION_LABEL
+from .constants import BACKUP_LABEL, MIGRATION_LABEL, RESTORE_LABEL
 
 
 class JobPhase(StrEnum):
@@ -69,15 +69,15 @@ class JobNews:
 
     service: str
     namespace: str
-    backup: bool  # a backup Job (its outcome goes into status); else a migration
+    backup: bool  # a backup Job (its outcome goes into status); else a migration or restore
 
 
 def job_news(event_type: str | None, job: Mapping[str, Any]) -> JobNews | None:
-    """News when a migration or backup Job finished, or was deleted (which runs a failed
+    """News when a migration, backup or restore Job finished, or was deleted (which runs a failed
     migration again). Its progress in between is no news."""
     meta = job.get("metadata", {})
     labels = meta.get("labels") or {}
-    service = labels.get(MIGRATION_LABEL) or labels.get(BACKUP_LABEL)
+    service = labels.get(MIGRATION_LABEL) or labels.get(BACKUP_LABEL) or labels.get(RESTORE_LABEL)
     if not service:
         return None
     if event_type == "DELETED" or job_end(job).phase is not JobPhase.RUNNING:

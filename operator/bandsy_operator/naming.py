@@ -5,6 +5,8 @@ from __future__ import annotations
 import hashlib
 import re
 
+MAX_IDENTIFIER_BYTES = 63  # PostgreSQL's NAMEDATALEN - 1
+
 # Per-environment objects.
 DEFAULT_DENY_POLICY = "bandsy-default-deny"
 ALLOW_DNS_POLICY = "bandsy-allow-dns"
@@ -62,6 +64,33 @@ BACKUP_STORAGE_SECRET = "bandsy-backup-storage"  # noqa: S105 (a name, not a sec
 def scratch_database(database: str) -> str:
     """Where a backup of ``database`` is restored to be checked (owned by the service's role)."""
     return f"{database}-verify"
+
+
+def restore_job(service: str, request: str) -> str:
+    """``<svc>-restore-<hash>``: one Job per restore request (SPEC §11)."""
+    return f"{service}-restore-{hashlib.sha256(request.encode()).hexdigest()[:8]}"
+
+
+def restore_database(database: str) -> str:
+    """Where a restore fills a new copy of ``database`` before it is swapped in."""
+    return _bounded(database, "-restore")
+
+
+def previous_database(database: str, request: str) -> str:
+    """``<db>-before-<request>``: the database a restore replaced, kept until a cleanup. Named
+    after the request, so a swap retried after a crash finds the name it used."""
+    return _bounded(database, f"-before-{request.lower()}")
+
+
+def _bounded(database: str, suffix: str) -> str:
+    """``database`` + ``suffix`` within PostgreSQL's 63 bytes: a long name is cut and keeps a
+    hash of itself, so two long names never meet."""
+    name = database + suffix
+    if len(name.encode()) <= MAX_IDENTIFIER_BYTES:
+        return name
+    digest = hashlib.sha256(database.encode()).hexdigest()[:8]
+    room = MAX_IDENTIFIER_BYTES - len(suffix) - len(digest) - 1
+    return f"{database.encode()[:room].decode(errors='ignore')}-{digest}{suffix}"
 
 
 def external_host(environment: str, service: str, domain: str) -> str:

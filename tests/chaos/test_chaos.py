@@ -16,6 +16,7 @@ import copy
 import json
 import os
 import random
+import re
 import time
 import urllib.request
 import uuid
@@ -296,6 +297,30 @@ async def converged(kube: KubeApi, expected: dict[str, dict[str, Any]]) -> bool:
     return True
 
 
+async def settled(
+    chaos: Chaos,
+    kube: KubeApi,
+    timeout: float,
+    expected: dict[str, dict[str, Any]] | None = None,
+    interval: float = 1.0,
+) -> None:
+    """``converged`` within ``timeout``; if not, the operator's log lines about the services
+    that lag go into the failure (a CI run keeps no operator log)."""
+    expected = chaos.expected if expected is None else expected
+    try:
+        await eventually(lambda: converged(kube, expected), timeout=timeout, interval=interval)
+    except AssertionError as error:
+        lagging = re.findall(r"'([a-z0-9-]+)': \{'summaries'", str(error))
+        lines = [
+            line
+            for line in chaos.operator.log().splitlines()
+            if any(name in line for name in lagging) or "answers again" in line
+        ]
+        raise AssertionError(
+            f"{error}\noperator log about them (last 40 lines):\n" + "\n".join(lines[-40:])
+        ) from None
+
+
 async def idle(operator: OperatorProcess) -> bool:
     assert operator.metrics()["bandsy_work_queue_depth"] == 0
     return True
@@ -464,7 +489,7 @@ async def test_sigkill_during_rollout_ends_as_a_clean_run(
         chaos.operator.start()
     say(pytestconfig, f"{SIZE.kills} SIGKILLs; work queue depth at each kill: {depths}")
     assert any(depths), "no kill landed while the operator had work in flight"
-    await eventually(lambda: converged(kube, chaos.expected), timeout=CONVERGE_SECONDS, interval=1)
+    await settled(chaos, kube, CONVERGE_SECONDS)
     await eventually(lambda: idle(chaos.operator), timeout=30)
     say(
         pytestconfig,
@@ -480,7 +505,7 @@ async def test_sigkill_during_rollout_ends_as_a_clean_run(
 
     started = time.monotonic()
     chaos.apply(kubectl, *bodies(names))  # the final specs, to an operator never killed
-    await eventually(lambda: converged(kube, chaos.expected), timeout=CONVERGE_SECONDS, interval=1)
+    await settled(chaos, kube, CONVERGE_SECONDS)
     await eventually(lambda: idle(chaos.operator), timeout=30)
     say(pytestconfig, f"clean rollout converged after {time.monotonic() - started:.0f} s")
     clean = await end_state(kube, servers, chaos, names, prefix)
@@ -540,12 +565,12 @@ async def test_postgres_outage_is_reported_and_recovers(
         # The outage lasts at least its planned length, and until both checks have passed.
         await eventually(unreachable, timeout=CONVERGE_SECONDS)
         others = {n: chaos.expected[n] for n in without}
-        await eventually(lambda: converged(kube, others), timeout=CONVERGE_SECONDS)
+        await settled(chaos, kube, CONVERGE_SECONDS, others, interval=0.25)
         await asyncio.sleep(max(0.0, back_at - time.monotonic()))
     finally:
         local_env.postgres.start()
     returned = time.monotonic()
-    await eventually(lambda: converged(kube, chaos.expected), timeout=RECOVERY_SECONDS)
+    await settled(chaos, kube, RECOVERY_SECONDS, interval=0.25)
     say(
         pytestconfig,
         f"PostgreSQL down {returned - stopped:.0f} s for {count}+{count} services: "
@@ -601,7 +626,7 @@ async def test_api_server_restart_is_survived(
     await asyncio.to_thread(control_plane.start_apiserver)
     returned = time.monotonic()
     assert (control_plane.server, control_plane.ca_file.read_bytes()) == (address, ca)
-    await eventually(lambda: converged(kube, chaos.expected), timeout=RECOVERY_SECONDS, interval=1)
+    await settled(chaos, kube, RECOVERY_SECONDS)
     took = time.monotonic() - returned
     chaos.api_outages.append((log_from, len(chaos.operator.log())))
     # Not the operator's (the admission policies exempt it), but a person's next edit waits for
@@ -616,7 +641,7 @@ async def test_api_server_restart_is_survived(
         for env in body["spec"]["environments"].values():
             env["image"]["tag"] = "after-restart"
         chaos.apply(kubectl, body)
-    await eventually(lambda: converged(kube, chaos.expected), timeout=RECOVERY_SECONDS, interval=1)
+    await settled(chaos, kube, RECOVERY_SECONDS)
     for name in edited:
         for env in chaos.environments:
             deployment = await live(kube, "apps/v1", "Deployment", env, name)
@@ -683,7 +708,7 @@ async def test_malformed_resources_are_refused_or_reported(
         service_body(portless, tags(**{first: "v1", long_names: "v1"})),
         service_body(elsewhere, tags(**{second: "v1"}), port=8080),
     )
-    await eventually(lambda: converged(kube, chaos.expected), timeout=60)
+    await settled(chaos, kube, 60, interval=0.25)
     await eventually(lambda: idle(chaos.operator), timeout=30)
 
     started = time.monotonic()

@@ -26,6 +26,7 @@ import pytest_asyncio
 
 from bandsy_dev.local_env import postgres_admin_args
 from bandsy_dev.procs import free_port
+from bandsy_operator import naming
 from bandsy_operator.backends import Account, AdminCredentials, Server
 from bandsy_operator.backends.postgres import PostgresBackend
 from bandsy_operator.backup.manifest import Manifest
@@ -39,11 +40,14 @@ class ServiceDatabase:
     database: str
     bucket: str
     env: dict[str, str]  # what the CronJob gives the Job, pointed at the harness
+    server: Server
+    account: Account
+    backend: PostgresBackend  # the operator's, with the harness's admin
 
-    def run(self, **overrides: str) -> tuple[int, dict[str, Any], str]:
-        """One backup; its exit code, its outcome (stdout's JSON), its stderr."""
+    def run(self, *args: str, **overrides: str) -> tuple[int, dict[str, Any], str]:
+        """One backup (or ``restore``); its exit code, its outcome (stdout's JSON), stderr."""
         done = subprocess.run(
-            [sys.executable, "-m", "bandsy_operator.backup"],
+            [sys.executable, "-m", "bandsy_operator.backup", *args],
             env={**self.env, **overrides},
             capture_output=True,
             text=True,
@@ -128,7 +132,7 @@ async def service_db(
         "BANDSY_BACKUP_WORK_DIR": str(work),
     }
     try:
-        yield ServiceDatabase(user, password, database, bucket, env)
+        yield ServiceDatabase(user, password, database, bucket, env, server, account, backend)
     finally:
         await backend.delete(server, account)
         await backend.close()
@@ -217,3 +221,109 @@ async def test_retention_keeps_the_newest_verified_and_a_failure_deletes_nothing
         f"{folder}{stamp}{suffix}" for stamp in kept for suffix in (".dump", ".json")
     )
     assert outcome["verifiedBackups"] == [outcome["taken"], taken[2]]
+
+
+async def rows(db: ServiceDatabase, database: str, sql: str) -> list[asyncpg.Record]:
+    conn = await asyncpg.connect(
+        host=db.server.host,
+        port=db.server.port,
+        user=db.user,
+        password=db.password,
+        database=database,
+        ssl="require",
+    )
+    try:
+        return list(await conn.fetch(sql))
+    finally:
+        await conn.close()
+
+
+async def test_a_restore_brings_the_backup_back_and_swaps_it_in_keeping_the_old(
+    servers: dict[str, str], service_db: ServiceDatabase
+) -> None:
+    code, backed_up, stderr = service_db.run()
+    assert code == 0, stderr
+    # Damage after the backup: the restore must bring back what the backup holds.
+    await rows(service_db, service_db.database, "delete from shop.orders where id > 10")
+    request = "20261201T110500Z-3f2a"
+    target = naming.restore_database(service_db.database)
+    previous = naming.previous_database(service_db.database, request)
+    await service_db.backend.prepare_restore(service_db.server, service_db.account, target)
+    code, outcome, stderr = service_db.run(
+        "restore",
+        PGDATABASE=target,
+        BANDSY_RESTORE_SOURCE="develop",
+        BANDSY_RESTORE_BACKUP="latest",
+    )
+    assert code == 0, stderr
+    assert outcome["restored"] is True
+    assert (outcome["backup"], outcome["rows"]) == (backed_up["taken"], 2502)
+    assert service_db.password not in json.dumps(outcome) + stderr
+
+    # The service's pool holds a session on the live database: the swap ends it.
+    live = await asyncpg.connect(
+        host=service_db.server.host,
+        port=service_db.server.port,
+        user=service_db.user,
+        password=service_db.password,
+        database=service_db.database,
+        ssl="require",
+    )
+    assert await service_db.backend.swap_in(service_db.server, service_db.account, target, previous)
+    assert live.is_closed() or await _ended(live)
+    count = "select count(*) as n from shop.orders"
+    assert (await rows(service_db, service_db.database, count))[0]["n"] == 2500
+    assert (await rows(service_db, previous, count))[0]["n"] == 10  # kept, and open to look at
+    # A swap retried after a crash finds it done.
+    assert not await service_db.backend.swap_in(
+        service_db.server, service_db.account, target, previous
+    )
+    await service_db.backend.drop_database(service_db.server, service_db.account, previous)
+    found = await admin_databases(servers, [service_db.database, target, previous])
+    assert found == [service_db.database]
+
+
+async def _ended(conn: asyncpg.Connection) -> bool:
+    try:
+        await conn.fetchval("select 1")
+    except (asyncpg.PostgresError, asyncpg.InterfaceError, ConnectionError):
+        return True
+    return False
+
+
+async def admin_databases(servers: dict[str, str], names: list[str]) -> list[str]:
+    conn = await asyncpg.connect(**postgres_admin_args(servers), ssl="require")
+    try:
+        found = await conn.fetch(
+            "select datname from pg_database where datname = any($1::text[]) order by 1", names
+        )
+        return [row["datname"] for row in found]
+    finally:
+        await conn.close()
+
+
+async def test_a_restore_refuses_a_dump_its_manifest_does_not_vouch_for(
+    servers: dict[str, str], service_db: ServiceDatabase
+) -> None:
+    code, backed_up, stderr = service_db.run()
+    assert code == 0, stderr
+    target = naming.restore_database(service_db.database)
+    await service_db.backend.prepare_restore(service_db.server, service_db.account, target)
+    restore = {"PGDATABASE": target, "BANDSY_RESTORE_SOURCE": "develop"}
+
+    gone = "20200101T000000Z"
+    code, outcome, _ = service_db.run("restore", **restore, BANDSY_RESTORE_BACKUP=gone)
+    assert code == 1
+    assert "is not a verified backup" in outcome["error"]
+    assert backed_up["taken"] in outcome["error"]  # the ones there are
+
+    s3_client(servers).put_object(Bucket=service_db.bucket, Key=backed_up["key"], Body=b"junk")
+    code, outcome, _ = service_db.run("restore", **restore)
+    assert (code, outcome["restored"]) == (1, False)
+    assert "its manifest says" in outcome["error"]
+    assert await rows(service_db, target, "select 1 from pg_tables where schemaname = 'shop'") == []
+    await service_db.backend.drop_database(service_db.server, service_db.account, target)
+    with pytest.raises(ValueError, match="live database"):
+        await service_db.backend.drop_database(
+            service_db.server, service_db.account, service_db.database
+        )

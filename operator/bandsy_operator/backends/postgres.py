@@ -25,7 +25,7 @@ from typing import Any
 
 import asyncpg
 
-from ..naming import scratch_database
+from ..naming import MAX_IDENTIFIER_BYTES, scratch_database
 from . import (
     Account,
     LoginRefusedError,
@@ -37,7 +37,6 @@ from . import (
 )
 from .scram import scram_sha256_verifier, verifier_matches
 
-MAX_IDENTIFIER_BYTES = 63
 # Names come from templates; anything outside this set is refused before SQL is built.
 _SAFE_NAME = re.compile(r"^[a-z_][a-z0-9_-]*$")
 CONNECT_TIMEOUT = 10.0
@@ -437,17 +436,7 @@ class PostgresBackend:
             if joined is False:  # a role another admin made: dropping its database needs this
                 await admin.join(user)
             for name in databases:
-                # Only sessions the admin may end (all, for a superuser); FORCE names any other.
-                await admin.conn.execute(
-                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
-                    " WHERE datname = $1 AND pg_has_role(usesysid, 'USAGE')",
-                    name,
-                )
-                await admin.run(
-                    f"DROP DATABASE IF EXISTS {quote_identifier(name)} WITH (FORCE)",
-                    f"drop database {name!r}",
-                    f"the privileges of its owner {user!r} and of every role connected to it",
-                )
+                await _drop_database(admin, user, name)
             if keep_user or joined is None:
                 return
             if await admin.conn.fetchval(
@@ -467,6 +456,114 @@ class PostgresBackend:
                 f"the privileges of role {user!r} (membership with INHERIT)",
             )
             await admin.run(f"DROP ROLE {role}", f"drop role {user!r}", _admin_of(user))
+
+    # -- restores (SPEC §11) --------------------------------------------------------------------
+
+    async def prepare_restore(self, server: Server, account: Account, target: str) -> None:
+        """An empty database ``target`` owned by the service's role, with its extensions, for a
+        restore to fill; whatever an earlier attempt left under that name is dropped first."""
+        user = validate_identifier(account.user, "role")
+        name = validate_identifier(target, "database")
+        async with self._admin(server) as (_, admin):
+            await _act_as(admin, user)
+            await _drop_database(admin, user, name)
+            await self._ensure_database(admin, user, name, [])
+        if account.extensions:
+            await self._ensure_extensions(server, name, account.extensions, [])
+
+    async def swap_in(self, server: Server, account: Account, restored: str, previous: str) -> bool:
+        """``restored`` becomes the service's database; the one it replaces is kept as
+        ``previous``. Sessions on it end (the service's pods reconnect to the new one). Both
+        renames are one transaction: a crash leaves the old state or the new, never half.
+        False when it was already done (a retry after a crash)."""
+        user = validate_identifier(account.user, "role")
+        database = validate_identifier(account.database, "database")
+        restored = validate_identifier(restored, "database")
+        previous = validate_identifier(previous, "database")
+        db, old = quote_identifier(database), quote_identifier(previous)
+        needs = f"the privileges of the owner {user!r} of the databases, and CREATEDB"
+        async with self._admin(server) as (_, admin):
+            found = {
+                row["datname"]
+                for row in await admin.conn.fetch(
+                    "SELECT datname FROM pg_database WHERE datname = ANY($1::text[])",
+                    [database, restored, previous],
+                )
+            }
+            if restored not in found:
+                if {database, previous} <= found:
+                    return False
+                raise StatementRefusedError(
+                    f"postgres {server.address}: the restored database {restored!r} is gone"
+                )
+            if previous in found:
+                raise StatementRefusedError(
+                    f"postgres {server.address}: {previous!r} exists already; nothing was swapped"
+                )
+            await _act_as(admin, user)
+            await admin.run(
+                f"ALTER DATABASE {db} WITH ALLOW_CONNECTIONS false",
+                f"close database {database!r} to new sessions",
+                needs,
+            )
+            swapped = False
+            try:
+                await _end_sessions(admin, database)
+                async with admin.conn.transaction():
+                    await admin.run(
+                        f"ALTER DATABASE {db} RENAME TO {old}",
+                        f"rename {database!r}",
+                        needs,
+                    )
+                    await admin.run(
+                        f"ALTER DATABASE {quote_identifier(restored)} RENAME TO {db}",
+                        f"rename {restored!r}",
+                        needs,
+                    )
+                swapped = True
+            finally:
+                # The replaced one stays open to be looked at (or, if the swap failed, in use).
+                await admin.run(
+                    f"ALTER DATABASE {old if swapped else db} WITH ALLOW_CONNECTIONS true",
+                    "open the replaced database again",
+                    needs,
+                )
+        return True
+
+    async def drop_database(self, server: Server, account: Account, name: str) -> None:
+        """Drop one of the service's own databases other than its live one (a restore's)."""
+        user = validate_identifier(account.user, "role")
+        name = validate_identifier(name, "database")
+        if name == account.database:
+            raise ValueError(f"{name!r} is the service's live database")
+        async with self._admin(server) as (_, admin):
+            await _act_as(admin, user)
+            await _drop_database(admin, user, name)
+
+
+async def _act_as(admin: _Session, user: str) -> None:
+    """Altering or dropping a database needs its owner's privileges: a role another admin
+    made is joined first (as ``ensure`` does)."""
+    if await admin.joined(user) is False:
+        await admin.join(user)
+
+
+async def _end_sessions(admin: _Session, database: str) -> None:
+    """Only sessions the admin may end (all, for a superuser)."""
+    await admin.conn.execute(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+        " WHERE datname = $1 AND pg_has_role(usesysid, 'USAGE')",
+        database,
+    )
+
+
+async def _drop_database(admin: _Session, owner: str, name: str) -> None:
+    await _end_sessions(admin, name)  # FORCE ends those of any other role
+    await admin.run(
+        f"DROP DATABASE IF EXISTS {quote_identifier(name)} WITH (FORCE)",
+        f"drop database {name!r}",
+        f"the privileges of its owner {owner!r} and of every role connected to it",
+    )
 
 
 async def _keep_session(conn: asyncpg.Connection) -> None:

@@ -24,7 +24,7 @@ import hashlib
 import json
 import os
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Coroutine, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -75,6 +75,12 @@ class BackupError(Exception):
     """A step failed; the message says which and why, without secrets."""
 
 
+def need_variable(env: Mapping[str, str], key: str) -> str:
+    if not env.get(key):
+        raise BackupError(f"{key} is not set")
+    return env[key]
+
+
 @dataclass(frozen=True)
 class BackupSettings:
     service: str
@@ -90,9 +96,7 @@ class BackupSettings:
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> BackupSettings:
         def need(key: str) -> str:
-            if not env.get(key):
-                raise BackupError(f"{key} is not set")
-            return env[key]
+            return need_variable(env, key)
 
         days = env.get("BANDSY_BACKUP_RETENTION_DAYS")
         service, environment = need("BANDSY_SERVICE"), need("BANDSY_ENVIRONMENT")
@@ -167,8 +171,8 @@ async def dump(settings: BackupSettings, path: Path) -> tuple[dict[str, int], st
     return counts, server_version, tool_version
 
 
-async def empty_scratch(conn: asyncpg.Connection) -> None:
-    """Drop every schema of the scratch database (its owner may) and give it ``public`` back."""
+async def empty_database(conn: asyncpg.Connection) -> None:
+    """Drop every schema of a database its role owns and give it ``public`` back."""
     for row in await conn.fetch(_SCHEMAS):
         await conn.execute(f"drop schema {quote_identifier(row['nspname'])} cascade")
     await conn.execute("create schema public")
@@ -178,7 +182,7 @@ async def verify(settings: BackupSettings, path: Path) -> dict[str, int]:
     """Restore ``path`` into the scratch database and count what arrived; leaves it empty."""
     conn = await asyncpg.connect(database=settings.scratch_database)
     try:
-        await empty_scratch(conn)
+        await empty_database(conn)
         try:
             await run_tool(
                 "pg_restore",
@@ -190,7 +194,7 @@ async def verify(settings: BackupSettings, path: Path) -> dict[str, int]:
             )
             return await count_rows(conn)
         finally:
-            await empty_scratch(conn)
+            await empty_database(conn)
     finally:
         await conn.close()
 
@@ -269,16 +273,27 @@ def report(outcome: Mapping[str, Any], path: str = TERMINATION_LOG) -> None:
         Path(path).write_text(text)
 
 
-def main(env: Mapping[str, str] | None = None) -> int:
-    env = os.environ if env is None else env
+def run_reported(
+    work: Callable[[], Coroutine[Any, Any, dict[str, Any]]], env: Mapping[str, str], done: str
+) -> int:
+    """Run a Job's program; its outcome, or its failure with ``done`` false, is reported."""
     secrets = [v for k, v in env.items() if k in ("PGPASSWORD", "AWS_SECRET_ACCESS_KEY") and v]
     try:
-        settings = BackupSettings.from_env(env)
-        store = BackupStore(settings.bucket, settings.folder, settings.endpoint, settings.region)
-        outcome = asyncio.run(back_up(settings, store))
+        outcome = asyncio.run(work())
     except Exception as error:  # every failure is reported, none leaks a secret
         message = redact(f"{type(error).__name__}: {error}", secrets)
-        report({"verified": False, "error": message})
+        report({done: False, "error": message})
         return 1
     report(outcome)
     return 0
+
+
+def main(env: Mapping[str, str] | None = None) -> int:
+    env = os.environ if env is None else env
+
+    async def work() -> dict[str, Any]:
+        settings = BackupSettings.from_env(env)
+        store = BackupStore(settings.bucket, settings.folder, settings.endpoint, settings.region)
+        return await back_up(settings, store)
+
+    return run_reported(work, env, "verified")

@@ -1,6 +1,7 @@
-"""A service database's backup CronJob and its pods' NetworkPolicy (SPEC §11), pure.
+"""A service database's backup CronJob, restore Job and their pods' NetworkPolicy (SPEC §11),
+pure.
 
-The Job runs the operator's own image (``python -m bandsy_operator.backup``) as the service's
+The Jobs run the operator's own image (``python -m bandsy_operator.backup``) as the service's
 own database role: its ``<svc>-postgres`` Secret is its PG* environment. The S3 keys come from
 the environment's ``bandsy-backup-storage`` Secret by reference; no secret value is in the spec.
 """
@@ -11,8 +12,9 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from .. import naming
-from ..constants import BACKUP_LABEL, ENVIRONMENT_LABEL
+from ..constants import BACKUP_LABEL, ENVIRONMENT_LABEL, RESTORE_LABEL, RESTORE_REQUEST_ANNOTATION
 from ..models import Backups
+from ..restores import RestoreRequest
 from .environment import egress_peer
 from .inputs import ServiceInputs
 from .meta import Manifest, service_labels
@@ -40,7 +42,11 @@ def _endpoint_port(endpoint: str | None) -> int:
     return parts.port or (80 if parts.scheme == "http" else 443)
 
 
-def _environment(inputs: ServiceInputs, backups: Backups, scratch: str) -> list[dict[str, Any]]:
+def _storage_environment(
+    inputs: ServiceInputs, backups: Backups, own: dict[str, str]
+) -> list[dict[str, Any]]:
+    """The bucket's settings, the program's ``own`` variables, and the bucket keys by
+    reference."""
     s3 = backups.storage.s3
     values = {
         "BANDSY_SERVICE": inputs.name,
@@ -49,10 +55,8 @@ def _environment(inputs: ServiceInputs, backups: Backups, scratch: str) -> list[
         "BANDSY_BACKUP_PREFIX": s3.prefix,
         "BANDSY_BACKUP_ENDPOINT": s3.endpoint or "",
         "BANDSY_BACKUP_REGION": s3.region,
-        "BANDSY_BACKUP_SCRATCH_DATABASE": scratch,
-        "BANDSY_BACKUP_RETENTION_COUNT": str(backups.retention.count),
-        "BANDSY_BACKUP_RETENTION_DAYS": str(backups.retention.days or ""),
         "BANDSY_BACKUP_WORK_DIR": WORK_DIR,
+        **own,
     }
     if s3.ca_secret_ref is not None:
         values["AWS_CA_BUNDLE"] = f"{CA_DIR}/{CA_KEY}"
@@ -67,10 +71,12 @@ def _environment(inputs: ServiceInputs, backups: Backups, scratch: str) -> list[
     return env
 
 
-def build_backup_cronjob(
-    inputs: ServiceInputs, backups: Backups, image: str, scratch: str
-) -> Manifest:
-    """``image``: the operator's own (it has pg_dump and the backup program)."""
+def _job_spec(
+    inputs: ServiceInputs, backups: Backups, image: str, args: list[str], own: dict[str, str]
+) -> dict[str, Any]:
+    """A Job of the operator's image running ``python -m bandsy_operator.backup *args`` as the
+    service's own database role: its ``<svc>-postgres`` Secret is its PG* environment (``own``
+    overrides, PGDATABASE say). Its pods are the backup pods of the NetworkPolicy below."""
     volumes: list[dict[str, Any]] = [{"name": "work", "emptyDir": {}}]
     mounts: list[dict[str, Any]] = [{"name": "work", "mountPath": WORK_DIR}]
     if backups.storage.s3.ca_secret_ref is not None:
@@ -87,8 +93,8 @@ def build_backup_cronjob(
     container = {
         "name": BACKUP_CONTAINER,
         "image": image,
-        "command": ["python", "-m", "bandsy_operator.backup"],
-        "env": _environment(inputs, backups, scratch),
+        "command": ["python", "-m", "bandsy_operator.backup", *args],
+        "env": _storage_environment(inputs, backups, own),
         "envFrom": [{"secretRef": {"name": naming.backend_secret(inputs.name, "postgres")}}],
         "volumeMounts": mounts,
         "securityContext": {
@@ -99,10 +105,7 @@ def build_backup_cronjob(
             "seccompProfile": {"type": "RuntimeDefault"},
         },
     }
-    labels = {**service_labels(inputs.name, inputs.env.name), BACKUP_LABEL: inputs.name}
-    meta = inputs.meta(naming.backup_cronjob(inputs.name))
-    meta["labels"] = labels
-    job_spec = {
+    return {
         "backoffLimit": JOB_RETRIES,
         "activeDeadlineSeconds": JOB_DEADLINE_SECONDS,
         "template": {
@@ -115,6 +118,20 @@ def build_backup_cronjob(
             },
         },
     }
+
+
+def build_backup_cronjob(
+    inputs: ServiceInputs, backups: Backups, image: str, scratch: str
+) -> Manifest:
+    """``image``: the operator's own (it has pg_dump and the backup program)."""
+    own = {
+        "BANDSY_BACKUP_SCRATCH_DATABASE": scratch,
+        "BANDSY_BACKUP_RETENTION_COUNT": str(backups.retention.count),
+        "BANDSY_BACKUP_RETENTION_DAYS": str(backups.retention.days or ""),
+    }
+    labels = {**service_labels(inputs.name, inputs.env.name), BACKUP_LABEL: inputs.name}
+    meta = inputs.meta(naming.backup_cronjob(inputs.name))
+    meta["labels"] = labels
     return {
         "apiVersion": "batch/v1",
         "kind": "CronJob",
@@ -127,8 +144,31 @@ def build_backup_cronjob(
             "successfulJobsHistoryLimit": 3,
             "failedJobsHistoryLimit": 3,
             # managed-by on the Jobs: the operator's Job watch reads their outcome.
-            "jobTemplate": {"metadata": {"labels": labels}, "spec": job_spec},
+            "jobTemplate": {
+                "metadata": {"labels": labels},
+                "spec": _job_spec(inputs, backups, image, [], own),
+            },
         },
+    }
+
+
+def build_restore_job(
+    inputs: ServiceInputs, backups: Backups, image: str, request: RestoreRequest, target: str
+) -> Manifest:
+    """One restore (SPEC §11): ``request``'s backup into the empty database ``target``."""
+    own = {
+        "PGDATABASE": target,
+        "BANDSY_RESTORE_SOURCE": request.source,
+        "BANDSY_RESTORE_BACKUP": request.backup,
+    }
+    meta = inputs.meta(naming.restore_job(inputs.name, request.id))
+    meta["labels"] = {**service_labels(inputs.name, inputs.env.name), RESTORE_LABEL: inputs.name}
+    meta["annotations"] = {RESTORE_REQUEST_ANNOTATION: request.id}
+    return {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": meta,
+        "spec": _job_spec(inputs, backups, image, ["restore"], own),
     }
 
 

@@ -44,6 +44,7 @@ class ServiceInputs:
     credentials: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
     database_peers: Sequence[DatabasePeer] = ()
     backup: BackupPlan | None = None  # the environment backs up this service's database
+    restored: str | None = None  # the last restore swapped in here (its pods start after it)
 
     @property
     def name(self) -> str:

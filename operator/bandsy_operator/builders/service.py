@@ -15,6 +15,7 @@ from ..constants import (
     CONFIG_HASH_ANNOTATION,
     EXTERNAL_LABEL,
     PRODUCTION,
+    RESTORED_ANNOTATION,
 )
 from .backup import build_backup_objects
 from .inputs import ServiceInputs
@@ -162,7 +163,7 @@ def build_deployment(inputs: ServiceInputs, config_hash: str) -> Manifest:
             "template": {
                 "metadata": {
                     "labels": pod_labels,
-                    "annotations": {CONFIG_HASH_ANNOTATION: config_hash},
+                    "annotations": _pod_annotations(inputs, config_hash),
                 },
                 "spec": {
                     **restricted_pod_spec(),
@@ -172,6 +173,14 @@ def build_deployment(inputs: ServiceInputs, config_hash: str) -> Manifest:
             },
         },
     }
+
+
+def _pod_annotations(inputs: ServiceInputs, config_hash: str) -> dict[str, str]:
+    """A new config hash, or a restore swapped in, restarts the pods."""
+    annotations = {CONFIG_HASH_ANNOTATION: config_hash}
+    if inputs.restored:
+        annotations[RESTORED_ANNOTATION] = inputs.restored
+    return annotations
 
 
 def build_service(inputs: ServiceInputs) -> Manifest | None:

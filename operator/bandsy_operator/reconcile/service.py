@@ -19,6 +19,7 @@ from .. import inventory, naming, promotion
 from ..apply import Applied, Applier, is_managed
 from ..backup.outcome import BACKUP_READY
 from ..backup.outcome import condition as backup_condition
+from ..builders.backup import build_restore_job
 from ..builders.inputs import BackupPlan, ServiceInputs
 from ..builders.meta import selector_labels
 from ..builders.migration import build_migration_job
@@ -49,6 +50,7 @@ from ..world import Known, World
 from .backups import BackupObserver
 from .databases import PLAN_PROBLEMS, AccountRef, DatabaseReconciler, DatabaseResult
 from .migrations import MigrationRunner, MigrationStep
+from .restores import RestoreRunner, RestoreStep
 
 log = logging.getLogger(__name__)
 
@@ -117,6 +119,8 @@ class EnvironmentPlan:
     migration: MigrationStep | None = None
     backup: dict[str, Any] | None = None  # status.environments.<env>.backup, when backed up
     migration_job: Manifest | None = None  # to create once the objects are applied
+    restore: RestoreStep | None = None
+    restore_job: Manifest | None = None  # to create once the objects are applied
 
     def refs(self) -> frozenset[ObjectRef]:
         return frozenset(ObjectRef.of(obj) for obj in self.objects)
@@ -245,6 +249,7 @@ def service_inputs(
     image: Image,
     hash_key: bytes,
     job_image: str | None = None,
+    restored: str | None = None,
 ) -> ServiceInputs:
     """Everything the builders need, from the world view and what was read from the cluster.
     Shared by the reconciler and ``bandsyctl render`` so both produce the same objects.
@@ -269,6 +274,7 @@ def service_inputs(
         credentials=database.credentials,
         database_peers=database.peers,
         backup=backup_plan(env, database, job_image),
+        restored=restored,
     )
 
 
@@ -326,6 +332,7 @@ class ServiceReconciler:
         self.hash_key = hash_key
         self.job_image: str | None = None  # set at start (controller)
         self.migrations = MigrationRunner(api)
+        self.restores = RestoreRunner(api, databases)
         self.backups = BackupObserver(api, world)
         self._secrets: dict[ObjectRef, Manifest] = {}  # each service Secret, as last seen
 
@@ -401,9 +408,8 @@ class ServiceReconciler:
                 raise ObjectChangedError(f"{name}: an object changed while it was reconciled")
             return await self.reconcile(name, ReadMode.LIVE)
         # The objects a migration reads (ConfigMap, Secrets, its NetworkPolicy) exist now.
-        await asyncio.gather(
-            *(self.migrations.start(p.migration_job) for p in plans if p.migration_job)
-        )
+        jobs = [job for p in plans for job in (p.migration_job, p.restore_job) if job]
+        await asyncio.gather(*(self.migrations.start(job) for job in jobs))
         for plan, results in zip(plans, applied, strict=True):
             plan.applied = results
             self._remember_inputs(plan)
@@ -643,6 +649,16 @@ class ServiceReconciler:
                 f"gates ({SKIP_GATES_ANNOTATION})",
             )
         image = plan.verdict.image_to_apply or desired_image(service, env.name)
+        postgres = next((a for a in plan.database.accounts if a.backend == "postgres"), None)
+        plan.restore = await self.restores.step(
+            service,
+            env,
+            self.world.valid_environments(),
+            postgres,
+            old_status.get("restore"),
+            now,
+            self.job_image,
+        )
         plan.inputs = service_inputs(
             service,
             env,
@@ -652,12 +668,18 @@ class ServiceReconciler:
             image,
             self.hash_key,
             self.job_image,
+            restored=plan.restore.marker,
         )
         plan.objects = build_service_objects(plan.inputs, random_secret)
         guard_secret(plan.objects, secret)
         if plan.inputs.backup is not None:
             plan.backup = await self.backups.status(
                 env, service.name, old_status.get("backup") or {}, mode
+            )
+        restore = plan.restore
+        if restore.start is not None and env.spec.backups and self.job_image:
+            plan.restore_job = build_restore_job(
+                plan.inputs, env.spec.backups, self.job_image, restore.start, restore.target
             )
         migrations = service.spec.migrations
         if migrations is not None and plan.migration.start is not None:
@@ -794,6 +816,7 @@ class ServiceReconciler:
             "history",
             "migrations",
             "backup",
+            "restore",
         )
         status: dict[str, Any] = {k: v for k, v in old.items() if k in kept}
         updates: list[ConditionUpdate] = []
@@ -813,6 +836,8 @@ class ServiceReconciler:
         else:
             if plan.migration is not None and plan.migration.records:
                 status["migrations"] = [m.to_status() for m in plan.migration.records]
+            if plan.restore is not None and plan.restore.record is not None:
+                status["restore"] = plan.restore.record
             if (backup := self._backup_condition(service, plan, status)) is not None:
                 updates.append(backup)
             updates.append(self._rollout_status(service, plan, old, status, moment))

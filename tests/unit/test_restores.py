@@ -1,0 +1,171 @@
+"""Restores (SPEC §11), the pure parts: the request `bandsyctl restore` writes, when one may
+run, the names of the databases it makes, its Job, and the pods' restart after it."""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+from dataclasses import replace
+
+import pytest
+
+from bandsy_operator import naming
+from bandsy_operator.builders.backup import build_restore_job
+from bandsy_operator.builders.service import build_service_objects
+from bandsy_operator.cli import CommandError, build_parser, restore_request
+from bandsy_operator.constants import (
+    BACKUP_LABEL,
+    ENVIRONMENT_LABEL,
+    RESTORE_LABEL,
+    RESTORED_ANNOTATION,
+)
+from bandsy_operator.jobs import job_news
+from bandsy_operator.restores import (
+    InvalidRestoreRequestError,
+    RestoreRequest,
+    annotation_key,
+    new_request_id,
+    parse_origin,
+    parse_request,
+    refusal,
+    request_for,
+    restored_marker,
+)
+from bandsy_operator.world import World
+from factories import _stored, environment, environment_body, service_body, tags
+from unit.test_backups import BACKUPS, IMAGE, inputs
+
+NOW = datetime.datetime(2026, 12, 1, 11, 5, tzinfo=datetime.UTC)
+
+
+def test_a_request_reads_back_as_written() -> None:
+    restore = RestoreRequest(new_request_id(NOW), "production", "20261201T030000Z")
+    assert restore.id.startswith("20261201T110500Z-")
+    assert parse_request(restore.to_annotation()) == restore
+    assert restore.origin == "production@20261201T030000Z"
+    cleanup = RestoreRequest("20261201T120000Z-0001")
+    assert cleanup.cleanup
+    assert parse_request(cleanup.to_annotation()) == cleanup
+    assert json.loads(cleanup.to_annotation()) == {"id": cleanup.id, "cleanup": True}
+
+
+@pytest.mark.parametrize(
+    ("text", "why"),
+    [
+        ("develop", "expected ENV@TIMESTAMP"),
+        ("develop@", "expected ENV@TIMESTAMP"),
+        ("@latest", "expected ENV@TIMESTAMP"),
+        ("develop@yesterday", "neither 'latest' nor a backup's timestamp"),
+    ],
+)
+def test_an_origin_is_an_environment_and_a_backup(text: str, why: str) -> None:
+    with pytest.raises(InvalidRestoreRequestError, match=why):
+        parse_origin(text)
+
+
+def test_an_unreadable_annotation_is_reported_not_acted_on() -> None:
+    key = annotation_key("develop")
+    assert key == "bandsy.app/restore.develop"
+    assert request_for({}, "develop") is None
+    assert isinstance(request_for({key: "{not json"}, "develop"), InvalidRestoreRequestError)
+    assert isinstance(request_for({key: '{"id": "x"}'}, "develop"), InvalidRestoreRequestError)
+    found = request_for({key: '{"id": "x", "from": "develop@latest"}'}, "develop")
+    assert found == RestoreRequest("x", "develop", "latest")
+    assert request_for({key: '{"id": "x", "from": "develop@latest"}'}, "preprod") is None
+
+
+def test_a_restore_reads_a_bucket_both_environments_back_up_to() -> None:
+    develop = environment("develop", backups=BACKUPS)
+    preprod = environment("preprod", backups=BACKUPS, promotion={"from": "develop"})
+    production = environment("production", backups=BACKUPS, promotion={"from": "preprod"})
+    assert refusal(develop, develop) is None
+    assert refusal(preprod, develop) is None  # unprotected data into a protected environment
+    assert refusal(production, preprod) is None
+    assert "has no spec.backups" in str(refusal(environment("develop"), develop))
+    assert "does not exist" in str(refusal(develop, None))
+    assert "no backups to restore" in str(refusal(develop, environment("qa")))
+    elsewhere = {**BACKUPS, "storage": {"s3": {**BACKUPS["storage"]["s3"], "bucket": "other"}}}
+    assert "different buckets" in str(refusal(develop, environment("qa", backups=elsewhere)))
+    # Protected data reaches an unprotected environment only scrubbed (a mirror).
+    assert "only scrubbed" in str(refusal(develop, production))
+
+
+def test_restore_database_names_stay_within_postgres_limits() -> None:
+    assert naming.restore_database("api-develop") == "api-develop-restore"
+    request = "20261201T110500Z-3f2a"
+    assert (
+        naming.previous_database("api-develop", request)
+        == "api-develop-before-20261201t110500z-3f2a"
+    )
+    long = "a" * 60
+    for name in (naming.restore_database(long), naming.previous_database(long, request)):
+        assert len(name.encode()) <= naming.MAX_IDENTIFIER_BYTES
+    other = "a" * 59 + "b"
+    assert naming.restore_database(long) != naming.restore_database(other)
+    assert naming.restore_job("api", request) == naming.restore_job("api", request)
+    assert naming.restore_job("api", request) != naming.restore_job("api", request + "x")
+
+
+def test_the_restore_job_runs_as_the_services_role_into_the_new_database() -> None:
+    built = inputs()
+    backups = built.env.spec.backups
+    assert backups is not None
+    request = RestoreRequest("20261201T110500Z-3f2a", "develop", "latest")
+    job = build_restore_job(built, backups, IMAGE, request, "api-develop-restore")
+    assert job["metadata"]["name"] == naming.restore_job("api", request.id)
+    assert job["metadata"]["labels"][RESTORE_LABEL] == "api"
+    pod = job["spec"]["template"]
+    # The backup pods' labels: their NetworkPolicy lets them reach the database and the bucket.
+    assert pod["metadata"]["labels"] == {ENVIRONMENT_LABEL: "develop", BACKUP_LABEL: "api"}
+    container = pod["spec"]["containers"][0]
+    assert container["image"] == IMAGE
+    assert container["command"][-1] == "restore"
+    env = {e["name"]: e.get("value") for e in container["env"]}
+    assert env["PGDATABASE"] == "api-develop-restore"  # listed env wins over envFrom's
+    assert (env["BANDSY_RESTORE_SOURCE"], env["BANDSY_RESTORE_BACKUP"]) == ("develop", "latest")
+    assert container["envFrom"] == [{"secretRef": {"name": "api-postgres"}}]
+    assert "pg-password-1234" not in json.dumps(job)
+
+
+def test_pods_restart_once_per_restore_swapped_in() -> None:
+    def template_annotations(restored: str | None) -> dict[str, str]:
+        objects = build_service_objects(replace(inputs(), restored=restored), lambda: "x")
+        deployment = next(o for o in objects if o["kind"] == "Deployment")
+        return dict(deployment["spec"]["template"]["metadata"]["annotations"])
+
+    assert RESTORED_ANNOTATION not in template_annotations(None)
+    assert template_annotations("r1")[RESTORED_ANNOTATION] == "r1"
+    assert restored_marker({"restoredId": "r1", "phase": "CleanedUp"}) == "r1"
+    assert restored_marker({}) is None
+
+
+def test_a_finished_restore_job_is_news_for_its_service() -> None:
+    job = {
+        "metadata": {"namespace": "develop", "labels": {RESTORE_LABEL: "api"}},
+        "status": {"conditions": [{"type": "Complete", "status": "True"}]},
+    }
+    news = job_news("MODIFIED", job)
+    assert news is not None
+    assert (news.service, news.namespace, news.backup) == ("api", "develop", False)
+
+
+def _cli(*argv: str) -> argparse.Namespace:
+    return build_parser().parse_args(["restore", "api", *argv])
+
+
+def test_bandsyctl_restore_refuses_what_the_operator_would() -> None:
+    world = World()
+    world.observe_environment(_stored(environment_body("develop", backups=BACKUPS), "uid-d"))
+    world.observe_environment(_stored(environment_body("production", backups=BACKUPS), "uid-p"))
+    world.observe_service(_stored(service_body("api", tags(develop="v1")), "uid-api"))
+    develop = world.valid_environments()["develop"]
+    made = restore_request(_cli("--env", "develop", "--from", "develop@latest"), develop, world)
+    assert (made.source, made.backup) == ("develop", "latest")
+    with pytest.raises(CommandError, match="only scrubbed"):
+        restore_request(_cli("--env", "develop", "--from", "production@latest"), develop, world)
+    with pytest.raises(CommandError, match="ENV@TIMESTAMP"):
+        restore_request(_cli("--env", "develop", "--from", "develop"), develop, world)
+    with pytest.raises(CommandError, match="--cleanup"):
+        restore_request(_cli("--env", "develop"), develop, world)
+    assert restore_request(_cli("--env", "develop", "--cleanup"), develop, world).cleanup
