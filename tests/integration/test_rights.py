@@ -37,6 +37,9 @@ def uid() -> str:
     return uuid.uuid4().hex[:5]
 
 
+RESTORE = '{"id": "20261201T110500Z-3f2a", "from": "develop@latest"}'
+
+
 def dev_tag() -> str:
     """A tag develop's imagePolicy accepts (deploy/samples/environments.yaml)."""
     return f"develop-{uuid.uuid4().hex[:7]}"
@@ -220,6 +223,8 @@ def test_a_developer_may_not_touch_what_production_runs(
             # Leaving production, and break glass for it.
             {"spec": {"environments": {PRODUCTION: None}}},
             {"metadata": {"annotations": {"bandsy.app/skip-gates": f"{PRODUCTION}=release-2"}}},
+            # A restore of production's database (bandsyctl restore).
+            {"metadata": {"annotations": {f"bandsy.app/restore.{PRODUCTION}": RESTORE}}},
         ):
             refused(patch(developer.kubectl, name, change), "bandsy-promote", right)
         refused(
@@ -235,6 +240,9 @@ def test_a_developer_may_not_touch_what_production_runs(
         )
         stamps = annotations_of(kubectl, name)
         assert stamps[f"bandsy.app/promoted-by.{PRODUCTION}"] == promoter.name
+        # A restore in develop is the developer's to ask for.
+        restore_develop = {"metadata": {"annotations": {f"bandsy.app/restore.{DEVELOP}": RESTORE}}}
+        accepted(patch(developer.kubectl, name, restore_develop))
         # A develop-only edit by the developer leaves production's stamp alone.
         accepted(patch(developer.kubectl, name, tag_patch(DEVELOP, dev_tag())))
         after = annotations_of(kubectl, name)
