@@ -5,6 +5,7 @@ import (
 	"errors"
 	"io"
 	"net/http"
+	"regexp"
 	"strconv"
 	"sync"
 	"time"
@@ -61,6 +62,7 @@ func (a *app) handler() http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { answer(w, http.StatusOK, "ok") })
 	mux.HandleFunc("GET /db", a.handleDB)
+	mux.HandleFunc("GET /db/rows", a.handleRows)
 	mux.HandleFunc("GET /redis", a.handleRedis)
 	mux.HandleFunc("GET /fetch", a.handleFetch)
 	mux.HandleFunc("GET /env", a.handleEnv)
@@ -103,6 +105,34 @@ func (a *app) handleDB(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	answer(w, http.StatusOK, user+"|"+database)
+}
+
+// tableName is what /db/rows counts: a plain lowercase name, so it goes into SQL unquoted.
+var tableName = regexp.MustCompile(`^[a-z_][a-z0-9_]{0,62}$`)
+
+// handleRows answers the row count of ?table= over the open connection: what this pod's data
+// holds (a restore's tests read it).
+func (a *app) handleRows(w http.ResponseWriter, r *http.Request) {
+	table := r.URL.Query().Get("table")
+	if !tableName.MatchString(table) {
+		answer(w, http.StatusBadRequest, "error: the table parameter must be a lowercase name")
+		return
+	}
+	if a.db == nil {
+		a.fail(w, "/db/rows", errNoDatabase)
+		return
+	}
+	ctx, cancel := context.WithTimeout(r.Context(), backendTimeout)
+	defer cancel()
+	var rows int64
+	a.dbMu.Lock()
+	err := a.db.QueryRow(ctx, "select count(*) from "+table).Scan(&rows)
+	a.dbMu.Unlock()
+	if err != nil {
+		a.fail(w, "/db/rows", err)
+		return
+	}
+	answer(w, http.StatusOK, strconv.FormatInt(rows, 10))
 }
 
 func (a *app) handleRedis(w http.ResponseWriter, r *http.Request) {

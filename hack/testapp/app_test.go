@@ -37,6 +37,16 @@ func closedPort(t *testing.T) string {
 	return addr
 }
 
+func TestRowsCountsOnlyAPlainTableName(t *testing.T) {
+	a, _ := testApp(environment{})
+	for _, table := range []string{"", "Users", "x;drop table y", "public.users", "a b"} {
+		path := "/db/rows?table=" + url.QueryEscape(table)
+		if code, _ := get(t, a, path); code != 400 {
+			t.Errorf("%s = %d, want 400", path, code)
+		}
+	}
+}
+
 func TestHealthz(t *testing.T) {
 	a, _ := testApp(environment{})
 	if code, body := get(t, a, "/healthz"); code != 200 || body != "ok" {
@@ -47,13 +57,15 @@ func TestHealthz(t *testing.T) {
 func TestDatabaseEndpointsWithoutTheirURLAnswerAnError(t *testing.T) {
 	a, logs := testApp(environment{})
 	for path, want := range map[string]string{
-		"/db":    "error: DATABASE_URL is not set",
-		"/redis": "error: REDIS_URL is not set",
+		"/db":                "error: DATABASE_URL is not set",
+		"/db/rows?table=x_1": "error: DATABASE_URL is not set",
+		"/redis":             "error: REDIS_URL is not set",
 	} {
 		if code, body := get(t, a, path); code != 503 || body != want {
 			t.Errorf("%s = %d %q, want 503 %q", path, code, body, want)
 		}
-		if !strings.Contains(logs.String(), path+": "+strings.TrimPrefix(want, "error: ")) {
+		logged := strings.SplitN(path, "?", 2)[0] + ": " + strings.TrimPrefix(want, "error: ")
+		if !strings.Contains(logs.String(), logged) {
 			t.Errorf("%s: no log line for the error in %q", path, logs.String())
 		}
 	}

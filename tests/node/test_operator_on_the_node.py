@@ -783,3 +783,78 @@ def test_backups_are_verified_listed_and_survive_a_down_bucket(cluster: Cluster)
     third = eventually(lambda: verified("api-backup-e2e-3"), 240, "the backup after a kill")
     assert third["verified"][0] == third["lastVerified"]["taken"]
     assert len(third["verified"]) == 2
+
+
+# -- restore (SPEC §11) ---------------------------------------------------------------------------
+
+
+def admin_execute(cluster: Cluster, database: str, sql: str) -> None:
+    async def run() -> None:
+        args = {**postgres_admin_args(cluster.variables), "database": database}
+        conn = await asyncpg.connect(**args, ssl="require")
+        try:
+            await conn.execute(sql)
+        finally:
+            await conn.close()
+
+    asyncio.run(run())
+
+
+def demo_rows(cluster: Cluster) -> str:
+    """What api's pod reads: the rows of the table its migration made."""
+    return ask(cluster, "develop", "api", "/db/rows?table=testapp_demo", 9000)
+
+
+def restore_record(cluster: Cluster) -> dict[str, Any]:
+    return dict(env_status(cluster, "api", "develop").get("restore") or {})
+
+
+def test_a_restore_brings_back_what_the_app_reads(cluster: Cluster) -> None:
+    """Rows written, backed up, lost; restored by a Job on the node (the operator SIGKILLed
+    while it runs); the app's new pods read the rows again; the cleanup drops the old data."""
+    admin_execute(
+        cluster,
+        "api-develop",
+        "insert into testapp_demo (note) select 'kept ' || n from generate_series(1, 99) n",
+    )
+
+    def read_back() -> bool:
+        rows = demo_rows(cluster)
+        return rows.isdigit() and int(rows) >= 100
+
+    eventually(read_back, 30, "the app reads the new rows")
+    kept = demo_rows(cluster)
+    run_backup(cluster, "api-backup-e2e-restore")
+
+    def verified() -> bool:
+        backup = env_status(cluster, "api", "develop")["backup"]
+        return bool(backup["lastVerified"]["job"] == "api-backup-e2e-restore")
+
+    eventually(verified, 180, "the backup of the rows")
+    admin_execute(cluster, "api-develop", "delete from testapp_demo")
+    assert demo_rows(cluster) == "0"
+
+    cluster.bandsyctl("restore", "api", "--env", "develop", "--from", "develop@latest", "--yes")
+    eventually(lambda: restore_record(cluster).get("phase") == "Restoring", 60, "Restoring")
+    kill_operator(cluster)
+
+    def restored() -> dict[str, Any]:
+        record = restore_record(cluster)
+        assert record.get("phase") == "Restored", record
+        return record
+
+    record = eventually(restored, 300, "the restore swapped in")
+    eventually(lambda: demo_rows(cluster) == kept, 120, f"the app reads its {kept} rows again")
+    previous = record["previous"]
+    assert previous == naming.previous_database("api-develop", record["id"])
+    job = cluster.json("-n", "develop", "get", "job", record["job"])
+    assert job["status"].get("succeeded") == 1
+    assert cluster.variables["BANDSY_PG_ADMIN_PASSWORD"] not in json.dumps(job)
+
+    done = cluster.bandsyctl(
+        "restore", "api", "--env", "develop", "--cleanup", "--yes", "--wait", "120"
+    )
+    assert f"dropped {previous}" in done.stdout
+    with pytest.raises(asyncpg.InvalidCatalogNameError):
+        admin_execute(cluster, previous, "select 1")
+    assert demo_rows(cluster) == kept
