@@ -33,6 +33,8 @@ from .kube import CLIENT_ERRORS, BandsyServiceResource, KubeApi, Manifest, Objec
 from .manifest_yaml import dump_all
 from .promotion import GateVerdict, Readiness, carry_readiness
 from .reconcile.databases import DatabaseReconciler
+from .reconcile.mirrors import MirrorStep
+from .reconcile.mirrors import refused as refused_mirror
 from .reconcile.service import (
     current_image,
     decode_secret,
@@ -54,6 +56,7 @@ from .restores import (
     new_request_id,
     parse_origin,
     refusal,
+    restored_marker,
 )
 from .secrets_gen import random_secret
 from .settings import OperatorSettings
@@ -519,6 +522,10 @@ async def rendered_objects(api: KubeApi, world: World, name: str, env_name: str)
         hash_key = await store.config_hash_key(create=False)
     except HashKeyMissingError as error:
         raise CommandError(str(error)) from None
+    # What the operator last swapped in here (its pods started after it), from the status.
+    recorded = (known.status.get("environments") or {}).get(env_name) or {}
+    mirrored = ((recorded.get("mirror") or {}).get("lastMirrored") or {}).get("job")
+    mirror_runs = refused_mirror(service, env, world.valid_environments()) is None
     inputs = service_inputs(
         service,
         env,
@@ -528,6 +535,8 @@ async def rendered_objects(api: KubeApi, world: World, name: str, env_name: str)
         verdict.image_to_apply or desired_image(service, env_name),
         hash_key,
         await backup_image(api, env, service.name),
+        restored=restored_marker(recorded.get("restore") or {}),
+        mirror=MirrorStep(recorded.get("mirror"), mirrored, runs=mirror_runs),
     )
     objects = build_service_objects(inputs, random_secret)
     if verdict.image_to_apply is None:

@@ -30,6 +30,8 @@ BACKUP_LABEL: Final = f"{GROUP}/backup-of"
 # On a restore Job: the service whose database it restores (its pods carry the backup pods'
 # labels, whose NetworkPolicy lets them reach the database and the bucket).
 RESTORE_LABEL: Final = f"{GROUP}/restore-of"
+# On a mirror CronJob and its Jobs: the service whose database it refills (SPEC §11).
+MIRROR_LABEL: Final = f"{GROUP}/mirror-of"
 # Set by the Job controller on a Job's pods.
 JOB_NAME_LABEL: Final = "batch.kubernetes.io/job-name"
 PSA_ENFORCE_LABEL: Final = "pod-security.kubernetes.io/enforce"
@@ -59,6 +61,7 @@ RESTORE_ANNOTATION_PREFIX: Final = f"{GROUP}/restore."
 RESTORE_REQUEST_ANNOTATION: Final = f"{GROUP}/restore-request"
 # On the pod template: the restore the pods were started after (they reconnect to the new data).
 RESTORED_ANNOTATION: Final = f"{GROUP}/restored"
+MIRRORED_ANNOTATION: Final = f"{GROUP}/mirrored"
 CLUSTER_ISSUER_ANNOTATION: Final = "cert-manager.io/cluster-issuer"
 # On a BandsyEnvironment: "true" accepts a change of its database server or database template
 # as a move to empty databases (the old ones are kept, their users locked).

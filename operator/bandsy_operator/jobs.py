@@ -1,5 +1,5 @@
-"""The Jobs the operator runs for services (SPEC §11: migrations, backups, restores), pure:
-how a Job ended, and which watch events about them are news."""
+"""The Jobs the operator runs for services (SPEC §11: migrations, backups, restores, mirrors),
+pure: how a Job ended, and which watch events about them are news."""
 
 from __future__ import annotations
 
@@ -9,7 +9,10 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
-from .constants import BACKUP_LABEL, MIGRATION_LABEL, RESTORE_LABEL
+from .constants import BACKUP_LABEL, MIGRATION_LABEL, MIRROR_LABEL, RESTORE_LABEL
+
+# The label on each kind of Job the operator runs for a service: its value is the service.
+SERVICE_JOB_LABELS = (MIGRATION_LABEL, BACKUP_LABEL, RESTORE_LABEL, MIRROR_LABEL)
 
 
 class JobPhase(StrEnum):
@@ -69,7 +72,7 @@ class JobNews:
 
     service: str
     namespace: str
-    backup: bool  # a backup Job (its outcome goes into status); else a migration or restore
+    backup: bool  # a backup Job (its outcome goes into status); else a migration, restore, mirror
 
 
 def job_news(event_type: str | None, job: Mapping[str, Any]) -> JobNews | None:
@@ -77,7 +80,7 @@ def job_news(event_type: str | None, job: Mapping[str, Any]) -> JobNews | None:
     migration again). Its progress in between is no news."""
     meta = job.get("metadata", {})
     labels = meta.get("labels") or {}
-    service = labels.get(MIGRATION_LABEL) or labels.get(BACKUP_LABEL) or labels.get(RESTORE_LABEL)
+    service = next((labels[k] for k in SERVICE_JOB_LABELS if labels.get(k)), None)
     if not service:
         return None
     if event_type == "DELETED" or job_end(job).phase is not JobPhase.RUNNING:

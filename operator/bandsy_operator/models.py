@@ -56,6 +56,14 @@ class EgressTarget(ApiModel):
     cidr: str | None = None
 
 
+class Mirror(ApiModel):
+    """SPEC §11: this environment's service databases are refilled, on ``schedule``, from
+    ``from_``'s latest verified backups, scrubbed with each service's ``postgres.scrub``."""
+
+    from_: str = Field(alias="from")
+    schedule: str
+
+
 class PostgresServer(ApiModel):
     host: str
     port: int = 5432
@@ -65,6 +73,7 @@ class PostgresServer(ApiModel):
     database_template: str = "{service}-{env}"
     egress_to: EgressTarget | None = None
     allow_shared_credentials: bool = False
+    mirror: Mirror | None = None
 
 
 class RedisServer(ApiModel):
@@ -234,6 +243,8 @@ class PostgresUse(ApiModel):
     enabled: bool = False
     extensions: tuple[str, ...] = ()
     reclaim_policy: ReclaimPolicy = "Retain"
+    # SQL run as the service's role on a mirrored copy before anything connects (SPEC §11).
+    scrub: str | None = None
 
 
 class BackendUse(ApiModel):

@@ -66,6 +66,27 @@ def scratch_database(database: str) -> str:
     return f"{database}-verify"
 
 
+def mirror_database(database: str) -> str:
+    """Where a mirror (SPEC §11) fills and scrubs the next copy of ``database``; after the
+    swap it holds the replaced data, emptied by the next run."""
+    return _bounded(database, "-mirror")
+
+
+def exchange_database(database: str) -> str:
+    """The name ``database`` passes through while it trades places with its mirror copy."""
+    return _bounded(database, "-swap")
+
+
+def side_databases(database: str) -> tuple[str, ...]:
+    """The databases the operator makes next to a service's, owned by its role: they go when
+    it goes (a restore's replaced ``-before-`` copy is kept on purpose)."""
+    return (scratch_database(database), mirror_database(database), restore_database(database))
+
+
+def mirror_cronjob(service: str) -> str:
+    return f"{service}-mirror"
+
+
 def restore_job(service: str, request: str) -> str:
     """``<svc>-restore-<hash>``: one Job per restore request (SPEC §11)."""
     return f"{service}-restore-{hashlib.sha256(request.encode()).hexdigest()[:8]}"

@@ -1,5 +1,5 @@
-"""Restores of a service's database (SPEC §11), pure: the request `bandsyctl restore` writes,
-whether it may run, and its record in ``status.environments.<env>.restore``.
+"""Restores and mirrors of a service's database (SPEC §11), pure: the request `bandsyctl
+restore` writes, whether a restore or a mirror may run, and its record in status.
 
 A request is the annotation ``bandsy.app/restore.<env>`` on the BandsyService, JSON:
 ``{"id": "20261201T110500Z-3f2a", "from": "production@latest"}`` restores the newest verified
@@ -118,30 +118,57 @@ def request_for(
 
 
 def refusal(target: Environment, source: Environment | None) -> str | None:
-    """Why a restore from ``source`` into ``target`` may not run; None when it may. The Job
-    reads the backup with the target's bucket keys, so both must back up to the same bucket.
-    A protected environment's data never lands unscrubbed in an unprotected one: that is what
-    a mirror (with scrub) is for."""
-    if target.spec.backups is None:
-        return (
-            f"environment {target.name!r} has no spec.backups: a restore reads its bucket "
-            "with its keys"
-        )
-    if source is None:
-        return "the environment to restore from does not exist"
-    if source.spec.backups is None:
-        return f"environment {source.name!r} has no spec.backups: it has no backups to restore"
-    ours, theirs = target.spec.backups.storage.s3, source.spec.backups.storage.s3
-    if (ours.endpoint, ours.bucket, ours.prefix) != (theirs.endpoint, theirs.bucket, theirs.prefix):
-        return (
-            f"environments {source.name!r} and {target.name!r} back up to different buckets "
-            "(spec.backups.storage.s3 endpoint, bucket, prefix): a restore reads the target's"
-        )
+    """Why a restore from ``source`` into ``target`` may not run; None when it may. A
+    protected environment's data never lands unscrubbed in an unprotected one: that is what a
+    mirror (with scrub) is for."""
+    if (refused := _storage_refusal(target, source, "a restore")) is not None:
+        return refused
+    assert source is not None
     if source.protected and not target.protected:
         return (
             f"{source.name!r} is protected and {target.name!r} is not: its data may reach "
             f"{target.name!r} only scrubbed (spec.postgres.mirror and the service's "
             "spec.postgres.scrub)"
+        )
+    return None
+
+
+def mirror_refusal(target: Environment, environments: Mapping[str, Environment]) -> str | None:
+    """Why ``target``'s spec.postgres.mirror cannot run; None when it can (or there is none)."""
+    mirror = target.spec.postgres.mirror if target.spec.postgres else None
+    if mirror is None:
+        return None
+    if target.protected:
+        return f"{target.name!r} is protected: a protected environment is never a mirror target"
+    if mirror.from_ == target.name:
+        return "an environment cannot mirror itself"
+    return _storage_refusal(target, environments.get(mirror.from_), "a mirror")
+
+
+def scrub_needed(target: Environment, environments: Mapping[str, Environment]) -> bool:
+    """A mirror of a protected environment's data: each service must say how to scrub it."""
+    mirror = target.spec.postgres.mirror if target.spec.postgres else None
+    source = environments.get(mirror.from_) if mirror else None
+    return source is not None and source.protected
+
+
+def _storage_refusal(target: Environment, source: Environment | None, what: str) -> str | None:
+    """The Job reads the source's backups with the target's bucket keys: both environments
+    must back up to the same bucket and prefix."""
+    if target.spec.backups is None:
+        return (
+            f"environment {target.name!r} has no spec.backups: {what} reads its bucket with "
+            "its keys"
+        )
+    if source is None:
+        return f"the environment to {what.split()[-1]} from does not exist"
+    if source.spec.backups is None:
+        return f"environment {source.name!r} has no spec.backups: it has no backups to use"
+    ours, theirs = target.spec.backups.storage.s3, source.spec.backups.storage.s3
+    if (ours.endpoint, ours.bucket, ours.prefix) != (theirs.endpoint, theirs.bucket, theirs.prefix):
+        return (
+            f"environments {source.name!r} and {target.name!r} back up to different buckets "
+            f"(spec.backups.storage.s3 endpoint, bucket, prefix): {what} reads the target's"
         )
     return None
 

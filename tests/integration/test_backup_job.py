@@ -16,7 +16,7 @@ import subprocess
 import sys
 import uuid
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import asyncpg
@@ -327,3 +327,39 @@ async def test_a_restore_refuses_a_dump_its_manifest_does_not_vouch_for(
         await service_db.backend.drop_database(
             service_db.server, service_db.account, service_db.database
         )
+
+
+async def test_a_mirror_copy_is_scrubbed_before_it_is_swapped_in(
+    servers: dict[str, str], service_db: ServiceDatabase
+) -> None:
+    """The service's own backup, mirrored into its copy (the copy of another environment's
+    database works the same: the folder is the source's): scrubbed, marked, exchanged."""
+    code, _, stderr = service_db.run()
+    assert code == 0, stderr
+    copy = naming.mirror_database(service_db.database)
+    account = replace(service_db.account, mirror_database=copy)
+    await service_db.backend.ensure(service_db.server, account, service_db.password)
+    mirror = {"PGDATABASE": copy, "BANDSY_RESTORE_SOURCE": "develop"}
+    scrub = "update public.users set email = 'user-' || md5(email) || '@example.invalid'"
+
+    code, outcome, stderr = service_db.run("mirror", **mirror, BANDSY_MIRROR_SCRUB=scrub)
+    assert code == 0, stderr
+    assert (outcome["mirrored"], outcome["scrubbed"], outcome["rows"]) == (True, True, 2502)
+    emails = "select email from public.users order by 1"
+    scrubbed = [r["email"] for r in await rows(service_db, copy, emails)]
+    assert all(e.endswith("@example.invalid") for e in scrubbed), scrubbed
+    live, marked = await service_db.backend.mirror_token(service_db.server, account)
+    assert (live, marked) == ("", f"mirror {outcome['token']}")
+
+    await service_db.backend.exchange_mirror(service_db.server, account)
+    assert [r["email"] for r in await rows(service_db, service_db.database, emails)] == scrubbed
+    # The replaced data is the next copy (the next run empties it first).
+    assert "ada@example.com" in [r["email"] for r in await rows(service_db, copy, emails)]
+    assert await service_db.backend.mirror_token(service_db.server, account) == (marked, "")
+
+    # A scrub that fails leaves no unscrubbed copy behind, and nothing to swap in.
+    code, outcome, _ = service_db.run("mirror", **mirror, BANDSY_MIRROR_SCRUB="update nowhere")
+    assert (code, outcome["mirrored"]) == (1, False)
+    assert "the scrub failed" in outcome["error"]
+    assert await rows(service_db, copy, "select 1 from pg_tables where schemaname = 'shop'") == []
+    assert await service_db.backend.mirror_token(service_db.server, account) == (marked, "")

@@ -25,6 +25,7 @@ import boto3
 import pytest
 import pytest_asyncio
 
+from bandsy_dev.local_env import postgres_admin_args
 from bandsy_operator import naming
 from bandsy_operator.constants import RESTORED_ANNOTATION
 from bandsy_operator.kube import KubeApi, ObjectRef
@@ -120,6 +121,91 @@ def bandsyctl(kubeconfig: str, *args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
+def storage_for(kubectl: KubectlRunner, servers: dict[str, str], bucket: str) -> dict[str, Any]:
+    """A bucket of the harness's S3 API, and ``spec.backups`` for it (keys and CA in a
+    Secret named after it)."""
+    boto3.client(
+        "s3",
+        endpoint_url=servers["BANDSY_S3_ENDPOINT"],
+        region_name=servers["BANDSY_S3_REGION"],
+        aws_access_key_id=servers["BANDSY_S3_ACCESS_KEY_ID"],
+        aws_secret_access_key=servers["BANDSY_S3_SECRET_ACCESS_KEY"],
+        verify=servers["BANDSY_S3_CA_FILE"],
+    ).create_bucket(Bucket=bucket)
+    kubectl.apply(
+        {
+            "apiVersion": "v1",
+            "kind": "Secret",
+            "metadata": {"name": bucket, "namespace": "default"},
+            "stringData": {
+                "AWS_ACCESS_KEY_ID": servers["BANDSY_S3_ACCESS_KEY_ID"],
+                "AWS_SECRET_ACCESS_KEY": servers["BANDSY_S3_SECRET_ACCESS_KEY"],
+                "ca.crt": Path(servers["BANDSY_S3_CA_FILE"]).read_text(),
+            },
+        },
+        {
+            "apiVersion": "v1",
+            "kind": "Secret",
+            "metadata": {"name": f"{bucket}-pg", "namespace": "default"},
+            "stringData": {
+                "username": servers["BANDSY_PG_ADMIN_USER"],
+                "password": servers["BANDSY_PG_ADMIN_PASSWORD"],
+            },
+        },
+    )
+    storage = {"namespace": "default", "name": bucket}
+    return {
+        "schedule": "0 3 * * *",
+        "storage": {
+            "s3": {
+                "endpoint": servers["BANDSY_S3_ENDPOINT"],
+                "bucket": bucket,
+                "region": servers["BANDSY_S3_REGION"],
+                "credentialsSecretRef": storage,
+                "caSecretRef": storage,
+            }
+        },
+    }
+
+
+def postgres_for(servers: dict[str, str], bucket: str, **extra: Any) -> dict[str, Any]:
+    return {
+        "host": servers["BANDSY_PG_HOST"],
+        "port": int(servers["BANDSY_PG_PORT"]),
+        "sslMode": "require",
+        "adminSecretRef": {"namespace": "default", "name": f"{bucket}-pg"},
+        **extra,
+    }
+
+
+async def projection(kube: KubeApi, env: str, name: str) -> dict[str, str]:
+    secret = await kube.get(ObjectRef("v1", "Secret", env, f"{name}-postgres"))
+    assert secret is not None
+    return {k: base64.b64decode(v).decode() for k, v in secret["data"].items()}
+
+
+async def back_up_here(
+    kube: KubeApi, env: str, name: str, work: Path, ca_file: str, job: str
+) -> dict[str, Any]:
+    """One run of the service's backup CronJob in ``env``, played here."""
+    cronjob = await eventually(
+        lambda: kube.get(ObjectRef("batch/v1", "CronJob", env, naming.backup_cronjob(name)))
+    )
+    assert cronjob is not None
+    template = cronjob["spec"]["jobTemplate"]
+    created = await kube.create(
+        {
+            "apiVersion": "batch/v1",
+            "kind": "Job",
+            "metadata": {"name": job, "namespace": env, **template["metadata"]},
+            "spec": template["spec"],
+        }
+    )
+    outcome = await run_job_here(kube, created, work, ca_file)
+    assert outcome["verified"] is True, outcome
+    return outcome
+
+
 @dataclass
 class Restorable:
     """A service with rows in its database, in an environment that backs up to the harness's
@@ -146,55 +232,8 @@ async def restorable(
 ) -> AsyncIterator[Restorable]:
     env, name = f"rs-{uid()}", f"rs-{uid()}"
     bucket = f"bandsy-{env}"
-    ca = Path(servers["BANDSY_S3_CA_FILE"]).read_text()
-    boto3.client(
-        "s3",
-        endpoint_url=servers["BANDSY_S3_ENDPOINT"],
-        region_name=servers["BANDSY_S3_REGION"],
-        aws_access_key_id=servers["BANDSY_S3_ACCESS_KEY_ID"],
-        aws_secret_access_key=servers["BANDSY_S3_SECRET_ACCESS_KEY"],
-        verify=servers["BANDSY_S3_CA_FILE"],
-    ).create_bucket(Bucket=bucket)
-    kubectl.apply(
-        {
-            "apiVersion": "v1",
-            "kind": "Secret",
-            "metadata": {"name": f"{env}-s3", "namespace": "default"},
-            "stringData": {
-                "AWS_ACCESS_KEY_ID": servers["BANDSY_S3_ACCESS_KEY_ID"],
-                "AWS_SECRET_ACCESS_KEY": servers["BANDSY_S3_SECRET_ACCESS_KEY"],
-                "ca.crt": ca,
-            },
-        },
-        {
-            "apiVersion": "v1",
-            "kind": "Secret",
-            "metadata": {"name": f"{env}-pg", "namespace": "default"},
-            "stringData": {
-                "username": servers["BANDSY_PG_ADMIN_USER"],
-                "password": servers["BANDSY_PG_ADMIN_PASSWORD"],
-            },
-        },
-    )
-    storage = {"namespace": "default", "name": f"{env}-s3"}
-    backups = {
-        "schedule": "0 3 * * *",
-        "storage": {
-            "s3": {
-                "endpoint": servers["BANDSY_S3_ENDPOINT"],
-                "bucket": bucket,
-                "region": servers["BANDSY_S3_REGION"],
-                "credentialsSecretRef": storage,
-                "caSecretRef": storage,
-            }
-        },
-    }
-    postgres = {
-        "host": servers["BANDSY_PG_HOST"],
-        "port": int(servers["BANDSY_PG_PORT"]),
-        "sslMode": "require",
-        "adminSecretRef": {"namespace": "default", "name": f"{env}-pg"},
-    }
+    backups = storage_for(kubectl, servers, bucket)
+    postgres = postgres_for(servers, bucket)
     kubectl.apply(
         environment_body(env, postgres=postgres, backups=backups, deletionPolicy="Delete")
     )
@@ -204,32 +243,14 @@ async def restorable(
         )
     )
 
-    async def projection() -> dict[str, str]:
-        secret = await kube.get(ObjectRef("v1", "Secret", env, f"{name}-postgres"))
-        assert secret is not None
-        return {k: base64.b64decode(v).decode() for k, v in secret["data"].items()}
-
-    creds = await eventually(projection, timeout=60)
+    creds = await eventually(lambda: projection(kube, env, name), timeout=60)
     await service_execute(
         creds,
         "create table notes (id int primary key, body text);"
         "insert into notes select n, 'note ' || n from generate_series(1, 300) n;",
     )
-    cronjob = await eventually(
-        lambda: kube.get(ObjectRef("batch/v1", "CronJob", env, naming.backup_cronjob(name)))
-    )
-    assert cronjob is not None
-    template = cronjob["spec"]["jobTemplate"]
-    backup_job = await kube.create(
-        {
-            "apiVersion": "batch/v1",
-            "kind": "Job",
-            "metadata": {"name": f"{name}-backup-1", "namespace": env, **template["metadata"]},
-            "spec": template["spec"],
-        }
-    )
-    backed_up = await run_job_here(kube, backup_job, tmp_path, servers["BANDSY_S3_CA_FILE"])
-    assert backed_up["verified"] is True, backed_up
+    ca_file = servers["BANDSY_S3_CA_FILE"]
+    backed_up = await back_up_here(kube, env, name, tmp_path, ca_file, f"{name}-backup-1")
 
     yield Restorable(env, name, creds, backed_up, tmp_path, servers["BANDSY_S3_CA_FILE"])
     kubectl("delete", "bsvc", name, "--wait=true", "--timeout=60s")
@@ -360,3 +381,152 @@ async def test_a_restore_that_fails_or_is_refused_changes_nothing(
     deployment = await kube.get(ObjectRef("apps/v1", "Deployment", env, name))
     assert deployment is not None
     assert RESTORED_ANNOTATION not in deployment["spec"]["template"]["metadata"]["annotations"]
+
+
+async def pg_dump_text(servers: dict[str, str], database: str) -> str:
+    """A plain-text dump of ``database``, as the admin: every value in it."""
+    admin = postgres_admin_args(servers)
+    env = {
+        **os.environ,
+        "PGHOST": str(admin["host"]),
+        "PGPORT": str(admin["port"]),
+        "PGUSER": str(admin["user"]),
+        "PGPASSWORD": str(admin["password"]),
+        "PGSSLMODE": "require",
+    }
+    done = subprocess.run(
+        ["pg_dump", "--format=plain", f"--dbname={database}"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
+    return done.stdout
+
+
+async def test_a_mirror_brings_only_scrubbed_data_from_a_protected_environment(
+    kube: KubeApi,
+    kubectl: KubectlRunner,
+    servers: dict[str, str],
+    operator: OperatorProcess,
+    tmp_path: Path,
+) -> None:
+    source, target, name = f"mp-{uid()}", f"mq-{uid()}", f"mi-{uid()}"
+    bucket = f"bandsy-{source}"
+    backups = storage_for(kubectl, servers, bucket)
+    kubectl.apply(
+        environment_body(
+            source,
+            protected=True,
+            postgres=postgres_for(servers, bucket),
+            backups=backups,
+            deletionPolicy="Delete",
+        ),
+        environment_body(
+            target,
+            postgres=postgres_for(
+                servers,
+                bucket,
+                mirror={"from": source, "schedule": "0 4 * * *"},
+                userTemplate="{service}-{env}-user",
+            ),
+            backups=backups,
+            deletionPolicy="Delete",
+        ),
+    )
+    originals = ["ada@lovelace.example", "grace@hopper.example"]
+    body = service_body(name, tags(**{source: "v1", target: "v1"}), postgres={"enabled": True})
+    kubectl.apply(body)
+
+    async def refused() -> bool:
+        mirror = await mirror_record(kube, name, target)
+        assert "set spec.postgres.scrub" in mirror.get("refused", ""), mirror
+        return True
+
+    await eventually(refused)  # a protected source: no mirror without a scrub
+    cronjob_ref = ObjectRef("batch/v1", "CronJob", target, naming.mirror_cronjob(name))
+    assert await kube.get(cronjob_ref) is None
+    scrub = "update people set email = 'person-' || id || '@example.invalid'"
+    body["spec"]["postgres"]["scrub"] = scrub
+    kubectl.apply(body)
+    cronjob = await eventually(lambda: kube.get(cronjob_ref))
+    assert cronjob is not None
+
+    live = await eventually(lambda: projection(kube, source, name), timeout=60)
+    await service_execute(
+        live,
+        "create table people (id int primary key, email text not null);"
+        "insert into people values (1, 'ada@lovelace.example'), (2, 'grace@hopper.example');",
+    )
+    ca_file = servers["BANDSY_S3_CA_FILE"]
+    await back_up_here(kube, source, name, tmp_path, ca_file, f"{name}-backup-1")
+    copy = await eventually(lambda: projection(kube, target, name), timeout=60)
+    template = cronjob["spec"]["jobTemplate"]
+
+    async def mirror_run(job: str) -> dict[str, Any]:
+        created = await kube.create(
+            {
+                "apiVersion": "batch/v1",
+                "kind": "Job",
+                "metadata": {"name": job, "namespace": target, **template["metadata"]},
+                "spec": template["spec"],
+            }
+        )
+        return await run_job_here(kube, created, tmp_path, ca_file)
+
+    outcome = await mirror_run(f"{name}-mirror-1")
+    assert outcome["mirrored"] is True, outcome
+
+    async def swapped() -> dict[str, Any]:
+        mirror = await mirror_record(kube, name, target)
+        assert (mirror.get("lastMirrored") or {}).get("job") == f"{name}-mirror-1", mirror
+        return mirror
+
+    await eventually(swapped)
+    rows = await service_sql(copy, "select email from people order by id")
+    assert [r["email"] for r in rows] == ["person-1@example.invalid", "person-2@example.invalid"]
+    dumped = await pg_dump_text(servers, copy["PGDATABASE"])
+    assert "person-1@example.invalid" in dumped
+    for original in originals:
+        assert original not in dumped
+    deployment = await kube.get(ObjectRef("apps/v1", "Deployment", target, name))
+    assert deployment is not None
+    annotations = deployment["spec"]["template"]["metadata"]["annotations"]
+    assert annotations.get("bandsy.app/mirrored") == f"{name}-mirror-1"
+
+    # A scrub that fails: the target keeps its data; no unscrubbed copy is left.
+    body["spec"]["postgres"]["scrub"] = "update people set nowhere = 1"
+    kubectl.apply(body)
+
+    async def new_scrub() -> dict[str, Any]:
+        found = await kube.get(cronjob_ref)
+        assert found is not None
+        container = found["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"][0]
+        values = {e["name"]: e.get("value") for e in container["env"]}
+        assert values["BANDSY_MIRROR_SCRUB"] == "update people set nowhere = 1"
+        return dict(found)
+
+    template = (await eventually(new_scrub))["spec"]["jobTemplate"]
+    outcome = await mirror_run(f"{name}-mirror-2")
+    assert outcome["mirrored"] is False
+
+    async def failed() -> dict[str, Any]:
+        mirror = await mirror_record(kube, name, target)
+        assert (mirror.get("lastFailed") or {}).get("job") == f"{name}-mirror-2", mirror
+        return mirror
+
+    assert "the scrub failed" in (await eventually(failed))["lastFailed"]["reason"]
+    rows = await service_sql(copy, "select email from people order by id")
+    assert [r["email"] for r in rows] == ["person-1@example.invalid", "person-2@example.invalid"]
+    leftover = await pg_dump_text(servers, naming.mirror_database(copy["PGDATABASE"]))
+    for original in originals:
+        assert original not in leftover
+    kubectl("delete", "bsvc", name, "--wait=true", "--timeout=60s")
+    kubectl("delete", "benv", source, target, "--wait=true", "--timeout=60s")
+
+
+async def mirror_record(kube: KubeApi, name: str, env: str) -> dict[str, Any]:
+    obj = await kube.get(ObjectRef(BANDSY, "BandsyService", "", name))
+    status = (((obj or {}).get("status") or {}).get("environments") or {}).get(env) or {}
+    return dict(status.get("mirror") or {})

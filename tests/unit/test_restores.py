@@ -11,29 +11,34 @@ from dataclasses import replace
 import pytest
 
 from bandsy_operator import naming
-from bandsy_operator.builders.backup import build_restore_job
+from bandsy_operator.builders.backup import build_backup_objects, build_restore_job
+from bandsy_operator.builders.inputs import MirrorPlan
 from bandsy_operator.builders.service import build_service_objects
 from bandsy_operator.cli import CommandError, build_parser, restore_request
 from bandsy_operator.constants import (
     BACKUP_LABEL,
     ENVIRONMENT_LABEL,
+    MIRROR_LABEL,
     RESTORE_LABEL,
     RESTORED_ANNOTATION,
 )
 from bandsy_operator.jobs import job_news
+from bandsy_operator.reconcile.mirrors import refused as refused_mirror
 from bandsy_operator.restores import (
     InvalidRestoreRequestError,
     RestoreRequest,
     annotation_key,
+    mirror_refusal,
     new_request_id,
     parse_origin,
     parse_request,
     refusal,
     request_for,
     restored_marker,
+    scrub_needed,
 )
 from bandsy_operator.world import World
-from factories import _stored, environment, environment_body, service_body, tags
+from factories import _stored, environment, environment_body, service, service_body, tags
 from unit.test_backups import BACKUPS, IMAGE, inputs
 
 NOW = datetime.datetime(2026, 12, 1, 11, 5, tzinfo=datetime.UTC)
@@ -84,7 +89,7 @@ def test_a_restore_reads_a_bucket_both_environments_back_up_to() -> None:
     assert refusal(production, preprod) is None
     assert "has no spec.backups" in str(refusal(environment("develop"), develop))
     assert "does not exist" in str(refusal(develop, None))
-    assert "no backups to restore" in str(refusal(develop, environment("qa")))
+    assert "no backups to use" in str(refusal(develop, environment("qa")))
     elsewhere = {**BACKUPS, "storage": {"s3": {**BACKUPS["storage"]["s3"], "bucket": "other"}}}
     assert "different buckets" in str(refusal(develop, environment("qa", backups=elsewhere)))
     # Protected data reaches an unprotected environment only scrubbed (a mirror).
@@ -169,3 +174,77 @@ def test_bandsyctl_restore_refuses_what_the_operator_would() -> None:
     with pytest.raises(CommandError, match="--cleanup"):
         restore_request(_cli("--env", "develop"), develop, world)
     assert restore_request(_cli("--env", "develop", "--cleanup"), develop, world).cleanup
+
+
+# -- mirrors ------------------------------------------------------------------------------------
+
+
+def _postgres(**extra: object) -> dict[str, object]:
+    return {
+        "host": "10.99.0.1",
+        "adminSecretRef": {"namespace": "default", "name": "pg-admin"},
+        **extra,
+    }
+
+
+def test_a_mirror_targets_only_an_unprotected_environment_sharing_the_bucket() -> None:
+    mirror = {"from": "production", "schedule": "0 4 * * *"}
+    production = environment("production", backups=BACKUPS)
+    qa = environment("qa", backups=BACKUPS, postgres=_postgres(mirror=mirror))
+    environments = {"production": production, "qa": qa}
+    assert mirror_refusal(qa, environments) is None
+    assert scrub_needed(qa, environments)
+    assert mirror_refusal(environment("develop", postgres=_postgres()), environments) is None
+    protected = environment(
+        "staging", protected=True, backups=BACKUPS, postgres=_postgres(mirror=mirror)
+    )
+    assert "never a mirror target" in str(mirror_refusal(protected, environments))
+    itself = environment("qa", backups=BACKUPS, postgres=_postgres(mirror={**mirror, "from": "qa"}))
+    assert "cannot mirror itself" in str(mirror_refusal(itself, environments))
+    assert "to mirror from does not exist" in str(mirror_refusal(qa, {"qa": qa}))
+    unscrubbed = service("api", {"qa": {"image": {"tag": "v1"}}}, postgres={"enabled": True})
+    assert "set spec.postgres.scrub" in str(refused_mirror(unscrubbed, qa, environments))
+    scrubbed = service(
+        "api",
+        {"qa": {"image": {"tag": "v1"}}},
+        postgres={"enabled": True, "scrub": "update users set email = 'x'"},
+    )
+    assert refused_mirror(scrubbed, qa, environments) is None
+    # An unprotected source needs no scrub.
+    develop = environment("develop", backups=BACKUPS)
+    from_develop = environment(
+        "qa", backups=BACKUPS, postgres=_postgres(mirror={**mirror, "from": "develop"})
+    )
+    assert refused_mirror(unscrubbed, from_develop, {"develop": develop}) is None
+
+
+def test_the_mirror_cronjob_fills_the_copy_and_carries_the_scrub() -> None:
+    built = replace(
+        inputs(),
+        mirror=MirrorPlan(IMAGE, "production", "0 4 * * *", "api-develop-mirror", "delete from x"),
+    )
+    objects = build_backup_objects(built)
+    cronjob = next(o for o in objects if o["metadata"]["name"] == naming.mirror_cronjob("api"))
+    assert cronjob["metadata"]["labels"][MIRROR_LABEL] == "api"
+    assert cronjob["spec"]["schedule"] == "0 4 * * *"
+    pod = cronjob["spec"]["jobTemplate"]["spec"]["template"]
+    assert pod["metadata"]["labels"] == {ENVIRONMENT_LABEL: "develop", BACKUP_LABEL: "api"}
+    container = pod["spec"]["containers"][0]
+    assert container["command"][-1] == "mirror"
+    env = {e["name"]: e.get("value") for e in container["env"]}
+    assert env["PGDATABASE"] == "api-develop-mirror"
+    assert (env["BANDSY_RESTORE_SOURCE"], env["BANDSY_MIRROR_SCRUB"]) == (
+        "production",
+        "delete from x",
+    )
+    assert "pg-password-1234" not in json.dumps(cronjob)
+    assert not [o for o in build_backup_objects(inputs()) if o["kind"] == "CronJob"][1:]
+
+
+def test_the_databases_next_to_a_service_database_go_with_it() -> None:
+    assert naming.side_databases("api-develop") == (
+        "api-develop-verify",
+        "api-develop-mirror",
+        "api-develop-restore",
+    )
+    assert naming.exchange_database("api-develop") == "api-develop-swap"

@@ -40,6 +40,8 @@ class Account:
     # postgres: where a backup of ``database`` is restored to be verified (SPEC §11), owned by
     # the same role; "" when the environment takes no backups.
     scratch_database: str = ""
+    # postgres: where a mirror fills the next copy of ``database``; "" without a mirror.
+    mirror_database: str = ""
 
 
 class BackendUnavailableError(Exception):

@@ -15,7 +15,6 @@ in it, and drop it. It cannot read ``pg_authid``: a password is then checked by 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import re
 import ssl
 from collections.abc import AsyncIterator
@@ -25,7 +24,7 @@ from typing import Any
 
 import asyncpg
 
-from ..naming import MAX_IDENTIFIER_BYTES, scratch_database
+from ..naming import MAX_IDENTIFIER_BYTES, exchange_database, side_databases
 from . import (
     Account,
     LoginRefusedError,
@@ -294,8 +293,9 @@ class PostgresBackend:
         async with self._admin(server) as (key, admin):
             existed = await self._ensure_role(admin, user, password, repairs)
             databases = [database]
-            if account.scratch_database:
-                databases.append(validate_identifier(account.scratch_database, "database"))
+            for side in (account.scratch_database, account.mirror_database):
+                if side:
+                    databases.append(validate_identifier(side, "database"))
             for name in databases:
                 await self._ensure_database(admin, user, name, repairs)
             if existed and not await self._password_works(
@@ -426,11 +426,9 @@ class PostgresBackend:
         user = validate_identifier(account.user, "role")
         database = validate_identifier(account.database, "database")
         role = quote_identifier(user)
-        # The scratch database of its backups goes with it (its name follows from the
-        # database's, whether backups are still on or not).
-        databases = [database]
-        with contextlib.suppress(InvalidIdentifierError):  # too long: there never was one
-            databases.append(validate_identifier(scratch_database(database), "database"))
+        # The databases made next to it go with it (their names follow from the database's,
+        # whether backups or a mirror are still on or not).
+        databases = [database, *side_databases(database)]
         async with self._admin(server) as (_, admin):
             joined = await admin.joined(user)
             if joined is False:  # a role another admin made: dropping its database needs this
@@ -529,6 +527,54 @@ class PostgresBackend:
                     needs,
                 )
         return True
+
+    async def mirror_token(self, server: Server, account: Account) -> tuple[str, str]:
+        """The mirror marks (``mirror <token>`` comments) on the service's database and on its
+        mirror copy: which copy a finished mirror Job filled, after any swap."""
+        database = validate_identifier(account.database, "database")
+        mirror = validate_identifier(account.mirror_database, "database")
+        async with self._admin(server) as (_, admin):
+            rows = await admin.conn.fetch(
+                "SELECT datname, coalesce(shobj_description(oid, 'pg_database'), '') AS note"
+                " FROM pg_database WHERE datname = ANY($1::text[])",
+                [database, mirror],
+            )
+        notes = {row["datname"]: row["note"] for row in rows}
+        return notes.get(database, ""), notes.get(mirror, "")
+
+    async def exchange_mirror(self, server: Server, account: Account) -> None:
+        """The mirror copy becomes the service's database and the service's database the next
+        mirror copy, in one transaction; sessions on the service's database end first (its pods
+        restart onto the new data)."""
+        user = validate_identifier(account.user, "role")
+        database = validate_identifier(account.database, "database")
+        mirror = validate_identifier(account.mirror_database, "database")
+        passing = validate_identifier(exchange_database(database), "database")
+        db, copy, tmp = (quote_identifier(n) for n in (database, mirror, passing))
+        needs = f"the privileges of the owner {user!r} of the databases, and CREATEDB"
+        async with self._admin(server) as (_, admin):
+            await _act_as(admin, user)
+            await admin.run(
+                f"ALTER DATABASE {db} WITH ALLOW_CONNECTIONS false",
+                f"close database {database!r} to new sessions",
+                needs,
+            )
+            swapped = False
+            try:
+                await _end_sessions(admin, database)
+                await _end_sessions(admin, mirror)
+                async with admin.conn.transaction():
+                    for old, new in ((db, tmp), (copy, db), (tmp, copy)):
+                        await admin.run(
+                            f"ALTER DATABASE {old} RENAME TO {new}", "swap in a mirror", needs
+                        )
+                swapped = True
+            finally:
+                await admin.run(
+                    f"ALTER DATABASE {copy if swapped else db} WITH ALLOW_CONNECTIONS true",
+                    "open the replaced database again",
+                    needs,
+                )
 
     async def drop_database(self, server: Server, account: Account, name: str) -> None:
         """Drop one of the service's own databases other than its live one (a restore's)."""

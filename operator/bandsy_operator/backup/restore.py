@@ -1,5 +1,6 @@
 """The restore Job's program (``python -m bandsy_operator.backup restore``, SPEC §11): fill the
-new database a restore swaps in with one verified backup, and prove it arrived whole.
+new database a restore swaps in with one verified backup, and prove it arrived whole. A
+mirror's (``... backup mirror``) does the same into the mirror copy, then scrubs it.
 
 It runs as the service's own role; PGDATABASE names the empty database the operator made for
 it (``<db>-restore``, owned by that role). Steps, each failing the Job with a message that
@@ -17,7 +18,9 @@ termination message, says which backup it was.
 
 from __future__ import annotations
 
+import contextlib
 import os
+import secrets
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -32,6 +35,7 @@ from .job import (
     count_rows,
     empty_database,
     need_variable,
+    quote_identifier,
     run_reported,
     run_tool,
     sha256_of,
@@ -129,12 +133,69 @@ async def restore(settings: RestoreSettings, store: BackupStore) -> dict[str, An
     }
 
 
+async def mirror(settings: RestoreSettings, store: BackupStore, scrub: str) -> dict[str, Any]:
+    """A restore into the mirror copy, then ``scrub`` in one transaction as the service's role;
+    then the copy is marked ``mirror <token>`` (the operator swaps in only the copy this run
+    marked). Whatever fails after the restore began empties the copy: no unscrubbed data stays
+    behind."""
+    try:
+        outcome = await restore(settings, store)
+        conn = await asyncpg.connect(database=settings.database)
+        try:
+            if scrub.strip():
+                try:
+                    async with conn.transaction():
+                        await conn.execute(scrub)
+                except asyncpg.PostgresError as error:
+                    raise BackupError(f"the scrub failed: {error}") from None
+            token = secrets.token_hex(8)
+            await conn.execute(
+                f"comment on database {quote_identifier(settings.database)} is 'mirror {token}'"
+            )
+        finally:
+            await conn.close()
+    except BaseException:
+        with contextlib.suppress(Exception):  # the failure to report is the first one
+            await _empty(settings.database)
+        raise
+    return {
+        **{k: v for k, v in outcome.items() if k != "restored"},
+        "mirrored": True,
+        "scrubbed": bool(scrub.strip()),
+        "token": token,
+    }
+
+
+async def _empty(database: str) -> None:
+    conn = await asyncpg.connect(database=database)
+    try:
+        await empty_database(conn)
+        await conn.execute(f"comment on database {quote_identifier(database)} is null")
+    finally:
+        await conn.close()
+
+
 def main(env: Mapping[str, str] | None = None) -> int:
+    """A restore's run."""
     env = os.environ if env is None else env
 
     async def work() -> dict[str, Any]:
         settings = RestoreSettings.from_env(env)
-        store = BackupStore(settings.bucket, settings.folder, settings.endpoint, settings.region)
-        return await restore(settings, store)
+        return await restore(settings, _store(settings))
 
     return run_reported(work, env, "restored")
+
+
+def mirror_main(env: Mapping[str, str] | None = None) -> int:
+    """A mirror's run; ``BANDSY_MIRROR_SCRUB`` is the SQL."""
+    env = os.environ if env is None else env
+
+    async def work() -> dict[str, Any]:
+        settings = RestoreSettings.from_env(env)
+        return await mirror(settings, _store(settings), env.get("BANDSY_MIRROR_SCRUB", ""))
+
+    return run_reported(work, env, "mirrored")
+
+
+def _store(settings: RestoreSettings) -> BackupStore:
+    return BackupStore(settings.bucket, settings.folder, settings.endpoint, settings.region)

@@ -12,11 +12,17 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from .. import naming
-from ..constants import BACKUP_LABEL, ENVIRONMENT_LABEL, RESTORE_LABEL, RESTORE_REQUEST_ANNOTATION
+from ..constants import (
+    BACKUP_LABEL,
+    ENVIRONMENT_LABEL,
+    MIRROR_LABEL,
+    RESTORE_LABEL,
+    RESTORE_REQUEST_ANNOTATION,
+)
 from ..models import Backups
-from ..restores import RestoreRequest
+from ..restores import LATEST, RestoreRequest
 from .environment import egress_peer
-from .inputs import ServiceInputs
+from .inputs import MirrorPlan, ServiceInputs
 from .meta import Manifest, service_labels
 from .pod import database_egress, restricted_pod_spec
 
@@ -120,6 +126,29 @@ def _job_spec(
     }
 
 
+def _cronjob(
+    inputs: ServiceInputs, name: str, label: str, schedule: str, job_spec: dict[str, Any]
+) -> Manifest:
+    labels = {**service_labels(inputs.name, inputs.env.name), label: inputs.name}
+    meta = inputs.meta(name)
+    meta["labels"] = labels
+    return {
+        "apiVersion": "batch/v1",
+        "kind": "CronJob",
+        "metadata": meta,
+        "spec": {
+            "schedule": schedule,
+            "timeZone": "Etc/UTC",
+            "concurrencyPolicy": "Forbid",
+            "startingDeadlineSeconds": 3600,
+            "successfulJobsHistoryLimit": 3,
+            "failedJobsHistoryLimit": 3,
+            # managed-by on the Jobs: the operator's Job watch reads their outcome.
+            "jobTemplate": {"metadata": {"labels": labels}, "spec": job_spec},
+        },
+    }
+
+
 def build_backup_cronjob(
     inputs: ServiceInputs, backups: Backups, image: str, scratch: str
 ) -> Manifest:
@@ -129,27 +158,23 @@ def build_backup_cronjob(
         "BANDSY_BACKUP_RETENTION_COUNT": str(backups.retention.count),
         "BANDSY_BACKUP_RETENTION_DAYS": str(backups.retention.days or ""),
     }
-    labels = {**service_labels(inputs.name, inputs.env.name), BACKUP_LABEL: inputs.name}
-    meta = inputs.meta(naming.backup_cronjob(inputs.name))
-    meta["labels"] = labels
-    return {
-        "apiVersion": "batch/v1",
-        "kind": "CronJob",
-        "metadata": meta,
-        "spec": {
-            "schedule": backups.schedule,
-            "timeZone": "Etc/UTC",
-            "concurrencyPolicy": "Forbid",
-            "startingDeadlineSeconds": 3600,
-            "successfulJobsHistoryLimit": 3,
-            "failedJobsHistoryLimit": 3,
-            # managed-by on the Jobs: the operator's Job watch reads their outcome.
-            "jobTemplate": {
-                "metadata": {"labels": labels},
-                "spec": _job_spec(inputs, backups, image, [], own),
-            },
-        },
+    job_spec = _job_spec(inputs, backups, image, [], own)
+    name = naming.backup_cronjob(inputs.name)
+    return _cronjob(inputs, name, BACKUP_LABEL, backups.schedule, job_spec)
+
+
+def build_mirror_cronjob(inputs: ServiceInputs, backups: Backups, plan: MirrorPlan) -> Manifest:
+    """SPEC §11: the source's latest verified backup into the mirror copy, scrubbed; the
+    operator swaps it in when the Job succeeded."""
+    own = {
+        "PGDATABASE": plan.copy_database,
+        "BANDSY_RESTORE_SOURCE": plan.source,
+        "BANDSY_RESTORE_BACKUP": LATEST,
+        "BANDSY_MIRROR_SCRUB": plan.scrub,
     }
+    job_spec = _job_spec(inputs, backups, plan.image, ["mirror"], own)
+    name = naming.mirror_cronjob(inputs.name)
+    return _cronjob(inputs, name, MIRROR_LABEL, plan.schedule, job_spec)
 
 
 def build_restore_job(
@@ -198,11 +223,15 @@ def build_backup_network_policy(inputs: ServiceInputs, backups: Backups) -> Mani
 
 
 def build_backup_objects(inputs: ServiceInputs) -> list[Manifest]:
-    """The backup CronJob and its pods' policy, where the environment backs the service up."""
+    """The backup CronJob and its pods' policy, where the environment backs the service up, and
+    the mirror CronJob where it also mirrors another environment's data."""
     backups = inputs.env.spec.backups
     if inputs.backup is None or backups is None:
         return []
-    return [
+    objects = [
         build_backup_cronjob(inputs, backups, inputs.backup.image, inputs.backup.scratch_database),
         build_backup_network_policy(inputs, backups),
     ]
+    if inputs.mirror is not None:
+        objects.append(build_mirror_cronjob(inputs, backups, inputs.mirror))
+    return objects

@@ -30,6 +30,18 @@ class BackupPlan:
 
 
 @dataclass(frozen=True)
+class MirrorPlan:
+    """The mirror CronJob of one service database (SPEC §11): the operator's image refills
+    ``copy_database`` from ``source``'s latest verified backup and runs ``scrub`` on it."""
+
+    image: str
+    source: str
+    schedule: str
+    copy_database: str
+    scrub: str
+
+
+@dataclass(frozen=True)
 class ServiceInputs:
     """Everything, besides the two CRs, that decides a service's objects in one environment."""
 
@@ -44,7 +56,10 @@ class ServiceInputs:
     credentials: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
     database_peers: Sequence[DatabasePeer] = ()
     backup: BackupPlan | None = None  # the environment backs up this service's database
-    restored: str | None = None  # the last restore swapped in here (its pods start after it)
+    mirror: MirrorPlan | None = None  # the environment mirrors another's data into this one's
+    # The last restore, and the last mirror, swapped in here: the pods start after them.
+    restored: str | None = None
+    mirrored: str | None = None
 
     @property
     def name(self) -> str:

@@ -14,6 +14,7 @@ from ..constants import (
     CLUSTER_ISSUER_ANNOTATION,
     CONFIG_HASH_ANNOTATION,
     EXTERNAL_LABEL,
+    MIRRORED_ANNOTATION,
     PRODUCTION,
     RESTORED_ANNOTATION,
 )
@@ -176,10 +177,12 @@ def build_deployment(inputs: ServiceInputs, config_hash: str) -> Manifest:
 
 
 def _pod_annotations(inputs: ServiceInputs, config_hash: str) -> dict[str, str]:
-    """A new config hash, or a restore swapped in, restarts the pods."""
+    """A new config hash, or a restore or mirror swapped in, restarts the pods."""
     annotations = {CONFIG_HASH_ANNOTATION: config_hash}
     if inputs.restored:
         annotations[RESTORED_ANNOTATION] = inputs.restored
+    if inputs.mirrored:
+        annotations[MIRRORED_ANNOTATION] = inputs.mirrored
     return annotations
 
 

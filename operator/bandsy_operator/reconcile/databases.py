@@ -28,7 +28,7 @@ from ..credentials import CredentialStore
 from ..kube import KubeApi, ObjectRef
 from ..metrics import DATABASE_OPERATIONS
 from ..models import Environment, MongoServer, PostgresServer, RedisServer, SecretRef, Service
-from ..naming import InvalidNameError, render_template, scratch_database
+from ..naming import InvalidNameError, mirror_database, render_template, scratch_database
 from ..observation import ReadMode, basis
 from ..status import FALSE, TRUE, ConditionUpdate
 from ..validation import BACKENDS, Problem, sharing_refused
@@ -126,13 +126,16 @@ def account_for(service: Service, env: Environment, backend: str) -> tuple[Accou
         validate_identifier(user, "role")
         validate_identifier(database, "database")
         scratch = scratch_database(database) if env.spec.backups is not None else ""
-        if scratch:
-            validate_identifier(scratch, "database")
+        copy = mirror_database(database) if settings.mirror is not None else ""
+        for side in (scratch, copy):
+            if side:
+                validate_identifier(side, "database")
         account = Account(
             user,
             database=database,
             extensions=service.spec.postgres.extensions,
             scratch_database=scratch,
+            mirror_database=copy,
         )
         return AccountRef(env.name, backend, server, user, database), account
     if isinstance(settings, MongoServer):

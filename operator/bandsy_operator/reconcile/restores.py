@@ -142,7 +142,7 @@ class RestoreRunner:
         if end.phase is JobPhase.RUNNING:
             return RestoreStep(dict(current), marker)
         pods = await self.api.list("v1", "Pod", env.namespace, {JOB_NAME_LABEL: name})
-        outcome = _outcome(termination_message(pods))
+        outcome = job_outcome(termination_message(pods))
         server, own = self._server(env), _account(account)
         if end.phase is JobPhase.FAILED or not outcome.get("restored"):
             await self._backend.drop_database(server, own, target)
@@ -202,7 +202,8 @@ def _account(ref: AccountRef) -> Account:
     return Account(ref.user, database=ref.scope)
 
 
-def _outcome(message: str | None) -> dict[str, Any]:
+def job_outcome(message: str | None) -> dict[str, Any]:
+    """The JSON a Job of the operator's image wrote as its termination message."""
     if not message:
         return {}
     try:

@@ -20,7 +20,7 @@ from ..apply import Applied, Applier, is_managed
 from ..backup.outcome import BACKUP_READY
 from ..backup.outcome import condition as backup_condition
 from ..builders.backup import build_restore_job
-from ..builders.inputs import BackupPlan, ServiceInputs
+from ..builders.inputs import BackupPlan, MirrorPlan, ServiceInputs
 from ..builders.meta import selector_labels
 from ..builders.migration import build_migration_job
 from ..builders.service import build_service_objects, missing_provided_secrets
@@ -50,6 +50,7 @@ from ..world import Known, World
 from .backups import BackupObserver
 from .databases import PLAN_PROBLEMS, AccountRef, DatabaseReconciler, DatabaseResult
 from .migrations import MigrationRunner, MigrationStep
+from .mirrors import MirrorRunner, MirrorStep
 from .restores import RestoreRunner, RestoreStep
 
 log = logging.getLogger(__name__)
@@ -120,6 +121,7 @@ class EnvironmentPlan:
     backup: dict[str, Any] | None = None  # status.environments.<env>.backup, when backed up
     migration_job: Manifest | None = None  # to create once the objects are applied
     restore: RestoreStep | None = None
+    mirror: MirrorStep | None = None
     restore_job: Manifest | None = None  # to create once the objects are applied
 
     def refs(self) -> frozenset[ObjectRef]:
@@ -250,6 +252,7 @@ def service_inputs(
     hash_key: bytes,
     job_image: str | None = None,
     restored: str | None = None,
+    mirror: MirrorStep | None = None,
 ) -> ServiceInputs:
     """Everything the builders need, from the world view and what was read from the cluster.
     Shared by the reconciler and ``bandsyctl render`` so both produce the same objects.
@@ -274,7 +277,9 @@ def service_inputs(
         credentials=database.credentials,
         database_peers=database.peers,
         backup=backup_plan(env, database, job_image),
+        mirror=mirror_plan(service, env, database, job_image) if mirror and mirror.runs else None,
         restored=restored,
+        mirrored=mirror.marker if mirror else None,
     )
 
 
@@ -286,6 +291,23 @@ def backup_plan(
     if env.spec.backups is None or postgres is None or job_image is None:
         return None
     return BackupPlan(job_image, naming.scratch_database(postgres.scope))
+
+
+def mirror_plan(
+    service: Service, env: Environment, database: DatabaseResult, job_image: str | None
+) -> MirrorPlan | None:
+    """The environment refills the service's PostgreSQL database from another's (SPEC §11)."""
+    postgres = next((a for a in database.accounts if a.backend == "postgres"), None)
+    mirror = env.spec.postgres.mirror if env.spec.postgres else None
+    if mirror is None or postgres is None or job_image is None:
+        return None
+    return MirrorPlan(
+        job_image,
+        mirror.from_,
+        mirror.schedule,
+        naming.mirror_database(postgres.scope),
+        service.spec.postgres.scrub or "",
+    )
 
 
 def decode_secret(live: Manifest | None) -> dict[str, str]:
@@ -333,6 +355,7 @@ class ServiceReconciler:
         self.job_image: str | None = None  # set at start (controller)
         self.migrations = MigrationRunner(api)
         self.restores = RestoreRunner(api, databases)
+        self.mirrors = MirrorRunner(api, databases)
         self.backups = BackupObserver(api, world)
         self._secrets: dict[ObjectRef, Manifest] = {}  # each service Secret, as last seen
 
@@ -659,6 +682,9 @@ class ServiceReconciler:
             now,
             self.job_image,
         )
+        plan.mirror = await self.mirrors.step(
+            service, env, self.world.valid_environments(), postgres, old_status.get("mirror")
+        )
         plan.inputs = service_inputs(
             service,
             env,
@@ -669,6 +695,7 @@ class ServiceReconciler:
             self.hash_key,
             self.job_image,
             restored=plan.restore.marker,
+            mirror=plan.mirror,
         )
         plan.objects = build_service_objects(plan.inputs, random_secret)
         guard_secret(plan.objects, secret)
@@ -817,6 +844,7 @@ class ServiceReconciler:
             "migrations",
             "backup",
             "restore",
+            "mirror",
         )
         status: dict[str, Any] = {k: v for k, v in old.items() if k in kept}
         updates: list[ConditionUpdate] = []
@@ -838,6 +866,11 @@ class ServiceReconciler:
                 status["migrations"] = [m.to_status() for m in plan.migration.records]
             if plan.restore is not None and plan.restore.record is not None:
                 status["restore"] = plan.restore.record
+            if plan.mirror is not None:
+                if plan.mirror.record is None:
+                    status.pop("mirror", None)
+                else:
+                    status["mirror"] = plan.mirror.record
             if (backup := self._backup_condition(service, plan, status)) is not None:
                 updates.append(backup)
             updates.append(self._rollout_status(service, plan, old, status, moment))
