@@ -675,8 +675,9 @@ def bucket_keys(cluster: Cluster) -> list[str]:
     return sorted(obj["Key"] for obj in listed.get("Contents") or [])
 
 
-def back_up_develop(cluster: Cluster, endpoint: str) -> None:
-    """develop backs up its service databases to the harness's bucket through ``endpoint``."""
+def back_up_develop(cluster: Cluster, endpoint: str, env: str = "develop") -> None:
+    """develop (or ``env``) backs up its service databases to the harness's bucket through
+    ``endpoint``."""
     backups = {
         "schedule": "0 3 * * *",
         "retention": {"count": 3},
@@ -693,13 +694,13 @@ def back_up_develop(cluster: Cluster, endpoint: str) -> None:
         },
     }
     patch = {"spec": {"backups": backups}}
-    cluster.kubectl("patch", "benv", "develop", "--type=merge", "-p", json.dumps(patch))
+    cluster.kubectl("patch", "benv", env, "--type=merge", "-p", json.dumps(patch))
 
     def cronjob_uses_it() -> bool:
-        found = cluster.kubectl("-n", "develop", "get", "cronjob", "api-backup", check=False)
+        found = cluster.kubectl("-n", env, "get", "cronjob", "api-backup", check=False)
         if found.returncode != 0:
             return False
-        cronjob = cluster.json("-n", "develop", "get", "cronjob", "api-backup")
+        cronjob = cluster.json("-n", env, "get", "cronjob", "api-backup")
         container = cronjob["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"][0]
         values = {e["name"]: e.get("value") for e in container["env"]}
         return values.get("BANDSY_BACKUP_ENDPOINT") == endpoint
@@ -858,3 +859,73 @@ def test_a_restore_brings_back_what_the_app_reads(cluster: Cluster) -> None:
     with pytest.raises(asyncpg.InvalidCatalogNameError):
         admin_execute(cluster, previous, "select 1")
     assert demo_rows(cluster) == kept
+
+
+# -- mirror (SPEC §11) ----------------------------------------------------------------------------
+
+
+def test_a_mirror_brings_production_data_to_develop_only_scrubbed(cluster: Cluster) -> None:
+    """production backs up to develop's bucket; develop mirrors it with api's scrub. A Job of
+    the mirror CronJob runs on the node (the operator SIGKILLed meanwhile); the app's new pods
+    in develop read production's rows, and develop's database holds none of the scrubbed
+    values."""
+    secret = "a customer note that stays in production"
+    admin_execute(
+        cluster,
+        "api-production",
+        "insert into testapp_demo (note)"
+        " select 'a customer note that stays in production' from generate_series(1, 41)",
+    )
+    back_up_develop(cluster, cluster.variables["BANDSY_POD_S3_ENDPOINT"], env="production")
+    cluster.kubectl(
+        "-n", "production", "create", "job", "--from=cronjob/api-backup", "api-backup-prod-1"
+    )
+
+    def production_backed_up() -> bool:
+        backup = env_status(cluster, "api", "production").get("backup") or {}
+        return bool((backup.get("lastVerified") or {}).get("job") == "api-backup-prod-1")
+
+    eventually(production_backed_up, 240, "production's backup")
+    scrub = {"spec": {"postgres": {"scrub": "update testapp_demo set note = 'scrubbed ' || id"}}}
+    cluster.kubectl("patch", "bsvc", "api", "--type=merge", "-p", json.dumps(scrub))
+    mirror = {"spec": {"postgres": {"mirror": {"from": "production", "schedule": "0 4 * * *"}}}}
+    cluster.kubectl("patch", "benv", "develop", "--type=merge", "-p", json.dumps(mirror))
+
+    def cronjob() -> bool:
+        found = cluster.kubectl("-n", "develop", "get", "cronjob", "api-mirror", check=False)
+        return found.returncode == 0
+
+    eventually(cronjob, 60, "the mirror CronJob")
+    cluster.kubectl("-n", "develop", "create", "job", "--from=cronjob/api-mirror", "api-mirror-1")
+    kill_operator(cluster)
+
+    def mirrored() -> dict[str, Any]:
+        record = env_status(cluster, "api", "develop").get("mirror") or {}
+        assert (record.get("lastMirrored") or {}).get("job") == "api-mirror-1", record
+        return dict(record["lastMirrored"])
+
+    done = eventually(mirrored, 300, "the mirror swapped in")
+    assert done["scrubbed"] is True
+    production_rows = ask(cluster, "production", "api", "/db/rows?table=testapp_demo", 9000)
+    eventually(
+        lambda: demo_rows(cluster) == production_rows,
+        120,
+        f"develop's app reads production's {production_rows} rows",
+    )
+    admin = postgres_admin_args(cluster.variables)
+    dumped = subprocess.run(
+        ["pg_dump", "--format=plain", "--dbname=api-develop"],
+        env={
+            **os.environ,
+            "PGHOST": str(admin["host"]),
+            "PGPORT": str(admin["port"]),
+            "PGUSER": str(admin["user"]),
+            "PGPASSWORD": str(admin["password"]),
+            "PGSSLMODE": "require",
+        },
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    assert "scrubbed " in dumped
+    assert secret not in dumped
