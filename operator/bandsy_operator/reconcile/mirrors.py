@@ -17,15 +17,13 @@ from typing import Any
 
 from .. import naming
 from ..backends import Account
-from ..backends.postgres import PostgresBackend
 from ..constants import JOB_NAME_LABEL, MIRROR_LABEL
 from ..jobs import JobPhase, job_end
-from ..kube import KubeApi
 from ..models import Environment, Service
 from ..restores import mirror_refusal, scrub_needed
 from .backups import termination_message
-from .databases import AccountRef, DatabaseReconciler
-from .restores import job_outcome
+from .databases import AccountRef
+from .restores import PostgresJobs, job_outcome
 
 log = logging.getLogger(__name__)
 RFC3339 = "%Y-%m-%dT%H:%M:%SZ"
@@ -57,11 +55,7 @@ def refused(
     return None
 
 
-class MirrorRunner:
-    def __init__(self, api: KubeApi, databases: DatabaseReconciler) -> None:
-        self.api = api
-        self.databases = databases
-
+class MirrorRunner(PostgresJobs):
     async def step(
         self,
         service: Service,
@@ -121,7 +115,7 @@ class MirrorRunner:
     async def _swap_in(self, env: Environment, account: AccountRef, token: str) -> bool:
         """Swap the copy in if it holds this Job's data; True when it is (or already was) in."""
         mark = f"mirror {token}"
-        server = self.databases.server(env, "postgres")
+        server = self._server(env)
         own = Account(
             account.user,
             database=account.scope,
@@ -132,9 +126,3 @@ class MirrorRunner:
             await self._backend.exchange_mirror(server, own)
             return True
         return bool(token) and live == mark
-
-    @property
-    def _backend(self) -> PostgresBackend:
-        backend = self.databases.backends["postgres"]
-        assert isinstance(backend, PostgresBackend)
-        return backend

@@ -53,11 +53,25 @@ class RestoreStep:
     target: str = ""  # the database the Job fills
 
 
-class RestoreRunner:
+class PostgresJobs:
+    """What the restore and mirror steps share: the API, and the service's PostgreSQL server
+    and backend, for what their Jobs cannot do as the service's role (make, swap, drop)."""
+
     def __init__(self, api: KubeApi, databases: DatabaseReconciler) -> None:
         self.api = api
         self.databases = databases
 
+    @property
+    def _backend(self) -> PostgresBackend:
+        backend = self.databases.backends["postgres"]
+        assert isinstance(backend, PostgresBackend)
+        return backend
+
+    def _server(self, env: Environment) -> Server:
+        return self.databases.server(env, "postgres")
+
+
+class RestoreRunner(PostgresJobs):
     async def step(
         self,
         service: Service,
@@ -187,15 +201,6 @@ class RestoreRunner:
         cleaned["message"] = f"dropped {previous}, the database the last restore replaced"
         cleaned["finishedAt"] = at
         return cleaned
-
-    @property
-    def _backend(self) -> PostgresBackend:
-        backend = self.databases.backends["postgres"]
-        assert isinstance(backend, PostgresBackend)
-        return backend
-
-    def _server(self, env: Environment) -> Server:
-        return self.databases.server(env, "postgres")
 
 
 def _account(ref: AccountRef) -> Account:
