@@ -35,8 +35,8 @@ CONTROLLERS = (
 APISERVER_READY_TIMEOUT = 90.0
 # Added to the API server's default admission plugins. OwnerReferencesPermissionEnforcement (on
 # in some clusters, OpenShift's among them) lets only those who may update an owner's finalizers
-# set blockOwnerDeletion on references to it, as every object the operator builds does: on here,
-# so the tests prove deploy/rbac.yaml grants that.
+# set blockOwnerDeletion on references to it, and only once its discovery cache knows the owner's
+# kind: on here, so the tests prove the operator's references (which do not block) need neither.
 ADMISSION_PLUGINS = ("OwnerReferencesPermissionEnforcement",)
 # The API server's client certificate towards kubelets (exec, logs, port-forward).
 KUBELET_CLIENT_USER = "kube-apiserver-kubelet-client"

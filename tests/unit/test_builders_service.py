@@ -96,7 +96,7 @@ def test_every_object_is_labelled_owned_and_hashed() -> None:
                 "name": "web",
                 "uid": "uid-svc-web",
                 "controller": True,
-                "blockOwnerDeletion": True,
+                "blockOwnerDeletion": False,
             }
         ]
         assert "namespace" not in meta["ownerReferences"][0]

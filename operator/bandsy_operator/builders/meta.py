@@ -35,13 +35,18 @@ def selector_labels(service: str, environment: str) -> dict[str, str]:
 
 def owner_reference(kind: str, owner: ObjectIdentity) -> dict[str, Any]:
     # Cluster-scoped owners are valid for namespaced dependents; the reference has no namespace.
+    # Not blockOwnerDeletion: our finalizer already holds a custom resource until its objects are
+    # gone, and under the OwnerReferencesPermissionEnforcement admission plugin a blocking
+    # reference makes the API server look the owner's kind up in its discovery cache, which can
+    # miss our kinds for up to 30 s after it (re)starts (refreshed every 30 s): every create was
+    # refused with 403 "cannot find RESTMapping" meanwhile (SPEC §9: converged 30 s after).
     return {
         "apiVersion": API_VERSION,
         "kind": kind,
         "name": owner.name,
         "uid": owner.uid,
         "controller": True,
-        "blockOwnerDeletion": True,
+        "blockOwnerDeletion": False,
     }
 
 
