@@ -116,11 +116,16 @@ async def test_a_migration_holds_its_rollout_until_its_job_succeeds(
     await finish_job(kube, third, succeeded=True)
     await eventually(lambda: rolled(f"{repository}:v2"))
 
-    status = await env_status(kube, name, env)
-    assert [(m["image"], m["state"]) for m in status["migrations"]] == [
-        (f"{repository}:v2", "Succeeded"),
-        (f"{repository}:v1", "Succeeded"),
-    ]
+    async def recorded() -> dict[str, Any]:
+        # The Deployment is applied before the reconcile writes the status.
+        status = await env_status(kube, name, env)
+        assert [(m["image"], m["state"]) for m in status["migrations"]] == [
+            (f"{repository}:v2", "Succeeded"),
+            (f"{repository}:v1", "Succeeded"),
+        ]
+        return status
+
+    status = await eventually(recorded)
     assert status["history"][0]["migrationSeconds"] >= 0
     # The older migration's Job went once the newer one succeeded.
     v1_job = ObjectRef("batch/v1", "Job", env, first["metadata"]["name"])

@@ -287,7 +287,14 @@ async def test_a_restore_brings_back_the_backup_and_keeps_the_replaced_data_unti
     restore_job = await requested(kube, name, env)
     request = restore_job["metadata"]["annotations"]["bandsy.app/restore-request"]
     assert creds["PGPASSWORD"] not in json.dumps(restore_job)
-    assert (await restore_record(kube, name, env))["phase"] == "Restoring"
+
+    async def restoring() -> bool:
+        # The Job is made before the reconcile writes the status.
+        found = await restore_record(kube, name, env)
+        assert (found.get("id"), found.get("phase")) == (request, "Restoring"), found
+        return True
+
+    await eventually(restoring)
     # A second request while one runs is refused by bandsyctl.
     again = bandsyctl(admin, "restore", name, "--env", env, "--from", f"{env}@latest", "--yes")
     assert again.returncode == 1
@@ -419,7 +426,9 @@ async def test_a_mirror_brings_only_scrubbed_data_from_a_protected_environment(
         environment_body(
             source,
             protected=True,
-            postgres=postgres_for(servers, bucket),
+            # Its own role: a protected environment refuses to share one with any unprotected
+            # environment on the server (the samples', say).
+            postgres=postgres_for(servers, bucket, userTemplate="{service}-{env}-user"),
             backups=backups,
             deletionPolicy="Delete",
         ),

@@ -172,8 +172,7 @@ class MigrationRunner:
                 await self.api.delete(ObjectRef("batch/v1", "Job", env.namespace, name))
 
     async def start(self, job: Manifest) -> None:
-        """Create the Job, unless it exists (a reconcile before a crash created it)."""
+        """Create the Job (a migration's, or a restore's), unless it exists (a reconcile before
+        a crash created it)."""
         if await self.api.create_by_apply(job) is not None:
-            log.info(
-                "%s/%s: migration started", job["metadata"]["namespace"], job["metadata"]["name"]
-            )
+            log.info("%s/%s: Job started", job["metadata"]["namespace"], job["metadata"]["name"])
