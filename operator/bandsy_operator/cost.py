@@ -145,7 +145,7 @@ def service_cost(service: Service, env: Environment, prices: Prices) -> ServiceC
     override, else its default), else the environment's LimitRange defaults."""
     spec = service.spec
     here = spec.environments[env.name]
-    replicas = here.replicas if here.replicas is not None else spec.replicas
+    replicas = service.replicas_in(env.name)
     chosen = here.resources if here.resources is not None else spec.resources
     requests: Mapping[str, Quantity] = dict(chosen.requests)
     defaults = env.spec.defaults.requests.given()

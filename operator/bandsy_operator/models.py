@@ -304,6 +304,11 @@ class Service(ApiModel):
     def name(self) -> str:
         return self.meta.name
 
+    def replicas_in(self, env: str) -> int:
+        """Its replicas in ``env``: the environment's override, else its default."""
+        override = self.spec.environments[env].replicas
+        return override if override is not None else self.spec.replicas
+
 
 def parse_identity(body: dict[str, Any]) -> ObjectIdentity:
     metadata = body.get("metadata") or {}
