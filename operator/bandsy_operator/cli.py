@@ -1,7 +1,7 @@
 """``bandsyctl`` (also the kubectl plugin ``kubectl-bandsy``): status, history, backups, restore,
-promote, render, dotenv, check-branch. It uses the operator's own models, builders and gates; no
-rule lives here (rights are the API server's: the caller's credentials, the policies of
-deploy/policies)."""
+cost, promote, render, dotenv, check-branch. It uses the operator's own models, builders and
+gates; no rule lives here (rights are the API server's: the caller's credentials, the policies
+of deploy/policies)."""
 
 from __future__ import annotations
 
@@ -28,6 +28,7 @@ from .constants import (
     PRODUCTION,
     SERVICE_KIND,
 )
+from .cost import DEFAULT_PRICES_NOTE, environment_cost
 from .credentials import CredentialStore, HashKeyMissingError
 from .kube import CLIENT_ERRORS, BandsyServiceResource, KubeApi, Manifest, ObjectRef
 from .manifest_yaml import dump_all
@@ -419,6 +420,49 @@ async def _patch_as_caller(api: KubeApi, name: str, patch: dict[str, Any], dry_r
         raise
 
 
+# -- cost ---------------------------------------------------------------------------------------
+
+COST_COLUMNS = ("environment", "service", "replicas", "cpu", "memoryGiB", "monthly", "note")
+
+
+def cost_rows(world: World, only_env: str | None) -> tuple[list[Row], list[str]]:
+    """A line per service and a total per environment, as the operator computes status.cost;
+    and what to say under the table (default prices, budgets exceeded)."""
+    rows: list[Row] = []
+    notes: list[str] = []
+    services = list(world.valid_services().values())
+    for name, env in sorted(world.valid_environments().items()):
+        if only_env and name != only_env:
+            continue
+        cost = environment_cost(env, services)
+        for line in cost.services:
+            values = {k: str(v) for k, v in line.to_status().items()}
+            rows.append({c: values.get(c, "") for c in COST_COLUMNS} | {"environment": name})
+            rows[-1]["service"] = line.service
+        total = cost.to_status()
+        budget = f" of {total['monthlyBudget']}" if cost.budget is not None else ""
+        summary = {"environment": name, "service": "(total)", "monthly": total["monthly"]}
+        summary["note"] = f"budget {total['monthlyBudget']}" if cost.budget is not None else ""
+        rows.append({c: summary.get(c, "") for c in COST_COLUMNS})
+        if cost.over_budget:
+            notes.append(f"{name}: {total['monthly']} a month is over its budget{budget}")
+        if cost.prices.defaults:
+            notes.append(f"{name}: {DEFAULT_PRICES_NOTE}")
+    return rows, notes
+
+
+async def cmd_cost(api: KubeApi, args: argparse.Namespace) -> int:
+    world = await load_world(api)
+    if args.env and args.env not in world.valid_environments():
+        raise CommandError(f"no BandsyEnvironment {args.env!r} (kubectl get benv lists them)")
+    rows, notes = cost_rows(world, args.env)
+    print_rows(rows, COST_COLUMNS, args.output)
+    if args.output != "json":
+        for note in notes:
+            print(note, file=sys.stderr)
+    return 0
+
+
 # -- restore ------------------------------------------------------------------------------------
 
 RESTORE_POLL_SECONDS = 2.0
@@ -665,6 +709,13 @@ def build_parser() -> argparse.ArgumentParser:
     backups.add_argument("--env", metavar="ENV", help="one environment (default: all)")
     backups.add_argument("-o", "--output", choices=["table", "json"], default="table")
     backups.set_defaults(cluster=cmd_backups)
+
+    cost = commands.add_parser(
+        "cost", help="what each environment's services cost a month (requests x replicas x 730 h)"
+    )
+    cost.add_argument("--env", metavar="ENV", help="one environment (default: all)")
+    cost.add_argument("-o", "--output", choices=["table", "json"], default="table")
+    cost.set_defaults(cluster=cmd_cost)
 
     restore = commands.add_parser(
         "restore",

@@ -251,6 +251,9 @@ class Controller:
             related |= self.world.neighbours(after.model if after else None)
             for other in sorted(related):
                 self.queue.add(service_key(other))
+            # Its environments count it (services column, cost).
+            for env in sorted(_environments(before) | _environments(after)):
+                self.queue.add(env_key(env))
         self._propagate_readiness(before, after)
 
     def _propagate_readiness(self, before: Known[Any] | None, after: Known[Any] | None) -> None:

@@ -66,6 +66,19 @@ class WorldCollector(Collector):
             objects.add_metric([kind], count)
         yield blocked
         yield objects
+        yield self._costs()
+
+    def _costs(self) -> GaugeMetricFamily:
+        costs = GaugeMetricFamily(
+            "bandsy_environment_cost_monthly",
+            "An environment's projected monthly cost (status.cost.monthly, SPEC §12)",
+            labels=["environment"],
+        )
+        for name, known in sorted(self.world.environments.items()):
+            monthly = (known.status.get("cost") or {}).get("monthly")
+            if monthly is not None:
+                costs.add_metric([name], float(monthly))
+        return costs
 
 
 class _Exporter:

@@ -161,6 +161,14 @@ class Backups(ApiModel):
     storage: BackupStorage
 
 
+class Cost(ApiModel):
+    """SPEC §12: prices per hour (OpenCost's defaults where unset) and a monthly budget."""
+
+    cpu_core_hour: float | None = Field(default=None, ge=0)
+    memory_gib_hour: float | None = Field(default=None, ge=0, alias="memoryGiBHour")
+    monthly_budget: float | None = Field(default=None, ge=0)
+
+
 class EnvironmentSpec(ApiModel):
     namespace: str | None = None
     protected: bool | None = None  # None: the default of Environment.protected
@@ -178,6 +186,7 @@ class EnvironmentSpec(ApiModel):
     defaults: ContainerDefaults = ContainerDefaults()
     deletion_policy: ReclaimPolicy = "Retain"
     backups: Backups | None = None
+    cost: Cost | None = None
 
 
 class ObjectIdentity(ApiModel):
@@ -294,6 +303,11 @@ class Service(ApiModel):
     @property
     def name(self) -> str:
         return self.meta.name
+
+    def replicas_in(self, env: str) -> int:
+        """Its replicas in ``env``: the environment's override, else its default."""
+        override = self.spec.environments[env].replicas
+        return override if override is not None else self.spec.replicas
 
 
 def parse_identity(body: dict[str, Any]) -> ObjectIdentity:

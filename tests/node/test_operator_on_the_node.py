@@ -929,3 +929,40 @@ def test_a_mirror_brings_production_data_to_develop_only_scrubbed(cluster: Clust
     ).stdout
     assert "scrubbed " in dumped
     assert secret not in dumped
+
+
+# -- production readiness (SPEC §12) ------------------------------------------------------------
+
+
+def evict(cluster: Cluster, namespace: str, pod: str) -> subprocess.CompletedProcess[str]:
+    eviction = {
+        "apiVersion": "policy/v1",
+        "kind": "Eviction",
+        "metadata": {"name": pod, "namespace": namespace},
+    }
+    path = f"/api/v1/namespaces/{namespace}/pods/{pod}/eviction"
+    return cluster.kubectl(
+        "create", "--raw", path, "-f", "-", input=json.dumps(eviction), check=False
+    )
+
+
+def test_the_disruption_budget_lets_one_pod_go_at_a_time(cluster: Cluster) -> None:
+    """api runs two replicas in production: a drain may evict one of its pods, not both."""
+
+    def budget_allows_one() -> bool:
+        found = cluster.kubectl("-n", "production", "get", "pdb", "api", check=False)
+        if found.returncode != 0:
+            return False
+        status = cluster.json("-n", "production", "get", "pdb", "api").get("status") or {}
+        return bool(status.get("disruptionsAllowed") == 1 and status.get("currentHealthy") == 2)
+
+    eventually(budget_allows_one, 120, "api's PodDisruptionBudget with both pods healthy")
+    pods = cluster.json("-n", "production", "get", "pods", "-l", "app.kubernetes.io/name=api")
+    names = sorted(p["metadata"]["name"] for p in pods["items"])
+    assert len(names) == 2, names
+    first = evict(cluster, "production", names[0])
+    assert first.returncode == 0, first.stderr
+    second = evict(cluster, "production", names[1])
+    assert second.returncode != 0
+    assert "disruption budget" in second.stderr, second.stderr
+    eventually(budget_allows_one, 180, "api back to two healthy pods")

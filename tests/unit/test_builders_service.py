@@ -195,6 +195,26 @@ def test_production_spreads_pods_and_uses_its_replicas() -> None:
     assert term["podAffinityTerm"]["topologyKey"] == "kubernetes.io/hostname"
 
 
+def test_two_replicas_or_more_get_a_disruption_budget() -> None:
+    inputs = web_inputs(env_name="production", image=Image(REPOSITORY, "release-1.7.2"))
+    budget = by_kind(build_service_objects(inputs, generator))[("PodDisruptionBudget", "web")]
+    assert budget["apiVersion"] == "policy/v1"
+    assert budget["spec"] == {
+        "maxUnavailable": 1,
+        "selector": {
+            "matchLabels": {
+                "app.kubernetes.io/name": "web",
+                "bandsy.app/environment": "production",
+            }
+        },
+        "unhealthyPodEvictionPolicy": "AlwaysAllow",
+    }
+    assert budget["metadata"]["ownerReferences"][0]["kind"] == "BandsyService"
+    # One replica (develop): a budget would block every drain.
+    kinds = {kind for kind, _ in by_kind(build_service_objects(web_inputs(), generator))}
+    assert "PodDisruptionBudget" not in kinds
+
+
 def test_ingress_only_when_external_and_allowed() -> None:
     objects = by_kind(build_service_objects(web_inputs(), generator))
     ingress = objects[("Ingress", "web")]

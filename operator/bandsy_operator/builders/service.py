@@ -136,7 +136,6 @@ def _anti_affinity(inputs: ServiceInputs) -> dict[str, Any]:
 
 def build_deployment(inputs: ServiceInputs, config_hash: str) -> Manifest:
     spec = inputs.service.spec
-    env_spec = spec.environments[inputs.env.name]
     selector = selector_labels(inputs.name, inputs.env.name)
     pod_labels = {**service_labels(inputs.name, inputs.env.name)}
     if inputs.exposed:
@@ -154,7 +153,7 @@ def build_deployment(inputs: ServiceInputs, config_hash: str) -> Manifest:
         "kind": "Deployment",
         "metadata": inputs.meta(inputs.name),
         "spec": {
-            "replicas": env_spec.replicas if env_spec.replicas is not None else spec.replicas,
+            "replicas": inputs.service.replicas_in(inputs.env.name),
             "revisionHistoryLimit": 5,
             "selector": {"matchLabels": selector},
             "strategy": {
@@ -318,6 +317,24 @@ def build_credential_secrets(inputs: ServiceInputs) -> list[Manifest]:
     ]
 
 
+def build_disruption_budget(inputs: ServiceInputs) -> Manifest | None:
+    """SPEC §12: with two replicas or more, a voluntary disruption (a node drain, an eviction)
+    takes at most one pod at a time. Pods that are not Ready may always be evicted, so a
+    crash-looping service never blocks a drain."""
+    if inputs.service.replicas_in(inputs.env.name) < 2:
+        return None
+    return {
+        "apiVersion": "policy/v1",
+        "kind": "PodDisruptionBudget",
+        "metadata": inputs.meta(inputs.name),
+        "spec": {
+            "maxUnavailable": 1,
+            "selector": {"matchLabels": selector_labels(inputs.name, inputs.env.name)},
+            "unhealthyPodEvictionPolicy": "AlwaysAllow",
+        },
+    }
+
+
 def build_service_objects(inputs: ServiceInputs, generate: SecretGenerator) -> list[Manifest]:
     config_map = build_config_map(inputs)
     values = secret_values(inputs, generate)
@@ -331,6 +348,7 @@ def build_service_objects(inputs: ServiceInputs, generate: SecretGenerator) -> l
             inputs, config_hash(inputs.hash_key, config_map, pod_secrets, credentials)
         ),
         build_service(inputs),
+        build_disruption_budget(inputs),
         build_ingress(inputs),
         build_network_policy(inputs),
         build_migration_network_policy(inputs),

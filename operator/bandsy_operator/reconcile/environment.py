@@ -1,4 +1,4 @@
-"""BandsyEnvironment reconciler: namespace, environment-wide policies, quota and access."""
+"""BandsyEnvironment reconciler: namespace, environment-wide policies, quota, access and cost."""
 
 from __future__ import annotations
 
@@ -11,9 +11,10 @@ from .. import inventory
 from ..apply import Applier
 from ..builders.environment import build_environment_objects
 from ..constants import ENVIRONMENT_KIND
+from ..cost import EnvironmentCost, environment_cost
 from ..events import EventRecorder, EventType
 from ..kube import KubeApi, ObjectRef
-from ..models import Environment, SecretRef, parse_environment, parse_identity
+from ..models import Environment, SecretRef, Service, parse_environment, parse_identity
 from ..naming import BACKUP_STORAGE_SECRET
 from ..observation import ReadMode
 from ..status import FALSE, TRUE, ConditionUpdate, merge_conditions, now_rfc3339, transitions
@@ -25,8 +26,9 @@ from .service import DATABASE_READY, READY, ReclaimPendingError, unmanaged_probl
 log = logging.getLogger(__name__)
 SHARED_CREDENTIALS = "SharedCredentials"
 QUOTA_WITHOUT_DEFAULTS = "QuotaWithoutDefaults"
+BUDGET_EXCEEDED = "BudgetExceeded"
 # Warnings: True is the news (a Warning Event); their going back to False posts nothing.
-WARNING_CONDITIONS = (SHARED_CREDENTIALS, QUOTA_WITHOUT_DEFAULTS)
+WARNING_CONDITIONS = (SHARED_CREDENTIALS, QUOTA_WITHOUT_DEFAULTS, BUDGET_EXCEEDED)
 BACKUP_STORAGE = "BackupStorage"
 ACCESS_KEYS = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")
 CA_KEY = "ca.crt"
@@ -35,6 +37,25 @@ CA_KEY = "ca.crt"
 def _decoded(secret: Mapping[str, Any] | None) -> dict[str, str]:
     data = (secret or {}).get("data") or {}
     return {key: base64.b64decode(value).decode(errors="replace") for key, value in data.items()}
+
+
+def budget_condition(cost: EnvironmentCost) -> ConditionUpdate:
+    """SPEC §12: over the monthly budget, said with the biggest spenders."""
+    if cost.budget is None:
+        return ConditionUpdate(BUDGET_EXCEEDED, FALSE, "NoBudget", "spec.cost.monthlyBudget unset")
+    total = cost.to_status()["monthly"]
+    if not cost.over_budget:
+        return ConditionUpdate(
+            BUDGET_EXCEEDED, FALSE, "WithinBudget", f"{total} of {cost.budget} a month"
+        )
+    top = sorted(cost.services, key=lambda s: s.monthly, reverse=True)[:3]
+    biggest = ", ".join(f"{s.service} {s.to_status()['monthly']}" for s in top)
+    return ConditionUpdate(
+        BUDGET_EXCEEDED,
+        TRUE,
+        "BudgetExceeded",
+        f"{total} a month, over the budget of {cost.budget} (biggest: {biggest})",
+    )
 
 
 def quota_condition(env: Environment) -> ConditionUpdate:
@@ -108,18 +129,21 @@ class EnvironmentReconciler:
             )
         else:
             ready = ConditionUpdate(READY, TRUE, "Ready", f"namespace {env.namespace} is set up")
+        cost = environment_cost(env, self._services_in(name))
         await self._publish(
             known,
             [
                 ready,
                 *self._credential_conditions(env),
                 quota_condition(env),
+                budget_condition(cost),
                 *([storage_condition] if storage_condition else []),
             ],
             {
                 "namespace": env.namespace,
                 "services": self._services_summary(name),
                 "inventory": inventory.serialize(wanted),
+                "cost": cost.to_status(),
             },
         )
 
@@ -186,6 +210,10 @@ class EnvironmentReconciler:
                 )
             )
         return conditions
+
+    def _services_in(self, env_name: str) -> list[Service]:
+        services = self.world.valid_services()
+        return [services[n] for n in self.world.services_in(env_name) if n in services]
 
     def _services_summary(self, env_name: str) -> str:
         names = self.world.services_in(env_name)
