@@ -80,7 +80,17 @@ async def test_samples_converge_and_read_well(
     environments = kubectl("get", "benv", *ENVIRONMENTS).stdout
     print(environments)
     header, *env_rows = [line.split() for line in environments.splitlines()]
-    assert header == ["NAME", "NAMESPACE", "FROM", "FROZEN", "SERVICES", "READY", "REASON", "AGE"]
+    assert header == [
+        "NAME",
+        "NAMESPACE",
+        "FROM",
+        "FROZEN",
+        "SERVICES",
+        "READY",
+        "REASON",
+        "COST",
+        "AGE",
+    ]
     by_name = {row[0]: row for row in env_rows}
     assert by_name["production"][1:4] == ["production", "preprod", "false"]
 
