@@ -7,6 +7,7 @@ import argparse
 import datetime
 import json
 from dataclasses import replace
+from typing import cast
 
 import pytest
 
@@ -23,6 +24,9 @@ from bandsy_operator.constants import (
     RESTORED_ANNOTATION,
 )
 from bandsy_operator.jobs import job_news
+from bandsy_operator.kube import KubeApi
+from bandsy_operator.reconcile.databases import AccountRef, DatabaseReconciler
+from bandsy_operator.reconcile.mirrors import MirrorRunner
 from bandsy_operator.reconcile.mirrors import refused as refused_mirror
 from bandsy_operator.restores import (
     InvalidRestoreRequestError,
@@ -248,3 +252,17 @@ def test_the_databases_next_to_a_service_database_go_with_it() -> None:
         "api-develop-restore",
     )
     assert naming.exchange_database("api-develop") == "api-develop-swap"
+
+
+async def test_a_mirror_removed_keeps_its_record_and_leaves_the_pods_alone() -> None:
+    # Nothing is read or written for an environment without a mirror.
+    runner = MirrorRunner(cast(KubeApi, None), cast(DatabaseReconciler, None))
+    api = service("api", {"develop": {"image": {"tag": "v1"}}}, postgres={"enabled": True})
+    account = AccountRef("develop", "postgres", "10.99.0.1:5432", "api-user", "api-develop")
+    before = {"lastMirrored": {"job": "api-mirror-1"}, "jobs": ["api-mirror-1"]}
+    step = await runner.step(api, environment("develop", backups=BACKUPS), {}, account, before)
+    assert (step.record, step.marker, step.runs) == (before, "api-mirror-1", False)
+    never = await runner.step(api, environment("develop"), {}, account, None)
+    assert (never.record, never.marker) == (None, None)
+    refused = await runner.step(api, environment("develop"), {}, account, {"refused": "no"})
+    assert refused.record is None

@@ -68,7 +68,10 @@ class MirrorRunner(PostgresJobs):
         marker = (before.get("lastMirrored") or {}).get("job")
         mirror = env.spec.postgres.mirror if env.spec.postgres else None
         if mirror is None or account is None:
-            return MirrorStep(None, marker)
+            # What was mirrored stays on record, and with it the pods' marker: they do not
+            # restart for this. A refusal no longer applies.
+            kept = {k: v for k, v in before.items() if k != "refused"}
+            return MirrorStep(kept or None, marker)
         why = refused(service, env, environments)
         if why is not None:
             return MirrorStep({**before, "refused": why}, marker)
