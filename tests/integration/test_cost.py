@@ -78,6 +78,14 @@ async def test_cost_follows_the_services_and_the_budget(
         text=True,
         check=True,
     )
+    unknown = subprocess.run(
+        [str(BIN / "bandsyctl"), "cost", "--env", "nowhere"],
+        env={**os.environ, "KUBECONFIG": servers["KUBECONFIG"]},
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert (unknown.returncode, "no BandsyEnvironment 'nowhere'" in unknown.stderr) == (1, True)
     rows = json.loads(shown.stdout)
     assert [(r["service"], r["monthly"]) for r in rows] == [(name, "131.40"), ("(total)", "131.40")]
     kubectl("delete", "bsvc", name, "--wait=true", "--timeout=60s")

@@ -470,6 +470,11 @@ async def test_a_mirror_brings_only_scrubbed_data_from_a_protected_environment(
     )
     ca_file = servers["BANDSY_S3_CA_FILE"]
     await back_up_here(kube, source, name, tmp_path, ca_file, f"{name}-backup-1")
+    # A restore there replaces protected data: bandsyctl asks for the flag first.
+    admin = servers["KUBECONFIG"]
+    asked = bandsyctl(admin, "restore", name, "--env", source, "--from", f"{source}@latest")
+    assert asked.returncode == 1
+    assert "--allow-production" in asked.stderr
     copy = await eventually(lambda: projection(kube, target, name), timeout=60)
     template = cronjob["spec"]["jobTemplate"]
 

@@ -7,7 +7,7 @@ import argparse
 import datetime
 import json
 from dataclasses import replace
-from typing import cast
+from typing import Any, cast
 
 import pytest
 
@@ -28,6 +28,7 @@ from bandsy_operator.kube import KubeApi
 from bandsy_operator.reconcile.databases import AccountRef, DatabaseReconciler
 from bandsy_operator.reconcile.mirrors import MirrorRunner
 from bandsy_operator.reconcile.mirrors import refused as refused_mirror
+from bandsy_operator.reconcile.restores import RestoreRunner, job_outcome
 from bandsy_operator.restores import (
     InvalidRestoreRequestError,
     RestoreRequest,
@@ -266,3 +267,75 @@ async def test_a_mirror_removed_keeps_its_record_and_leaves_the_pods_alone() -> 
     assert (never.record, never.marker) == (None, None)
     refused = await runner.step(api, environment("develop"), {}, account, {"refused": "no"})
     assert refused.record is None
+
+
+# -- the restore step's decisions that need no I/O -------------------------------------------------
+
+ACCOUNT = AccountRef("develop", "postgres", "10.99.0.1:5432", "api-user", "api-develop")
+
+
+def _requesting(text: str | None) -> Any:
+    annotations = {} if text is None else {annotation_key("develop"): text}
+    api = service("api", {"develop": {"image": {"tag": "v1"}}}, postgres={"enabled": True})
+    return api.model_copy(update={"meta": api.meta.model_copy(update={"annotations": annotations})})
+
+
+async def _step(text: str | None, before: dict[str, Any] | None = None, **kwargs: Any) -> Any:
+    # Every case here is decided before any database or API call.
+    runner = RestoreRunner(cast(KubeApi, None), cast(DatabaseReconciler, None))
+    env = kwargs.pop("env", environment("develop", backups=BACKUPS))
+    environments = kwargs.pop("environments", {"develop": env})
+    return await runner.step(
+        _requesting(text),
+        env,
+        environments,
+        kwargs.pop("account", ACCOUNT),
+        before,
+        NOW,
+        kwargs.pop("job_image", IMAGE),
+    )
+
+
+async def test_restore_requests_the_operator_refuses_or_has_done() -> None:
+    assert (await _step(None)).record is None
+    unreadable = await _step("{oops")
+    assert unreadable.record["phase"] == "Refused"
+    assert "not JSON" in unreadable.record["invalid"]
+    assert (await _step("{oops", unreadable.record)).record == unreadable.record
+
+    ask = RestoreRequest("r1", "develop", "latest").to_annotation()
+    no_database = await _step(ask, account=None)
+    assert "no PostgreSQL database here" in no_database.record["message"]
+    no_image = await _step(ask, job_image=None)
+    assert "does not know its own image" in no_image.record["message"]
+    production = environment("production", backups=BACKUPS)
+    scrubbed_only = await _step(
+        RestoreRequest("r2", "production", "latest").to_annotation(),
+        environments={"production": production},
+    )
+    assert "only scrubbed" in scrubbed_only.record["message"]
+    done = {"id": "r1", "phase": "Restored", "restoredId": "r1", "previous": "api-develop-before"}
+    again = await _step(ask, done)
+    assert (again.record, again.marker, again.start) == (done, "r1", None)
+    nothing = await _step(RestoreRequest("c1").to_annotation(), {"id": "r0", "phase": "Failed"})
+    assert (nothing.record["id"], nothing.record["phase"]) == ("c1", "Refused")
+    assert "nothing to clean up" in nothing.record["message"]
+
+
+def test_what_a_job_wrote_as_it_ended() -> None:
+    assert job_outcome(None) == {}
+    assert job_outcome('{"restored": true}') == {"restored": True}
+    assert job_outcome("Traceback: boom") == {"error": "Traceback: boom"}
+    assert job_outcome("[1, 2]") == {}
+
+
+async def test_a_refused_mirror_is_recorded_without_any_call() -> None:
+    runner = MirrorRunner(cast(KubeApi, None), cast(DatabaseReconciler, None))
+    mirror = {"from": "production", "schedule": "0 4 * * *"}
+    qa = environment("qa", backups=BACKUPS, postgres=_postgres(mirror=mirror))
+    environments = {"production": environment("production", backups=BACKUPS), "qa": qa}
+    api = service("api", {"qa": {"image": {"tag": "v1"}}}, postgres={"enabled": True})
+    step = await runner.step(api, qa, environments, ACCOUNT, {"lastFailed": {"job": "x"}})
+    assert "set spec.postgres.scrub" in step.record["refused"]
+    assert step.record["lastFailed"] == {"job": "x"}
+    assert not step.runs
