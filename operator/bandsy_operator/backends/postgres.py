@@ -478,7 +478,6 @@ class PostgresBackend:
         database = validate_identifier(account.database, "database")
         restored = validate_identifier(restored, "database")
         previous = validate_identifier(previous, "database")
-        db, old = quote_identifier(database), quote_identifier(previous)
         needs = f"the privileges of the owner {user!r} of the databases, and CREATEDB"
         async with self._admin(server) as (_, admin):
             found = {
@@ -499,33 +498,8 @@ class PostgresBackend:
                     f"postgres {server.address}: {previous!r} exists already; nothing was swapped"
                 )
             await _act_as(admin, user)
-            await admin.run(
-                f"ALTER DATABASE {db} WITH ALLOW_CONNECTIONS false",
-                f"close database {database!r} to new sessions",
-                needs,
-            )
-            swapped = False
-            try:
-                await _end_sessions(admin, database)
-                async with admin.conn.transaction():
-                    await admin.run(
-                        f"ALTER DATABASE {db} RENAME TO {old}",
-                        f"rename {database!r}",
-                        needs,
-                    )
-                    await admin.run(
-                        f"ALTER DATABASE {quote_identifier(restored)} RENAME TO {db}",
-                        f"rename {restored!r}",
-                        needs,
-                    )
-                swapped = True
-            finally:
-                # The replaced one stays open to be looked at (or, if the swap failed, in use).
-                await admin.run(
-                    f"ALTER DATABASE {old if swapped else db} WITH ALLOW_CONNECTIONS true",
-                    "open the replaced database again",
-                    needs,
-                )
+            renames = [(database, previous), (restored, database)]
+            await _swap(admin, database, renames, replaced_as=previous, needs=needs)
         return True
 
     async def mirror_token(self, server: Server, account: Account) -> tuple[str, str]:
@@ -550,31 +524,11 @@ class PostgresBackend:
         database = validate_identifier(account.database, "database")
         mirror = validate_identifier(account.mirror_database, "database")
         passing = validate_identifier(exchange_database(database), "database")
-        db, copy, tmp = (quote_identifier(n) for n in (database, mirror, passing))
         needs = f"the privileges of the owner {user!r} of the databases, and CREATEDB"
         async with self._admin(server) as (_, admin):
             await _act_as(admin, user)
-            await admin.run(
-                f"ALTER DATABASE {db} WITH ALLOW_CONNECTIONS false",
-                f"close database {database!r} to new sessions",
-                needs,
-            )
-            swapped = False
-            try:
-                await _end_sessions(admin, database)
-                await _end_sessions(admin, mirror)
-                async with admin.conn.transaction():
-                    for old, new in ((db, tmp), (copy, db), (tmp, copy)):
-                        await admin.run(
-                            f"ALTER DATABASE {old} RENAME TO {new}", "swap in a mirror", needs
-                        )
-                swapped = True
-            finally:
-                await admin.run(
-                    f"ALTER DATABASE {copy if swapped else db} WITH ALLOW_CONNECTIONS true",
-                    "open the replaced database again",
-                    needs,
-                )
+            renames = [(database, passing), (mirror, database), (passing, mirror)]
+            await _swap(admin, database, renames, replaced_as=mirror, needs=needs, also=mirror)
 
     async def drop_database(self, server: Server, account: Account, name: str) -> None:
         """Drop one of the service's own databases other than its live one (a restore's)."""
@@ -601,6 +555,46 @@ async def _end_sessions(admin: _Session, database: str) -> None:
         " WHERE datname = $1 AND pg_has_role(usesysid, 'USAGE')",
         database,
     )
+
+
+async def _swap(
+    admin: _Session,
+    database: str,
+    renames: list[tuple[str, str]],
+    *,
+    replaced_as: str,
+    needs: str,
+    also: str = "",
+) -> None:
+    """``database``'s data replaced by another database's: it is closed to new sessions, its
+    sessions (and those of ``also``) end, and ``renames`` run in one transaction, so a crash
+    leaves the old state or the new. The replaced data, named ``replaced_as`` by then (or still
+    ``database`` if the renames failed), is open again either way."""
+    await admin.run(
+        f"ALTER DATABASE {quote_identifier(database)} WITH ALLOW_CONNECTIONS false",
+        f"close database {database!r} to new sessions",
+        needs,
+    )
+    swapped = False
+    try:
+        for name in (database, also):
+            if name:
+                await _end_sessions(admin, name)
+        async with admin.conn.transaction():
+            for old, new in renames:
+                await admin.run(
+                    f"ALTER DATABASE {quote_identifier(old)} RENAME TO {quote_identifier(new)}",
+                    f"rename database {old!r} to {new!r}",
+                    needs,
+                )
+        swapped = True
+    finally:
+        await admin.run(
+            f"ALTER DATABASE {quote_identifier(replaced_as if swapped else database)}"
+            " WITH ALLOW_CONNECTIONS true",
+            "open the replaced database again",
+            needs,
+        )
 
 
 async def _drop_database(admin: _Session, owner: str, name: str) -> None:
