@@ -11,6 +11,7 @@ import logging
 import time
 from collections import defaultdict
 from collections.abc import Mapping
+from contextlib import AsyncExitStack
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -350,7 +351,12 @@ class Controller:
             return False
         if FINALIZER in finalizers:
             if key.kind == ENVIRONMENT_KIND:
-                await self.environments.finalize(known.body)  # ReclaimPendingError: retried
+                # A reconcile of a service here that began before the deletion could open an
+                # account after the finalizer locked it: wait for those, hold off new ones.
+                async with AsyncExitStack() as holding:
+                    for name in self.world.services_in(key.name):  # sorted: no deadlock
+                        await holding.enter_async_context(self._locks[service_key(name)])
+                    await self.environments.finalize(known.body)  # ReclaimPendingError: retried
             else:
                 await self.services.finalize(known.body)
             # Not observed: the deletion event may already have made the world forget it.

@@ -159,6 +159,11 @@ class World:
         """Parsed environments that are not being deleted (a read-only view)."""
         return MappingProxyType(self._valid_environments)
 
+    def parsed_environments(self) -> dict[str, Environment]:
+        """Parsed environments, those being deleted included: accounts there are still locked
+        through their settings until their finalizer has run."""
+        return {name: k.model for name, k in self.environments.items() if k.model is not None}
+
     def valid_services(self) -> Mapping[str, Service]:
         """Parsed services (a read-only view)."""
         return MappingProxyType(self._valid_services)

@@ -14,7 +14,7 @@ import asyncpg
 import pytest
 
 from bandsy_dev.local_env import postgres_admin_args
-from bandsy_operator.controller import Controller
+from bandsy_operator.controller import Controller, env_key, service_key
 from bandsy_operator.kube import KubeApi, ObjectRef
 from bandsy_operator.observation import ReadMode
 from bandsy_operator.settings import OperatorSettings
@@ -186,6 +186,115 @@ async def test_a_protected_environment_never_shares_a_role_with_an_unprotected_o
     assert creds["PGPASSWORD"] != (await projection(kube, dev, name))["PGPASSWORD"]
     kubectl("delete", "bsvc", name, "--wait=true", "--timeout=60s")
     kubectl("delete", "benv", dev, prod, "--wait=true", "--timeout=60s")
+
+
+async def test_an_environment_deleted_under_a_running_reconcile_still_locks_its_roles(
+    kube: KubeApi,
+    kubectl: KubectlRunner,
+    servers: dict[str, str],
+    admin: None,
+    operator: OperatorProcess,
+) -> None:
+    """The order CI once met: the environment's deletion is seen while a reconcile of its
+    service is under way, and that reconcile writes its status before the finalizer reads
+    it. The finalizer waits for the reconcile; whichever locks the role, it ends locked (the
+    operator runs in this process to hold the service's turn; the session's is stopped)."""
+    env, name = f"race-{uid()}", f"race-{uid()}"
+    own = {"userTemplate": "{service}-{env}-user"}
+    kubectl.apply(pg_environment(env, servers, postgres=own))
+    kubectl.apply(service_body(name, tags(**{env: "v1"}), postgres={"enabled": True}))
+    creds = await eventually(lambda: projection_with_database(kube, env, name))
+    service_ref = ObjectRef("bandsy.app/v1alpha1", "BandsyService", "", name)
+
+    async def recorded() -> bool:
+        service = await kube.get(service_ref)
+        assert service is not None
+        return bool((service.get("status") or {}).get("databases"))
+
+    await eventually(recorded)
+    operator.stop()
+    controller = Controller(kube, OperatorSettings())
+    try:
+        kubectl("delete", "benv", env, "--wait=false")
+        deleting = await kube.get(ObjectRef("bandsy.app/v1alpha1", "BandsyEnvironment", "", env))
+        service = await kube.get(service_ref)
+        assert deleting is not None
+        assert service is not None
+        controller.world.observe_environment(deleting)
+        controller.world.observe_service(service)
+        controller.services.hash_key = await controller.store.config_hash_key(create=False)
+        async with controller._locks[service_key(name)]:  # the reconcile under way
+            finalizing = asyncio.create_task(controller._handle(env_key(env)))
+            await asyncio.sleep(1)
+            assert not finalizing.done(), "the finalizer did not wait for the reconcile"
+            await controller.services.reconcile(name, ReadMode.LIVE)
+        await finalizing
+    finally:
+        await controller.stop()
+        operator.start()
+
+    rows = await admin_fetch(
+        servers, "SELECT rolcanlogin FROM pg_roles WHERE rolname = $1", creds["PGUSER"]
+    )
+    assert rows, "the role is gone: its data may be too"
+    assert rows[0]["rolcanlogin"] is False
+    assert not await logs_in(creds)
+    assert await admin_fetch(
+        servers, "SELECT 1 FROM pg_database WHERE datname = $1", creds["PGDATABASE"]
+    )
+    kubectl("delete", "bsvc", name, "--wait=true", "--timeout=60s")
+
+
+async def test_a_service_deleted_with_its_environment_first_locks_its_role(
+    kube: KubeApi,
+    kubectl: KubectlRunner,
+    servers: dict[str, str],
+    admin: None,
+    operator: OperatorProcess,
+) -> None:
+    """``kubectl delete -f`` of both: when the service's finalizer runs first, the
+    environment's finds no account left to lock, so the service's locks it, and keeps its
+    data even under ``reclaimPolicy: Delete`` as the environment's deletion promises."""
+    env, name = f"both-{uid()}", f"both-{uid()}"
+    own = {"userTemplate": "{service}-{env}-user"}
+    kubectl.apply(pg_environment(env, servers, postgres=own))
+    kubectl.apply(
+        service_body(
+            name, tags(**{env: "v1"}), postgres={"enabled": True, "reclaimPolicy": "Delete"}
+        )
+    )
+    creds = await eventually(lambda: projection_with_database(kube, env, name))
+    environment_ref = ObjectRef("bandsy.app/v1alpha1", "BandsyEnvironment", "", env)
+    service_ref = ObjectRef("bandsy.app/v1alpha1", "BandsyService", "", name)
+    operator.stop()
+    controller = Controller(kube, OperatorSettings())
+    try:
+        kubectl("delete", "bsvc", name, "--wait=false")
+        kubectl("delete", "benv", env, "--wait=false")
+        for ref, observe in (
+            (environment_ref, controller.world.observe_environment),
+            (service_ref, controller.world.observe_service),
+        ):
+            deleting = await kube.get(ref)
+            assert deleting is not None
+            assert deleting["metadata"].get("deletionTimestamp")
+            observe(deleting)
+        await controller._handle(service_key(name))
+        assert await kube.get(service_ref) is None
+        controller.world.forget_service(controller.world.services[name].body)  # as its watch
+        await controller._handle(env_key(env))
+    finally:
+        await controller.stop()
+        operator.start()
+
+    rows = await admin_fetch(
+        servers, "SELECT rolcanlogin FROM pg_roles WHERE rolname = $1", creds["PGUSER"]
+    )
+    assert rows, "the role is gone: its data may be too"
+    assert rows[0]["rolcanlogin"] is False
+    assert await admin_fetch(
+        servers, "SELECT 1 FROM pg_database WHERE datname = $1", creds["PGDATABASE"]
+    )
 
 
 async def test_a_changed_database_template_moves_nothing_silently(

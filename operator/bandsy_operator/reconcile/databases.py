@@ -351,7 +351,8 @@ class DatabaseReconciler:
         for i, ref in enumerate(ordered):
             env = environments.get(ref.env)
             if env is None or _settings(env, ref.backend) is None:
-                log.warning("cannot reclaim %s: environment %s is gone", ref, ref.env)
+                # Its finalizer locked every account recorded there; none is opened after.
+                log.info("%s: environment %s is gone, its finalizer locked it", ref, ref.env)
                 continue
             # One user for several environments (a template without {env}) is removed by the
             # last of them, once it owns no other database: DROP ROLE refuses before that.

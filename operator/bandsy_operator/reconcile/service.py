@@ -466,11 +466,22 @@ class ServiceReconciler:
         delete = service.spec.postgres.reclaim_policy == "Delete"
         still_planned = {(a.env, a.backend) for a in planned}
         drop = {a for a in retired if delete and (a.env, a.backend) not in still_planned}
+        return await self._retire(
+            retired, self._accounts_in_use(exclude=service.name) | planned, drop
+        )
+
+    async def _retire(
+        self, accounts: set[AccountRef], in_use: set[AccountRef], drop: set[AccountRef]
+    ) -> list[AccountRef]:
+        """Reclaim ``accounts``; returns those pending. One in an environment being deleted is
+        locked here and never dropped, whichever of the two finalizers or this reconcile comes
+        first: that environment's deletion keeps its services' data."""
+        environments = self.world.valid_environments()
         return await self.databases.reclaim(
-            retired,
-            self._accounts_in_use(exclude=service.name) | planned,
-            drop,
-            self.world.valid_environments(),
+            accounts,
+            in_use,
+            {a for a in drop if a.env in environments},
+            self.world.parsed_environments(),
         )
 
     def _upstreams(self, service: Service) -> set[str]:
@@ -522,11 +533,8 @@ class ServiceReconciler:
         if not accounts:
             return
         policy = ((body.get("spec") or {}).get("postgres") or {}).get("reclaimPolicy", "Retain")
-        pending = await self.databases.reclaim(
-            accounts,
-            self._accounts_in_use(exclude=name),
-            accounts if policy == "Delete" else set(),
-            self.world.valid_environments(),
+        pending = await self._retire(
+            accounts, self._accounts_in_use(exclude=name), accounts if policy == "Delete" else set()
         )
         if pending:
             raise ReclaimPendingError(", ".join(map(str, pending)))
