@@ -31,6 +31,9 @@ CONTROLLERS = (
     "garbage-collector-controller",
     "serviceaccount-controller",
     "serviceaccount-token-controller",
+    # Keeps an autoscaled Deployment within its bounds, which needs no pod and no metrics: the
+    # operator must leave its replicas to it (SPEC §12).
+    "horizontal-pod-autoscaler-controller",
 )
 APISERVER_READY_TIMEOUT = 90.0
 # Added to the API server's default admission plugins. OwnerReferencesPermissionEnforcement (on
@@ -198,6 +201,7 @@ class ControlPlane:
                 f"--service-account-private-key-file={pki / 'sa.key'}",
                 f"--root-ca-file={self.ca_file}",
                 "--use-service-account-credentials=false",
+                "--horizontal-pod-autoscaler-sync-period=2s",
                 "--profiling=false",
                 "--v=1",
             ],

@@ -17,7 +17,12 @@ from typing import Any
 
 from lightkube.core.exceptions import ApiError
 
-from .constants import APPLIED_HASH_ANNOTATION, FIELD_MANAGER, MANAGED_BY_LABEL
+from .constants import (
+    APPLIED_HASH_ANNOTATION,
+    FIELD_MANAGER,
+    HANDOVER_FIELD_MANAGER,
+    MANAGED_BY_LABEL,
+)
 from .kube import KubeApi, Manifest, ObjectRef, is_conflict
 from .observation import Basis, Observed, ReadMode, basis
 
@@ -102,6 +107,35 @@ def _extra_entries(desired: Manifest, live: Manifest) -> list[tuple[str, str]]:
         for parent, field in EXCLUSIVE_LISTS.get(str(desired.get("kind")), ())
         if not (desired.get(parent) or {}).get(field) and (live.get(parent) or {}).get(field)
     ]
+
+
+# Fields another controller owns once we leave them out: the HPA's replicas. Server-side apply
+# resets a field whose only manager stops stating it (replicas would drop to 1), so before that
+# apply a second manager applies the live value, and keeps it until the other controller writes.
+HANDED_OVER: Mapping[str, tuple[tuple[str, str], ...]] = {"Deployment": (("spec", "replicas"),)}
+
+
+def handover(desired: Manifest, live: Manifest | None) -> Manifest | None:
+    """What the handover manager applies before ``desired`` (None: nothing to hand over)."""
+    if live is None:
+        return None
+    fields = [
+        (parent, field)
+        for parent, field in HANDED_OVER.get(str(desired.get("kind")), ())
+        if field not in (desired.get(parent) or {}) and field in (live.get(parent) or {})
+    ]
+    if not fields:
+        return None
+    meta = live["metadata"]
+    body: Manifest = {
+        "apiVersion": desired["apiVersion"],
+        "kind": desired["kind"],
+        # Only if it still holds the value read: a scaling in between is not undone.
+        "metadata": {k: meta[k] for k in ("name", "namespace", "resourceVersion") if k in meta},
+    }
+    for parent, field in fields:
+        body.setdefault(parent, {})[field] = live[parent][field]
+    return body
 
 
 def converged(desired: Manifest, live: Manifest) -> bool:
@@ -200,9 +234,11 @@ class Applier:
         if live is not None and converged(desired, live):
             return Applied(live, changed=False)
         try:
+            if (handing := handover(desired, live)) is not None:
+                await self.api.apply(handing, HANDOVER_FIELD_MANAGER)
             return Applied(await self.api.apply(repair(desired, live)), changed=True)
         except ApiError as error:
-            if is_conflict(error) and desired["metadata"].get("resourceVersion"):
+            if is_conflict(error) and (handing or desired["metadata"].get("resourceVersion")):
                 return Applied(live, changed=False, outdated=True)
             raise
 

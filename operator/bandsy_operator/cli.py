@@ -21,6 +21,7 @@ from lightkube.types import PatchType
 from . import naming, promotion
 from .branches import InvalidBranchNameError, classify
 from .builders.service import build_service_objects
+from .checks import production_checks
 from .constants import (
     API_VERSION,
     CHANGE_CAUSE_ANNOTATION,
@@ -32,6 +33,7 @@ from .cost import DEFAULT_PRICES_NOTE, environment_cost
 from .credentials import CredentialStore, HashKeyMissingError
 from .kube import CLIENT_ERRORS, BandsyServiceResource, KubeApi, Manifest, ObjectRef
 from .manifest_yaml import dump_all
+from .observation import ReadMode
 from .promotion import GateVerdict, Readiness, carry_readiness
 from .reconcile.databases import DatabaseReconciler
 from .reconcile.mirrors import MirrorStep
@@ -41,6 +43,7 @@ from .reconcile.service import (
     decode_secret,
     deployment_ref,
     desired_image,
+    egress_addresses,
     gate_input,
     read_pods,
     read_replicasets,
@@ -49,6 +52,7 @@ from .reconcile.service import (
     service_inputs,
     service_secret,
 )
+from .resolver import HostResolver
 from .restores import (
     InvalidRestoreRequestError,
     RestorePhase,
@@ -463,6 +467,62 @@ async def cmd_cost(api: KubeApi, args: argparse.Namespace) -> int:
     return 0
 
 
+# -- doctor -------------------------------------------------------------------------------------
+
+DOCTOR_COLUMNS = ("service", "environment", "check", "result", "found", "fix")
+
+
+def doctor_rows(
+    world: World, only_service: str | None, only_env: str | None, now: datetime.datetime
+) -> tuple[list[Row], bool]:
+    """The production checks (SPEC §12) of each service in each environment, the ones the
+    operator's ProductionReady condition states; and whether a protected environment fails."""
+    rows: list[Row] = []
+    protected_failed = False
+    environments = world.valid_environments()
+    for name, service in sorted(world.valid_services().items()):
+        if only_service and name != only_service:
+            continue
+        statuses = world.services[name].status.get("environments") or {}
+        for env_name in sorted(service.spec.environments):
+            env = environments.get(env_name)
+            if env is None or (only_env and env_name != only_env):
+                continue
+            for check in production_checks(service, env, statuses.get(env_name) or {}, now):
+                protected_failed |= env.protected and not check.passed
+                rows.append(
+                    {
+                        "service": name,
+                        "environment": env_name,
+                        "check": check.name,
+                        "result": "ok" if check.passed else "FAIL",
+                        "found": check.found,
+                        "fix": check.fix,
+                    }
+                )
+    return rows, protected_failed
+
+
+async def cmd_doctor(api: KubeApi, args: argparse.Namespace) -> int:
+    world = await load_world(api)
+    if args.service:
+        known = _service(world, args.service)
+        if args.env:
+            _environment(world, known, args.env)
+    elif args.env and args.env not in world.valid_environments():
+        raise CommandError(f"no BandsyEnvironment {args.env!r} (kubectl get benv lists them)")
+    now = datetime.datetime.now(datetime.UTC)
+    rows, protected_failed = doctor_rows(world, args.service, args.env, now)
+    if args.failed:
+        rows = [row for row in rows if row["result"] != "ok"]
+    print_rows(rows, DOCTOR_COLUMNS, args.output)
+    if args.output != "json":
+        failed = sum(row["result"] != "ok" for row in rows)
+        verdict = "a protected environment fails" if protected_failed else "no protected one fails"
+        print(f"{failed} check(s) failed; {verdict}", file=sys.stderr)
+    return EXIT_FAILURE if protected_failed else 0
+
+
 # -- restore ------------------------------------------------------------------------------------
 
 RESTORE_POLL_SECONDS = 2.0
@@ -581,6 +641,7 @@ async def rendered_objects(api: KubeApi, world: World, name: str, env_name: str)
         await backup_image(api, env, service.name),
         restored=restored_marker(recorded.get("restore") or {}),
         mirror=MirrorStep(recorded.get("mirror"), mirrored, runs=mirror_runs),
+        egress_addresses=await egress_addresses(HostResolver(), service, ReadMode.LIVE),
     )
     objects = build_service_objects(inputs, random_secret)
     if verdict.image_to_apply is None:
@@ -716,6 +777,17 @@ def build_parser() -> argparse.ArgumentParser:
     cost.add_argument("--env", metavar="ENV", help="one environment (default: all)")
     cost.add_argument("-o", "--output", choices=["table", "json"], default="table")
     cost.set_defaults(cluster=cmd_cost)
+
+    doctor = commands.add_parser(
+        "doctor",
+        help="production readiness checks, each failed one with its fix (exit 1: a protected "
+        "environment fails one)",
+    )
+    doctor.add_argument("service", nargs="?", help="one service (default: all)")
+    doctor.add_argument("--env", metavar="ENV", help="one environment (default: all)")
+    doctor.add_argument("--failed", action="store_true", help="only the checks that fail")
+    doctor.add_argument("-o", "--output", choices=["table", "json"], default="table")
+    doctor.set_defaults(cluster=cmd_doctor)
 
     restore = commands.add_parser(
         "restore",

@@ -13,6 +13,8 @@ ENVIRONMENT_PLURAL: Final = "bandsyenvironments"
 SERVICE_PLURAL: Final = "bandsyservices"
 
 FIELD_MANAGER: Final = "bandsy-operator"
+# Applies once, with the live value, a field we stop stating for another controller to own.
+HANDOVER_FIELD_MANAGER: Final = "bandsy-operator-handover"
 FINALIZER: Final = f"{GROUP}/finalizer"
 
 # Labels on everything the operator creates (SPEC §4).

@@ -143,11 +143,8 @@ def _plain(value: Decimal) -> str:
 def service_cost(service: Service, env: Environment, prices: Prices) -> ServiceCost:
     """Requests x replicas x 730 h: the service's own requests in ``env`` (its per-environment
     override, else its default), else the environment's LimitRange defaults."""
-    spec = service.spec
-    here = spec.environments[env.name]
     replicas = service.replicas_in(env.name)
-    chosen = here.resources if here.resources is not None else spec.resources
-    requests: Mapping[str, Quantity] = dict(chosen.requests)
+    requests: Mapping[str, Quantity] = dict(service.resources_in(env.name).requests)
     defaults = env.spec.defaults.requests.given()
     note = ""
     for resource in ("cpu", "memory"):

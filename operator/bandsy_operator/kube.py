@@ -142,7 +142,7 @@ class KubeApi:
             scope["namespace"] = namespace or "*"
         return [_as_dict(obj) async for obj in self.client.list(res, labels=selector, **scope)]
 
-    async def apply(self, manifest: Manifest) -> Manifest:
+    async def apply(self, manifest: Manifest, field_manager: str = FIELD_MANAGER) -> Manifest:
         """Server-side apply as ``bandsy-operator``, forcing: these fields are ours."""
         ref = ObjectRef.of(manifest)
         obj = await self.client.patch(
@@ -151,7 +151,7 @@ class KubeApi:
             manifest,
             namespace=ref.namespace or None,
             patch_type=PatchType.APPLY,
-            field_manager=FIELD_MANAGER,
+            field_manager=field_manager,
             force=True,
         )
         return _as_dict(obj)

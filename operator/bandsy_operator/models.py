@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import ipaddress
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 from pydantic.alias_generators import to_camel
 
 from .constants import PRODUCTION
@@ -184,6 +185,8 @@ class EnvironmentSpec(ApiModel):
     access: Access = Access()
     quota: dict[str, Quantity] = Field(default_factory=dict)
     defaults: ContainerDefaults = ContainerDefaults()
+    # Secrets in the environment's namespace the kubelet pulls service images with.
+    image_pull_secrets: tuple[str, ...] = ()
     deletion_policy: ReclaimPolicy = "Retain"
     backups: Backups | None = None
     cost: Cost | None = None
@@ -270,9 +273,46 @@ class Migrations(ApiModel):
     backoff_limit: int = Field(default=0, ge=0, le=10)
 
 
+class Autoscaling(ApiModel):
+    """SPEC §12: a HorizontalPodAutoscaler on CPU keeps replicas between the bounds; the
+    operator then never sets the Deployment's replicas."""
+
+    min_replicas: int = Field(default=2, ge=1, le=50)
+    max_replicas: int = Field(ge=1, le=50)
+    # Percent of the CPU request (which the HPA needs: the container's or the LimitRange's).
+    target_cpu_utilization: int = Field(default=80, ge=1, le=500, alias="targetCPUUtilization")
+
+    @model_validator(mode="after")
+    def _bounds(self) -> Autoscaling:
+        if self.min_replicas > self.max_replicas:
+            raise ValueError("autoscaling.minReplicas may not exceed maxReplicas")
+        return self
+
+
+class Egress(ApiModel):
+    """SPEC §12: an address outside the cluster the service's pods may connect to: a CIDR, or
+    a host name (the addresses it resolves to, refreshed at each resync)."""
+
+    cidr: str | None = None
+    host: str | None = None
+    ports: tuple[int, ...] = ()  # none: every port
+    protocol: Literal["TCP", "UDP"] = "TCP"
+
+    @model_validator(mode="after")
+    def _one_target(self) -> Egress:
+        if (self.cidr is None) == (self.host is None):
+            raise ValueError("an egress entry has exactly one of cidr and host")
+        if self.cidr is not None:
+            ipaddress.ip_network(self.cidr, strict=False)  # ValueError names the problem
+        if any(not 1 <= port <= 65535 for port in self.ports):
+            raise ValueError("egress ports are 1-65535")
+        return self
+
+
 class ServiceEnvironment(ApiModel):
     image: ImageTag
     replicas: int | None = Field(default=None, ge=0, le=50)
+    autoscaling: Autoscaling | None = None
     resources: Resources | None = None
     config: dict[str, str] = Field(default_factory=dict)
 
@@ -284,6 +324,7 @@ class ServiceSpec(ApiModel):
     external: bool = False
     health_check: HealthCheck | None = None
     replicas: int = Field(default=1, ge=0, le=50)
+    autoscaling: Autoscaling | None = None
     resources: Resources = Resources()
     config: dict[str, str] = Field(default_factory=dict)
     secrets: tuple[SecretKey, ...] = ()
@@ -291,6 +332,7 @@ class ServiceSpec(ApiModel):
     redis: BackendUse = BackendUse()
     mongo: BackendUse = BackendUse()
     depends_on: tuple[str, ...] = ()
+    egress: tuple[Egress, ...] = ()
     migrations: Migrations | None = None
     suspend: bool = False
     environments: dict[str, ServiceEnvironment] = Field(default_factory=dict)
@@ -304,8 +346,25 @@ class Service(ApiModel):
     def name(self) -> str:
         return self.meta.name
 
+    def resources_in(self, env: str) -> Resources:
+        """Its resources in ``env``: the environment's override as a whole, else its default."""
+        override = self.spec.environments[env].resources
+        return override if override is not None else self.spec.resources
+
+    def autoscaling_in(self, env: str) -> Autoscaling | None:
+        """The environment's entry decides as a whole: its ``autoscaling``, else none when it
+        sets ``replicas``, else the service's."""
+        entry = self.spec.environments[env]
+        if entry.autoscaling is not None or entry.replicas is not None:
+            return entry.autoscaling
+        return self.spec.autoscaling
+
     def replicas_in(self, env: str) -> int:
-        """Its replicas in ``env``: the environment's override, else its default."""
+        """Its replicas in ``env`` (the fewest, when autoscaled): the environment's override,
+        else its default."""
+        autoscaling = self.autoscaling_in(env)
+        if autoscaling is not None:
+            return autoscaling.min_replicas
         override = self.spec.environments[env].replicas
         return override if override is not None else self.spec.replicas
 

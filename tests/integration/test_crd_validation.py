@@ -43,6 +43,11 @@ INVALID_ENVIRONMENTS: list[tuple[str, dict[str, Any], str]] = [
     ),
     ("postgres without host", environment_body("e1", postgres={"port": 5432}), "Required value"),
     (
+        "image pull secret name",
+        environment_body("e1", imagePullSecrets=["GHCR_pull"]),
+        "should match",
+    ),
+    (
         "unknown sslMode",
         environment_body("e1", postgres={**POSTGRES, "sslMode": "strict"}),
         "Unsupported value",
@@ -212,6 +217,44 @@ INVALID_SERVICES: list[tuple[str, dict[str, Any], str]] = [
         "unknown reclaim policy",
         service_body("web", tags(develop="d1"), postgres={"reclaimPolicy": "Archive"}),
         "Unsupported value",
+    ),
+    (
+        "autoscaling bounds reversed",
+        service_body("web", tags(develop="d1"), autoscaling={"minReplicas": 5, "maxReplicas": 2}),
+        "minReplicas may not exceed maxReplicas",
+    ),
+    (
+        "autoscaling without a maximum",
+        service_body("web", tags(develop="d1"), autoscaling={"minReplicas": 2}),
+        "Required value",
+    ),
+    (
+        "environment with replicas and autoscaling",
+        service_body(
+            "web",
+            {"develop": {"image": {"tag": "d1"}, "replicas": 2, "autoscaling": {"maxReplicas": 3}}},
+        ),
+        "replicas or autoscaling, not both",
+    ),
+    (
+        "egress with cidr and host",
+        service_body("web", tags(develop="d1"), egress=[{"cidr": "10.0.0.0/8", "host": "a.b"}]),
+        "exactly one of cidr and host",
+    ),
+    (
+        "egress cidr",
+        service_body("web", tags(develop="d1"), egress=[{"cidr": "10.0.0.300/8"}]),
+        "must be an IP network",
+    ),
+    (
+        "egress host",
+        service_body("web", tags(develop="d1"), egress=[{"host": "API.example/x"}]),
+        "should match",
+    ),
+    (
+        "egress port",
+        service_body("web", tags(develop="d1"), egress=[{"host": "a.b", "ports": [0]}]),
+        "greater than or equal to 1",
     ),
 ]
 

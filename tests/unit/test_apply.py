@@ -4,7 +4,7 @@ from typing import Any
 
 import pytest
 
-from bandsy_operator.apply import converged, repair
+from bandsy_operator.apply import converged, handover, repair
 from bandsy_operator.observation import Basis, Observed, ReadMode, basis
 
 
@@ -71,3 +71,27 @@ def test_an_observation_knows_its_version() -> None:
     assert Observed(None, Basis.READ).resource_version is None
     body = {"metadata": {"name": "s", "resourceVersion": "42"}}
     assert Observed(body, Basis.REMEMBERED).resource_version == "42"
+
+
+def deployment(**spec: Any) -> dict[str, Any]:
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": "web", "namespace": "develop", "resourceVersion": "42"},
+        "spec": {"template": {}, **spec},
+    }
+
+
+def test_replicas_left_out_are_handed_over_at_their_live_value() -> None:
+    live = deployment(replicas=3)
+    assert handover(deployment(), live) == {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        # Only while the object is as read: a scaling in between is not undone.
+        "metadata": {"name": "web", "namespace": "develop", "resourceVersion": "42"},
+        "spec": {"replicas": 3},
+    }
+    assert handover(deployment(replicas=2), live) is None  # stated: ours
+    assert handover(deployment(), None) is None  # created without: nothing to keep
+    service = {"apiVersion": "v1", "kind": "Service", "metadata": {"name": "web"}, "spec": {}}
+    assert handover(service, {**service, "spec": {"replicas": 1}}) is None

@@ -5,10 +5,12 @@ import dataclasses
 from typing import Any
 
 import pytest
+from pydantic import ValidationError
 
 from bandsy_operator.backends.scram import scram_sha256_verifier, verifier_matches
 from bandsy_operator.builders.inputs import DatabasePeer, ServiceInputs
 from bandsy_operator.builders.meta import content_hash
+from bandsy_operator.builders.migration import build_migration_job
 from bandsy_operator.builders.service import (
     build_service_objects,
     config_hash,
@@ -20,7 +22,7 @@ from bandsy_operator.constants import (
     EXTERNAL_LABEL,
     MANAGED_BY_LABEL,
 )
-from bandsy_operator.models import EgressTarget
+from bandsy_operator.models import EgressTarget, Migrations
 from bandsy_operator.promotion import Image
 from bandsy_operator.reconcile.databases import DatabaseResult
 from bandsy_operator.reconcile.service import service_inputs
@@ -326,3 +328,114 @@ def test_service_inputs_skip_a_dependency_deleted_since_validation() -> None:
         web, environment("develop"), world, None, DatabaseResult(), Image(REPOSITORY, "v1"), b"k"
     )  # "api" is gone
     assert inputs.dependency_ports == {"db": 5432}
+
+
+def autoscaled_inputs(env_name: str = "develop", **entry: Any) -> ServiceInputs:
+    web = service(
+        "web",
+        {env_name: {"image": {"tag": "v1"}, **entry}},
+        port=8080,
+        autoscaling={"minReplicas": 2, "maxReplicas": 5, "targetCPUUtilization": 70},
+    )
+    env = environment(env_name, imagePullSecrets=["ghcr-pull"])
+    return ServiceInputs(web, env, Image(REPOSITORY, "v1"), HASH_KEY)
+
+
+def test_an_autoscaled_deployment_leaves_its_replicas_to_the_autoscaler() -> None:
+    objects = by_kind(build_service_objects(autoscaled_inputs(), generator))
+    assert "replicas" not in objects[("Deployment", "web")]["spec"]
+    hpa = objects[("HorizontalPodAutoscaler", "web")]
+    assert hpa["apiVersion"] == "autoscaling/v2"
+    assert hpa["spec"]["scaleTargetRef"] == {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "name": "web",
+    }
+    assert (hpa["spec"]["minReplicas"], hpa["spec"]["maxReplicas"]) == (2, 5)
+    (metric,) = hpa["spec"]["metrics"]
+    assert metric["resource"] == {
+        "name": "cpu",
+        "target": {"type": "Utilization", "averageUtilization": 70},
+    }
+    # Two replicas at the least: a disruption budget, and pods spread across nodes.
+    assert ("PodDisruptionBudget", "web") in objects
+    assert "affinity" in objects[("Deployment", "web")]["spec"]["template"]["spec"]
+
+
+def test_an_environment_setting_replicas_turns_autoscaling_off_there() -> None:
+    objects = by_kind(build_service_objects(autoscaled_inputs(replicas=1), generator))
+    assert objects[("Deployment", "web")]["spec"]["replicas"] == 1
+    assert ("HorizontalPodAutoscaler", "web") not in objects
+    assert ("PodDisruptionBudget", "web") not in objects
+    # ... and one setting its own autoscaling uses it.
+    own = {"minReplicas": 3, "maxReplicas": 3}
+    objects = by_kind(build_service_objects(autoscaled_inputs(autoscaling=own), generator))
+    assert objects[("HorizontalPodAutoscaler", "web")]["spec"]["minReplicas"] == 3
+
+
+def test_pods_of_the_service_image_pull_with_the_environment_secrets() -> None:
+    inputs = autoscaled_inputs()
+    pod = by_kind(build_service_objects(inputs, generator))[("Deployment", "web")]["spec"]
+    assert pod["template"]["spec"]["imagePullSecrets"] == [{"name": "ghcr-pull"}]
+    migration = build_migration_job(inputs, Migrations(), Image(REPOSITORY, "v2"))
+    assert migration["spec"]["template"]["spec"]["imagePullSecrets"] == [{"name": "ghcr-pull"}]
+    plain = by_kind(build_service_objects(web_inputs(), generator))[("Deployment", "web")]
+    assert "imagePullSecrets" not in plain["spec"]["template"]["spec"]
+
+
+def test_declared_egress_opens_exactly_its_addresses() -> None:
+    web = service(
+        "web",
+        {"develop": {"image": {"tag": "v1"}}},
+        egress=[
+            {"cidr": "203.0.113.0/24", "ports": [443]},
+            {"host": "api.stripe.com", "ports": [443, 8443]},
+            {"host": "ntp.example", "ports": [123], "protocol": "UDP"},
+            {"host": "never.resolved.example"},
+        ],
+    )
+    inputs = ServiceInputs(
+        web,
+        environment("develop"),
+        Image(REPOSITORY, "v1"),
+        HASH_KEY,
+        egress_addresses={
+            "api.stripe.com": ("198.51.100.7/32", "2001:db8::7/128"),
+            "ntp.example": ("192.0.2.1/32",),
+            "never.resolved.example": (),
+        },
+    )
+    policy = by_kind(build_service_objects(inputs, generator))[("NetworkPolicy", "web")]
+    assert policy["spec"]["egress"] == [
+        {
+            "to": [{"ipBlock": {"cidr": "203.0.113.0/24"}}],
+            "ports": [{"protocol": "TCP", "port": 443}],
+        },
+        {
+            "to": [
+                {"ipBlock": {"cidr": "198.51.100.7/32"}},
+                {"ipBlock": {"cidr": "2001:db8::7/128"}},
+            ],
+            "ports": [{"protocol": "TCP", "port": 443}, {"protocol": "TCP", "port": 8443}],
+        },
+        {
+            "to": [{"ipBlock": {"cidr": "192.0.2.1/32"}}],
+            "ports": [{"protocol": "UDP", "port": 123}],
+        },
+        # A host that never resolved opens nothing: a rule without peers would open everything.
+    ]
+
+
+@pytest.mark.parametrize(
+    ("spec", "message"),
+    [
+        ({"autoscaling": {"minReplicas": 4, "maxReplicas": 2}}, "may not exceed maxReplicas"),
+        ({"egress": [{"cidr": "10.0.0.0/8", "host": "a.example"}]}, "exactly one of"),
+        ({"egress": [{"ports": [443]}]}, "exactly one of"),
+        ({"egress": [{"cidr": "10.0.0.300/8"}]}, "does not appear to be an IPv4 or IPv6"),
+        ({"egress": [{"cidr": "10.0.0.0/8", "ports": [70000]}]}, "ports are 1-65535"),
+    ],
+)
+def test_bad_autoscaling_and_egress_are_refused(spec: dict[str, Any], message: str) -> None:
+    with pytest.raises(ValidationError, match=message):
+        service("web", {"develop": {"image": {"tag": "v1"}}}, **spec)

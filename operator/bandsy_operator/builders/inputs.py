@@ -55,6 +55,8 @@ class ServiceInputs:
     # backend ("postgres", "redis", "mongo") -> keys of the <svc>-<backend> Secret
     credentials: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
     database_peers: Sequence[DatabasePeer] = ()
+    # The declared egress hosts' addresses (CIDRs), as last resolved.
+    egress_addresses: Mapping[str, Sequence[str]] = field(default_factory=dict)
     backup: BackupPlan | None = None  # the environment backs up this service's database
     mirror: MirrorPlan | None = None  # the environment mirrors another's data into this one's
     # The last restore, and the last mirror, swapped in here: the pods start after them.

@@ -10,7 +10,7 @@ from ..models import Migrations
 from ..promotion import Image
 from .inputs import ServiceInputs
 from .meta import Manifest, service_labels
-from .pod import database_egress, restricted_pod_spec, service_container
+from .pod import database_egress, service_container, service_pod_spec
 
 MIGRATION_CONTAINER = "migrate"
 
@@ -40,7 +40,11 @@ def build_migration_job(inputs: ServiceInputs, migrations: Migrations, image: Im
         "activeDeadlineSeconds": migrations.timeout_seconds,
         "template": {
             "metadata": {"labels": migration_pod_labels(inputs.name, inputs.env.name)},
-            "spec": {**restricted_pod_spec(), "restartPolicy": "Never", "containers": [container]},
+            "spec": {
+                **service_pod_spec(inputs),
+                "restartPolicy": "Never",
+                "containers": [container],
+            },
         },
     }
     return {"apiVersion": "batch/v1", "kind": "Job", "metadata": meta, "spec": spec}

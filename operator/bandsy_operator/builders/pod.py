@@ -14,9 +14,7 @@ from .inputs import ServiceInputs
 
 
 def container_resources(inputs: ServiceInputs) -> dict[str, dict[str, Quantity]]:
-    spec = inputs.service.spec
-    override = spec.environments[inputs.env.name].resources
-    chosen = override if override is not None else spec.resources
+    chosen = inputs.service.resources_in(inputs.env.name)
     resources: dict[str, dict[str, Quantity]] = {}
     if chosen.requests:
         resources["requests"] = {k: str(v) for k, v in sorted(chosen.requests.items())}
@@ -58,6 +56,14 @@ def restricted_pod_spec() -> dict[str, Any]:
         "automountServiceAccountToken": False,
         "securityContext": {"runAsNonRoot": True, "seccompProfile": {"type": "RuntimeDefault"}},
     }
+
+
+def service_pod_spec(inputs: ServiceInputs) -> dict[str, Any]:
+    """The start of a spec for pods of the service's image: the environment's pull secrets."""
+    spec = restricted_pod_spec()
+    if names := inputs.env.spec.image_pull_secrets:
+        spec["imagePullSecrets"] = [{"name": name} for name in names]
+    return spec
 
 
 def database_egress(inputs: ServiceInputs) -> list[dict[str, Any]]:

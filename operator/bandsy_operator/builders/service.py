@@ -18,6 +18,7 @@ from ..constants import (
     PRODUCTION,
     RESTORED_ANNOTATION,
 )
+from ..models import Environment, Service
 from .backup import build_backup_objects
 from .inputs import ServiceInputs
 from .meta import (
@@ -27,7 +28,7 @@ from .meta import (
     stamp_applied_hash,
 )
 from .migration import build_migration_network_policy
-from .pod import database_egress, restricted_pod_spec, service_container
+from .pod import database_egress, service_container, service_pod_spec
 
 CONTAINER_PORT_NAME = "http"
 SecretGenerator = Callable[[int], str]
@@ -112,8 +113,20 @@ def _probes(inputs: ServiceInputs) -> dict[str, Any]:
     }
 
 
+def spreads_pods(service: Service, env: Environment) -> bool:
+    """Pods prefer distinct nodes in production (SPEC §4) and wherever two or more run."""
+    autoscaling = service.autoscaling_in(env.name)
+    most = autoscaling.max_replicas if autoscaling else service.replicas_in(env.name)
+    return env.name == PRODUCTION or most >= 2
+
+
+def has_disruption_budget(service: Service, env: Environment) -> bool:
+    """With one replica a budget would block every drain."""
+    return service.replicas_in(env.name) >= 2
+
+
 def _anti_affinity(inputs: ServiceInputs) -> dict[str, Any]:
-    if inputs.env.name != PRODUCTION:
+    if not spreads_pods(inputs.service, inputs.env):
         return {}
     return {
         "affinity": {
@@ -153,7 +166,7 @@ def build_deployment(inputs: ServiceInputs, config_hash: str) -> Manifest:
         "kind": "Deployment",
         "metadata": inputs.meta(inputs.name),
         "spec": {
-            "replicas": inputs.service.replicas_in(inputs.env.name),
+            **_replicas(inputs),
             "revisionHistoryLimit": 5,
             "selector": {"matchLabels": selector},
             "strategy": {
@@ -166,13 +179,20 @@ def build_deployment(inputs: ServiceInputs, config_hash: str) -> Manifest:
                     "annotations": _pod_annotations(inputs, config_hash),
                 },
                 "spec": {
-                    **restricted_pod_spec(),
+                    **service_pod_spec(inputs),
                     "containers": [container],
                     **_anti_affinity(inputs),
                 },
             },
         },
     }
+
+
+def _replicas(inputs: ServiceInputs) -> dict[str, int]:
+    """None when autoscaled: the HPA owns the field, and stating it would undo its scaling."""
+    if inputs.service.autoscaling_in(inputs.env.name) is not None:
+        return {}
+    return {"replicas": inputs.service.replicas_in(inputs.env.name)}
 
 
 def _pod_annotations(inputs: ServiceInputs, config_hash: str) -> dict[str, str]:
@@ -271,6 +291,7 @@ def build_network_policy(inputs: ServiceInputs) -> Manifest:
         for dep, dep_port in sorted(inputs.dependency_ports.items())
     ]
     egress += database_egress(inputs)
+    egress += declared_egress(inputs)
     spec: dict[str, Any] = {
         "podSelector": {"matchLabels": selector_labels(inputs.name, inputs.env.name)},
         "policyTypes": ["Ingress", "Egress"],
@@ -287,6 +308,24 @@ def build_network_policy(inputs: ServiceInputs) -> Manifest:
         "metadata": inputs.meta(inputs.name),
         "spec": spec,
     }
+
+
+def declared_egress(inputs: ServiceInputs) -> list[dict[str, Any]]:
+    """``spec.egress``: a host that never resolved opens nothing (its rule would open all)."""
+    rules = []
+    for entry in inputs.service.spec.egress:
+        if entry.cidr is not None:
+            cidrs: Sequence[str] = [entry.cidr]
+        else:
+            assert entry.host is not None
+            cidrs = inputs.egress_addresses.get(entry.host, ())
+        if not cidrs:
+            continue
+        rule: dict[str, Any] = {"to": [{"ipBlock": {"cidr": cidr}} for cidr in cidrs]}
+        if entry.ports:
+            rule["ports"] = [{"protocol": entry.protocol, "port": port} for port in entry.ports]
+        rules.append(rule)
+    return rules
 
 
 def config_hash(
@@ -321,7 +360,7 @@ def build_disruption_budget(inputs: ServiceInputs) -> Manifest | None:
     """SPEC §12: with two replicas or more, a voluntary disruption (a node drain, an eviction)
     takes at most one pod at a time. Pods that are not Ready may always be evicted, so a
     crash-looping service never blocks a drain."""
-    if inputs.service.replicas_in(inputs.env.name) < 2:
+    if not has_disruption_budget(inputs.service, inputs.env):
         return None
     return {
         "apiVersion": "policy/v1",
@@ -331,6 +370,34 @@ def build_disruption_budget(inputs: ServiceInputs) -> Manifest | None:
             "maxUnavailable": 1,
             "selector": {"matchLabels": selector_labels(inputs.name, inputs.env.name)},
             "unhealthyPodEvictionPolicy": "AlwaysAllow",
+        },
+    }
+
+
+def build_autoscaler(inputs: ServiceInputs) -> Manifest | None:
+    autoscaling = inputs.service.autoscaling_in(inputs.env.name)
+    if autoscaling is None:
+        return None
+    return {
+        "apiVersion": "autoscaling/v2",
+        "kind": "HorizontalPodAutoscaler",
+        "metadata": inputs.meta(inputs.name),
+        "spec": {
+            "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": inputs.name},
+            "minReplicas": autoscaling.min_replicas,
+            "maxReplicas": autoscaling.max_replicas,
+            "metrics": [
+                {
+                    "type": "Resource",
+                    "resource": {
+                        "name": "cpu",
+                        "target": {
+                            "type": "Utilization",
+                            "averageUtilization": autoscaling.target_cpu_utilization,
+                        },
+                    },
+                }
+            ],
         },
     }
 
@@ -349,6 +416,7 @@ def build_service_objects(inputs: ServiceInputs, generate: SecretGenerator) -> l
         ),
         build_service(inputs),
         build_disruption_budget(inputs),
+        build_autoscaler(inputs),
         build_ingress(inputs),
         build_network_policy(inputs),
         build_migration_network_policy(inputs),

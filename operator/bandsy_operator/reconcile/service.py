@@ -11,7 +11,7 @@ import asyncio
 import base64
 import datetime
 import logging
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -24,6 +24,7 @@ from ..builders.inputs import BackupPlan, MirrorPlan, ServiceInputs
 from ..builders.meta import selector_labels
 from ..builders.migration import build_migration_job
 from ..builders.service import build_service_objects, missing_provided_secrets
+from ..checks import production_checks, production_ready
 from ..constants import CHANGE_CAUSE_ANNOTATION, SERVICE_KIND, SKIP_GATES_ANNOTATION
 from ..events import EventRecorder, EventType
 from ..kube import KubeApi, Manifest, ObjectRef, without_managed_fields
@@ -31,6 +32,7 @@ from ..migrations import Migration, succeeded
 from ..models import Environment, Service, parse_identity
 from ..observation import Basis, Observed, ReadMode, basis
 from ..promotion import GateVerdict, Image, Readiness, carry_readiness
+from ..resolver import HostResolver
 from ..secrets_gen import random_secret
 from ..status import (
     FALSE,
@@ -242,6 +244,15 @@ def gate_input(
     )
 
 
+async def egress_addresses(
+    resolver: HostResolver, service: Service, mode: ReadMode
+) -> dict[str, tuple[str, ...]]:
+    """The service's egress hosts resolved: afresh when everything is read (a resync)."""
+    hosts = sorted({e.host for e in service.spec.egress if e.host is not None})
+    found = await asyncio.gather(*(resolver.addresses(h, mode is ReadMode.LIVE) for h in hosts))
+    return dict(zip(hosts, found, strict=True))
+
+
 def service_inputs(
     service: Service,
     env: Environment,
@@ -253,6 +264,7 @@ def service_inputs(
     job_image: str | None = None,
     restored: str | None = None,
     mirror: MirrorStep | None = None,
+    egress_addresses: Mapping[str, Sequence[str]] | None = None,
 ) -> ServiceInputs:
     """Everything the builders need, from the world view and what was read from the cluster.
     Shared by the reconciler and ``bandsyctl render`` so both produce the same objects.
@@ -280,6 +292,7 @@ def service_inputs(
         mirror=mirror_plan(service, env, database, job_image) if mirror and mirror.runs else None,
         restored=restored,
         mirrored=mirror.marker if mirror else None,
+        egress_addresses=egress_addresses or {},
     )
 
 
@@ -358,6 +371,7 @@ class ServiceReconciler:
         self.mirrors = MirrorRunner(api, databases)
         self.backups = BackupObserver(api, world)
         self._secrets: dict[ObjectRef, Manifest] = {}  # each service Secret, as last seen
+        self.resolver = HostResolver()
 
     async def reconcile(self, name: str, mode: ReadMode = ReadMode.LIVE) -> Outcome:
         """Converge one service, reading what ``mode`` says (see ``observation``)."""
@@ -704,6 +718,7 @@ class ServiceReconciler:
             self.job_image,
             restored=plan.restore.marker,
             mirror=plan.mirror,
+            egress_addresses=await egress_addresses(self.resolver, service, mode),
         )
         plan.objects = build_service_objects(plan.inputs, random_secret)
         guard_secret(plan.objects, secret)
@@ -881,6 +896,8 @@ class ServiceReconciler:
                     status["mirror"] = plan.mirror.record
             if (backup := self._backup_condition(service, plan, status)) is not None:
                 updates.append(backup)
+            checks = production_checks(service, plan.inputs.env, status, moment)
+            updates.append(production_ready(checks))
             updates.append(self._rollout_status(service, plan, old, status, moment))
             if plan.database is not None and plan.database.condition is not None:
                 updates.append(plan.database.condition)
