@@ -966,3 +966,50 @@ def test_the_disruption_budget_lets_one_pod_go_at_a_time(cluster: Cluster) -> No
     assert second.returncode != 0
     assert "disruption budget" in second.stderr, second.stderr
     eventually(budget_allows_one, 180, "api back to two healthy pods")
+
+
+def test_the_autoscaler_scales_through_the_node_and_the_operator_leaves_it(
+    cluster: Cluster,
+) -> None:
+    """api in production, autoscaled at 3 to 4: the HPA controller scales its Deployment, the
+    kubelet runs the third pod, and a rollout by the operator keeps the autoscaler's count."""
+
+    def patch(environment: dict[str, Any], config: dict[str, str] | None = None) -> None:
+        spec: dict[str, Any] = {"environments": {"production": environment}}
+        if config is not None:
+            spec["config"] = config
+        body = json.dumps({"spec": spec})
+        cluster.kubectl("patch", "bsvc", "api", "--type", "merge", "-p", body)
+
+    def deployment() -> dict[str, Any]:
+        found: dict[str, Any] = cluster.json("-n", "production", "get", "deployment", "api")
+        return found
+
+    def ready_at(replicas: int, generation: int = 0) -> bool:
+        live = deployment()
+        status = live.get("status") or {}
+        return bool(
+            live["spec"].get("replicas") == replicas
+            and live["metadata"]["generation"] >= generation
+            and status.get("observedGeneration") == live["metadata"]["generation"]
+            and status.get("updatedReplicas") == replicas
+            and status.get("readyReplicas") == replicas
+            and status.get("replicas") == replicas
+        )
+
+    patch({"replicas": None, "autoscaling": {"minReplicas": 3, "maxReplicas": 4}})
+    eventually(lambda: ready_at(3), 180, "the autoscaler's third api pod Ready")
+    hpa = cluster.json("-n", "production", "get", "hpa", "api")
+    assert hpa["spec"]["minReplicas"] == 3
+    generation = deployment()["metadata"]["generation"]
+    patch({}, config={"ROLLOUT_MARK": str(time.time())})
+    eventually(lambda: ready_at(3, generation + 1), 240, "a rollout at the autoscaler's 3")
+
+    patch({"replicas": 2, "autoscaling": None})
+    eventually(lambda: ready_at(2), 180, "api back at the operator's 2 replicas")
+
+    def hpa_gone() -> bool:
+        found = cluster.kubectl("-n", "production", "get", "hpa", "api", check=False)
+        return found.returncode != 0
+
+    eventually(hpa_gone, 60, "the HPA removed")
