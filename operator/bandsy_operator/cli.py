@@ -32,6 +32,7 @@ from .cost import DEFAULT_PRICES_NOTE, environment_cost
 from .credentials import CredentialStore, HashKeyMissingError
 from .kube import CLIENT_ERRORS, BandsyServiceResource, KubeApi, Manifest, ObjectRef
 from .manifest_yaml import dump_all
+from .monitoring import discover
 from .promotion import GateVerdict, Readiness, carry_readiness
 from .reconcile.databases import DatabaseReconciler
 from .reconcile.mirrors import MirrorStep
@@ -555,6 +556,15 @@ async def backup_image(api: KubeApi, env: Any, service: str) -> str | None:
     return str(containers[0]["image"]) if containers else None
 
 
+async def serves_service_monitors(api: KubeApi) -> bool:
+    """As the operator asks it; whoever may not read CRDs (the built-in view and edit roles
+    may not) sees the objects without the ServiceMonitor."""
+    try:
+        return (await discover(api)).service_monitors
+    except ApiError:
+        return False
+
+
 async def rendered_objects(api: KubeApi, world: World, name: str, env_name: str) -> list[Manifest]:
     known = _service(world, name)
     env = _environment(world, known, env_name)
@@ -581,6 +591,7 @@ async def rendered_objects(api: KubeApi, world: World, name: str, env_name: str)
         await backup_image(api, env, service.name),
         restored=restored_marker(recorded.get("restore") or {}),
         mirror=MirrorStep(recorded.get("mirror"), mirrored, runs=mirror_runs),
+        service_monitors=await serves_service_monitors(api),
     )
     objects = build_service_objects(inputs, random_secret)
     if verdict.image_to_apply is None:

@@ -253,6 +253,7 @@ def service_inputs(
     job_image: str | None = None,
     restored: str | None = None,
     mirror: MirrorStep | None = None,
+    service_monitors: bool = False,
 ) -> ServiceInputs:
     """Everything the builders need, from the world view and what was read from the cluster.
     Shared by the reconciler and ``bandsyctl render`` so both produce the same objects.
@@ -280,6 +281,7 @@ def service_inputs(
         mirror=mirror_plan(service, env, database, job_image) if mirror and mirror.runs else None,
         restored=restored,
         mirrored=mirror.marker if mirror else None,
+        service_monitors=service_monitors,
     )
 
 
@@ -353,6 +355,8 @@ class ServiceReconciler:
         self.databases = databases
         self.hash_key = hash_key
         self.job_image: str | None = None  # set at start (controller)
+        # The cluster serves ServiceMonitors: asked at start and every resync (controller).
+        self.service_monitors = False
         self.migrations = MigrationRunner(api)
         self.restores = RestoreRunner(api, databases)
         self.mirrors = MirrorRunner(api, databases)
@@ -704,6 +708,7 @@ class ServiceReconciler:
             self.job_image,
             restored=plan.restore.marker,
             mirror=plan.mirror,
+            service_monitors=self.service_monitors,
         )
         plan.objects = build_service_objects(plan.inputs, random_secret)
         guard_secret(plan.objects, secret)
