@@ -141,13 +141,14 @@ async def test_monitoring_objects_follow_the_crds(
     await eventually(pruned)
     await eventually(converged)
 
-    # Metrics again, then the CRDs removed under it: the inventory's ServiceMonitor is gone
-    # with them and the service still converges.
+    # Metrics again, then the CRDs removed under it and its ServiceMonitor changed at once
+    # (its apply may meet the kind gone before a resync notices): the inventory's
+    # ServiceMonitor is gone with them and the service converges again.
     body["spec"]["metrics"] = {"port": 9102}
     kubectl.apply(body)
     await eventually(lambda: kube.get(monitor_ref))
     kubectl("delete", *crd_names(crds_later), "--wait=true", "--timeout=60s")
-    body["spec"]["config"] = {"AFTER": "crds"}
+    body["spec"]["metrics"]["path"] = "/internal/metrics"
     kubectl.apply(body)
 
     async def without_monitor() -> Manifest:
