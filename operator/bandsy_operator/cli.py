@@ -33,6 +33,7 @@ from .cost import DEFAULT_PRICES_NOTE, environment_cost
 from .credentials import CredentialStore, HashKeyMissingError
 from .kube import CLIENT_ERRORS, BandsyServiceResource, KubeApi, Manifest, ObjectRef
 from .manifest_yaml import dump_all
+from .monitoring import discover
 from .observation import ReadMode
 from .promotion import GateVerdict, Readiness, carry_readiness
 from .reconcile.databases import DatabaseReconciler
@@ -615,6 +616,15 @@ async def backup_image(api: KubeApi, env: Any, service: str) -> str | None:
     return str(containers[0]["image"]) if containers else None
 
 
+async def serves_service_monitors(api: KubeApi) -> bool:
+    """As the operator asks it; whoever may not read CRDs (the built-in view and edit roles
+    may not) sees the objects without the ServiceMonitor."""
+    try:
+        return (await discover(api)).service_monitors
+    except ApiError:
+        return False
+
+
 async def rendered_objects(api: KubeApi, world: World, name: str, env_name: str) -> list[Manifest]:
     known = _service(world, name)
     env = _environment(world, known, env_name)
@@ -642,6 +652,7 @@ async def rendered_objects(api: KubeApi, world: World, name: str, env_name: str)
         restored=restored_marker(recorded.get("restore") or {}),
         mirror=MirrorStep(recorded.get("mirror"), mirrored, runs=mirror_runs),
         egress_addresses=await egress_addresses(HostResolver(), service, ReadMode.LIVE),
+        service_monitors=await serves_service_monitors(api),
     )
     objects = build_service_objects(inputs, random_secret)
     if verdict.image_to_apply is None:

@@ -15,6 +15,14 @@ SERVICE_PLURAL: Final = "bandsyservices"
 FIELD_MANAGER: Final = "bandsy-operator"
 # Applies once, with the live value, a field we stop stating for another controller to own.
 HANDOVER_FIELD_MANAGER: Final = "bandsy-operator-handover"
+
+# The Prometheus Operator's API (SPEC §12): used only while the cluster serves its CRDs.
+MONITORING_GROUP: Final = "monitoring.coreos.com"
+MONITORING_API_VERSION: Final = f"{MONITORING_GROUP}/v1"
+SERVICE_MONITOR_KIND: Final = "ServiceMonitor"
+SERVICE_MONITOR_PLURAL: Final = "servicemonitors"
+PROMETHEUS_RULE_KIND: Final = "PrometheusRule"
+PROMETHEUS_RULE_PLURAL: Final = "prometheusrules"
 FINALIZER: Final = f"{GROUP}/finalizer"
 
 # Labels on everything the operator creates (SPEC §4).

@@ -31,8 +31,9 @@ from .constants import (
 from .credentials import CredentialStore
 from .events import EventRecorder
 from .jobs import job_news
-from .kube import CLIENT_ERRORS, KubeApi, ObjectRef, is_unreachable
+from .kube import CLIENT_ERRORS, KubeApi, ObjectRef, is_not_found, is_unreachable
 from .metrics import RECONCILE_SECONDS, RECONCILES, RESYNCS, WORK_QUEUE_DEPTH
+from .monitoring import Monitoring
 from .observation import ReadMode
 from .reconcile.databases import DatabaseReconciler
 from .reconcile.environment import EnvironmentReconciler
@@ -107,6 +108,8 @@ class Controller:
         self.environments = EnvironmentReconciler(api, applier, recorder, self.world, databases)
         # Its config-hash key is read (or made) at start.
         self.services = ServiceReconciler(api, applier, recorder, self.world, databases, b"")
+        self.monitoring = Monitoring(api, applier, settings.operator_namespace)
+        self._rediscovery: asyncio.Task[None] | None = None
         self._locks: defaultdict[Key, asyncio.Lock] = defaultdict(asyncio.Lock)
         self._tasks: list[asyncio.Task[None]] = []
         # Custom resources whose next reconcile reads everything (ReadMode.LIVE): queued by
@@ -124,6 +127,7 @@ class Controller:
         """Load every custom resource first, so no reconcile sees a half-known world."""
         environments, services = await self._initial_lists()
         await self._ensure_operator_namespace()
+        await self._follow_monitoring()
         self.services.hash_key = await self.store.config_hash_key(create=True)
         self.services.job_image = await self._job_image()
         for body in environments:
@@ -137,9 +141,10 @@ class Controller:
         ]
 
     async def stop(self) -> None:
-        for task in self._tasks:
+        tasks = [*self._tasks, *([self._rediscovery] if self._rediscovery else [])]
+        for task in tasks:
             task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await asyncio.gather(*tasks, return_exceptions=True)
         await asyncio.gather(*(b.close() for b in self.backends.values()))
 
     async def _job_image(self) -> str | None:
@@ -166,6 +171,22 @@ class Controller:
                 {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": namespace}}
             )
 
+    async def _follow_monitoring(self) -> None:
+        """Which of the Prometheus Operator's kinds the cluster serves now (SPEC §12); when
+        the API server cannot tell, what was known stays until the next resync asks again."""
+        try:
+            kinds = await self.monitoring.follow()
+        except CLIENT_ERRORS as error:
+            log.warning("cannot tell whether the Prometheus Operator's CRDs exist: %s", error)
+            return
+        self.services.service_monitors = kinds.service_monitors
+
+    def _rediscover(self) -> None:
+        """A reconcile found a kind gone (404): its CRD may have been removed since the last
+        resync, so ask now instead of failing until the next one (one question at a time)."""
+        if self._rediscovery is None or self._rediscovery.done():
+            self._rediscovery = asyncio.create_task(self._follow_monitoring())
+
     async def _initial_lists(self) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
         """Retries while the API server or our CRDs are not there yet (fresh cluster, restart)."""
         delay = 0.5
@@ -187,6 +208,7 @@ class Controller:
         while True:
             await self._pass_taken.wait()
             await asyncio.sleep(self.settings.resync_interval)
+            await self._follow_monitoring()
             self.enqueue_all()
             RESYNCS.inc()
 
@@ -313,8 +335,11 @@ class Controller:
                 delay = self.queue.retry(key)
                 if is_unreachable(error):
                     self._awaiting[API_SERVER].failed(key)
+                elif is_not_found(error):
+                    self._rediscover()
                 log.warning("reconcile %s failed, retrying in %.1f s: %s", key, delay, error)
             else:
+                self.world.note_database_servers(outcome.reached, outcome.unreachable)
                 for server in (API_SERVER, *outcome.reached):
                     self._answered(server, done=key)
                 for server in outcome.unreachable:

@@ -16,7 +16,7 @@ from lightkube import AsyncClient, KubeConfig, codecs
 from lightkube.core.exceptions import ApiError
 from lightkube.core.resource import NamespacedResource, NamespacedResourceG
 from lightkube.core.resource_registry import resource_registry
-from lightkube.generic_resource import create_global_resource
+from lightkube.generic_resource import create_global_resource, create_namespaced_resource
 from lightkube.types import CascadeType, PatchType
 
 from .constants import (
@@ -24,7 +24,12 @@ from .constants import (
     ENVIRONMENT_PLURAL,
     FIELD_MANAGER,
     GROUP,
+    MONITORING_GROUP,
+    PROMETHEUS_RULE_KIND,
+    PROMETHEUS_RULE_PLURAL,
     SERVICE_KIND,
+    SERVICE_MONITOR_KIND,
+    SERVICE_MONITOR_PLURAL,
     SERVICE_PLURAL,
     VERSION,
 )
@@ -40,6 +45,10 @@ BandsyEnvironmentResource = create_global_resource(
     GROUP, VERSION, ENVIRONMENT_KIND, ENVIRONMENT_PLURAL
 )
 BandsyServiceResource = create_global_resource(GROUP, VERSION, SERVICE_KIND, SERVICE_PLURAL)
+# The Prometheus Operator's (SPEC §12), registered whether or not the cluster serves them: an
+# inventory may list one after its CRD is gone, and pruning it must find nothing, not fail.
+create_namespaced_resource(MONITORING_GROUP, "v1", SERVICE_MONITOR_KIND, SERVICE_MONITOR_PLURAL)
+create_namespaced_resource(MONITORING_GROUP, "v1", PROMETHEUS_RULE_KIND, PROMETHEUS_RULE_PLURAL)
 
 
 @dataclass(frozen=True, order=True)
@@ -67,8 +76,12 @@ class ObjectRef:
         return f"{self.api_version}|{self.kind}|{self.namespace}|{self.name}"
 
 
-def is_not_found(error: ApiError) -> bool:
-    return error.status.code == 404
+def is_not_found(error: BaseException) -> bool:
+    """404: no such object, or no such kind at all (its CRD removed), which the API server
+    answers in plain text and lightkube leaves an httpx error."""
+    if isinstance(error, ApiError):
+        return error.status.code == 404
+    return isinstance(error, httpx.HTTPStatusError) and error.response.status_code == 404
 
 
 def is_conflict(error: ApiError) -> bool:
@@ -121,7 +134,7 @@ class KubeApi:
             obj = await self.client.get(
                 _resource(ref.api_version, ref.kind), ref.name, namespace=ref.namespace or None
             )
-        except ApiError as error:
+        except CLIENT_ERRORS as error:
             if is_not_found(error):
                 return None
             raise
@@ -213,7 +226,7 @@ class KubeApi:
                 namespace=ref.namespace or None,
                 cascade=CascadeType.BACKGROUND,
             )
-        except ApiError as error:
+        except CLIENT_ERRORS as error:
             if is_not_found(error):
                 return False
             raise

@@ -1,5 +1,7 @@
-"""Prometheus metrics on ``/metrics`` (SPEC §8): reconciles, their duration, database
-operations, the work queue, resyncs, blocked promotions and managed objects."""
+"""Prometheus metrics on ``/metrics`` (SPEC §8, §12): reconciles, their duration, database
+operations and servers, the work queue, resyncs, blocked promotions, verified backups, managed
+objects and costs. The alerts (``builders.monitoring``) and the dashboard in deploy/monitoring/
+read them."""
 
 from __future__ import annotations
 
@@ -10,6 +12,7 @@ from prometheus_client import Counter, Gauge, Histogram, start_http_server
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import REGISTRY, Collector
 
+from .jobs import parse_time
 from .kube import ObjectRef
 from .world import World
 
@@ -67,6 +70,46 @@ class WorldCollector(Collector):
         yield blocked
         yield objects
         yield self._costs()
+        yield from self._service_environments()
+        yield self._database_servers()
+
+    def _service_environments(self) -> Iterator[GaugeMetricFamily]:
+        """Timestamps from each service's status per environment: since when a gate holds its
+        promotion (the PromotionBlocked condition's transition), and its newest verified backup."""
+        blocked = GaugeMetricFamily(
+            "bandsy_promotion_blocked_since_seconds",
+            "Since when (Unix time) a gate holds a service's promotion in an environment",
+            labels=["service", "environment", "reason"],
+        )
+        verified = GaugeMetricFamily(
+            "bandsy_backup_last_verified_timestamp_seconds",
+            "When (Unix time) the newest verified backup of a service's database finished",
+            labels=["service", "environment"],
+        )
+        for service, known in sorted(self.world.services.items()):
+            for env, status in sorted((known.status.get("environments") or {}).items()):
+                for condition in status.get("conditions") or []:
+                    if condition["type"] == "PromotionBlocked" and condition["status"] == "True":
+                        since = parse_time(condition.get("lastTransitionTime"))
+                        if since is not None:
+                            labels = [service, env, str(condition.get("reason", ""))]
+                            blocked.add_metric(labels, since.timestamp())
+                last = ((status.get("backup") or {}).get("lastVerified") or {}).get("at")
+                if (at := parse_time(last)) is not None:
+                    verified.add_metric([service, env], at.timestamp())
+        yield blocked
+        yield verified
+
+    def _database_servers(self) -> GaugeMetricFamily:
+        servers = GaugeMetricFamily(
+            "bandsy_database_server_up",
+            "Whether a database server an environment names answered the operator last time (1)",
+            labels=["backend", "server"],
+        )
+        for key, up in self.world.database_servers().items():
+            backend, _, server = key.partition("|")
+            servers.add_metric([backend, server], 1.0 if up else 0.0)
+        return servers
 
     def _costs(self) -> GaugeMetricFamily:
         costs = GaugeMetricFamily(

@@ -14,6 +14,7 @@ from .naming import DNS_NAMESPACE
 Quantity = int | str
 PodSecurityLevel = Literal["privileged", "baseline", "restricted"]
 ReclaimPolicy = Literal["Retain", "Delete"]
+BACKENDS = ("postgres", "redis", "mongo")
 SslMode = Literal["disable", "allow", "prefer", "require", "verify-ca", "verify-full"]
 
 
@@ -65,7 +66,23 @@ class Mirror(ApiModel):
     schedule: str
 
 
-class PostgresServer(ApiModel):
+class DatabaseServer(ApiModel):
+    """What every database server's settings have: where it is."""
+
+    host: str
+    port: int
+
+    @property
+    def address(self) -> str:
+        return f"{self.host}:{self.port}"
+
+
+def server_key(backend: str, address: str) -> str:
+    """How the operator names one database server: ``postgres|db.example:5432``."""
+    return f"{backend}|{address}"
+
+
+class PostgresServer(DatabaseServer):
     host: str
     port: int = 5432
     ssl_mode: SslMode = "require"
@@ -77,7 +94,7 @@ class PostgresServer(ApiModel):
     mirror: Mirror | None = None
 
 
-class RedisServer(ApiModel):
+class RedisServer(DatabaseServer):
     host: str
     port: int = 6379
     tls: bool = False
@@ -88,7 +105,7 @@ class RedisServer(ApiModel):
     allow_shared_credentials: bool = False
 
 
-class MongoServer(ApiModel):
+class MongoServer(DatabaseServer):
     host: str
     port: int = 27017
     tls: bool = False
@@ -213,6 +230,15 @@ class Environment(ApiModel):
     def namespace(self) -> str:
         return self.spec.namespace or self.meta.name
 
+    def database_servers(self) -> list[str]:
+        """The database servers its settings name (``server_key``)."""
+        servers: list[DatabaseServer | None] = [getattr(self.spec, b) for b in BACKENDS]
+        return [
+            server_key(backend, settings.address)
+            for backend, settings in zip(BACKENDS, servers, strict=True)
+            if settings is not None
+        ]
+
     @property
     def protected(self) -> bool:
         """SPEC §3.1: promoting here needs a right, and no role is shared with an unprotected
@@ -309,6 +335,14 @@ class Egress(ApiModel):
         return self
 
 
+class Metrics(ApiModel):
+    """SPEC §12: where the service's pods serve Prometheus metrics (a ServiceMonitor scrapes
+    them where the Prometheus Operator's CRDs exist)."""
+
+    port: int = Field(ge=1, le=65535)
+    path: str = "/metrics"
+
+
 class ServiceEnvironment(ApiModel):
     image: ImageTag
     replicas: int | None = Field(default=None, ge=0, le=50)
@@ -334,6 +368,7 @@ class ServiceSpec(ApiModel):
     depends_on: tuple[str, ...] = ()
     egress: tuple[Egress, ...] = ()
     migrations: Migrations | None = None
+    metrics: Metrics | None = None
     suspend: bool = False
     environments: dict[str, ServiceEnvironment] = Field(default_factory=dict)
 

@@ -5,10 +5,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from .models import Environment, Service
+from .models import BACKENDS, Environment, Service
 from .naming import InvalidNameError, render_template
 
-BACKENDS = ("postgres", "redis", "mongo")
 # Quota keys every container must then state, or the quota's admission refuses its pod; to the
 # container defaults (spec.defaults) that state it for them, the one to suggest first. A default
 # limit is also the default request (the API server defaults a LimitRange that way).
@@ -89,7 +88,7 @@ def _role(env: Environment, backend: str, service: str) -> tuple[str, str] | Non
         user = render_template(settings.user_template, service, env.name)
     except InvalidNameError:
         return None
-    return f"{settings.host}:{settings.port}", user
+    return settings.address, user
 
 
 def sharing(

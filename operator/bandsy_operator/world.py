@@ -112,6 +112,9 @@ class World:
         self._failing_pods: dict[ServiceKey, dict[str, dict[str, Any]]] = {}
         # Services with a backup Job that ended since their last reconcile took it in.
         self._backup_news: set[ServiceKey] = set()
+        # Whether each database server (``models.server_key``) answered the last reconcile that
+        # asked it (SPEC §12: an alert when one does not).
+        self._database_servers: dict[str, bool] = {}
 
     def observe_environment(self, body: dict[str, Any]) -> Known[Environment]:
         name = body["metadata"]["name"]
@@ -255,6 +258,20 @@ class World:
         news = key in self._backup_news
         self._backup_news.discard(key)
         return news
+
+    # -- database servers --------------------------------------------------------------------
+
+    def note_database_servers(self, reached: Iterable[str], unreachable: Iterable[str]) -> None:
+        self._database_servers.update(dict.fromkeys(reached, True))
+        self._database_servers.update(dict.fromkeys(unreachable, False))
+
+    def database_servers(self) -> dict[str, bool]:
+        """The last answer of each server an environment names now: one it no longer names
+        (moved away from while it was down) is history, not an outage. Read by scrapes on
+        another thread: list() and sorted() copy each map in one step under the GIL."""
+        environments = list(self._valid_environments.values())
+        named = {key for env in environments for key in env.database_servers()}
+        return {key: up for key, up in sorted(self._database_servers.items()) if key in named}
 
     # -- pods -----------------------------------------------------------------------------------
 

@@ -17,6 +17,7 @@ from lightkube.core.resource_registry import resource_registry
 
 from bandsy_operator.builders.environment import build_environment_objects
 from bandsy_operator.builders.inputs import ServiceInputs
+from bandsy_operator.builders.monitoring import build_prometheus_rule
 from bandsy_operator.builders.service import build_service_objects
 from bandsy_operator.constants import (
     API_VERSION,
@@ -26,7 +27,7 @@ from bandsy_operator.constants import (
     SERVICE_KIND,
     SERVICE_PLURAL,
 )
-from bandsy_operator.models import parse_environment, parse_service
+from bandsy_operator.models import Metrics, parse_environment, parse_service
 from bandsy_operator.promotion import Image
 from conftest import REPO_ROOT, KubectlRunner
 
@@ -221,10 +222,20 @@ def test_cluster_role_covers_every_kind_the_builders_produce(rendered: list[Mani
         for env in environments:
             if env.name in svc.spec.environments:
                 tag = svc.spec.environments[env.name].image.tag
-                inputs = ServiceInputs(svc, env, Image(svc.spec.image.repository, tag), b"key")
+                # Where the Prometheus Operator's CRDs exist, with metrics (the samples have none).
+                metered = svc.model_copy(
+                    update={"spec": svc.spec.model_copy(update={"metrics": Metrics(port=9102)})}
+                )
+                inputs = ServiceInputs(
+                    metered,
+                    env,
+                    Image(svc.spec.image.repository, tag),
+                    b"key",
+                    service_monitors=True,
+                )
                 objects += build_service_objects(inputs, lambda length: "x" * length)
     kinds = {(obj["apiVersion"], obj["kind"]) for obj in objects}
-    assert len(kinds) >= 9, kinds  # the samples exercise every builder
+    assert len(kinds) >= 10, kinds  # the samples exercise every builder
 
     role = operator_role(rendered)
     for api_version, kind in sorted(kinds):
@@ -257,3 +268,19 @@ def test_cluster_role_covers_every_kind_the_builders_produce(rendered: list[Mani
     # Pods and their ReplicaSets are only read: the deployment controller makes them.
     assert granted(role, "", "pods") == {"list", "watch"}
     assert granted(role, "apps", "replicasets") == {"get"}
+
+
+def test_the_operator_applies_its_alerts_in_its_namespace(rendered: list[Manifest]) -> None:
+    """Its PrometheusRule (SPEC §12), where the CRD exists: a Role in its namespace allows it,
+    and it reads the CRDs to know whether they exist."""
+    rule = build_prometheus_rule(only(rendered, "Namespace")["metadata"]["name"])
+    (own,) = [
+        obj
+        for obj in rendered
+        if obj["kind"] == "Role" and obj["metadata"]["namespace"] == rule["metadata"]["namespace"]
+    ]
+    info = resource_registry.load(rule["apiVersion"], rule["kind"])._api_info
+    assert granted(own, info.resource.group, info.plural) == {"get", "create", "patch"}
+    assert "get" in granted(
+        operator_role(rendered), "apiextensions.k8s.io", "customresourcedefinitions"
+    )

@@ -62,6 +62,8 @@ class ServiceInputs:
     # The last restore, and the last mirror, swapped in here: the pods start after them.
     restored: str | None = None
     mirrored: str | None = None
+    # The cluster serves the Prometheus Operator's ServiceMonitors (SPEC §12).
+    service_monitors: bool = False
 
     @property
     def name(self) -> str:

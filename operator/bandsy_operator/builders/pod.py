@@ -1,16 +1,35 @@
 """Pieces every pod the operator generates for a service shares: its container (image,
-configuration and Secrets as environment, Pod Security ``restricted``), its pod spec's start,
-and its egress to the service's databases."""
+configuration and Secrets as environment, Pod Security ``restricted``), its named ports, its pod
+spec's start, and its egress to the service's databases."""
 
 from __future__ import annotations
 
 from typing import Any
 
 from .. import naming
-from ..models import Quantity
+from ..models import Quantity, ServiceSpec
 from ..promotion import Image
 from .environment import egress_peer
 from .inputs import ServiceInputs
+
+CONTAINER_PORT_NAME = "http"
+METRICS_PORT_NAME = "metrics"
+
+
+def named_ports(spec: ServiceSpec) -> list[tuple[str, int]]:
+    """The pods' ports, as the container and the Service name them: ``http`` (spec.port), and
+    ``metrics`` (spec.metrics) when the metrics are served on another port."""
+    ports = [(CONTAINER_PORT_NAME, spec.port)] if spec.port is not None else []
+    if spec.metrics is not None and spec.metrics.port != spec.port:
+        ports.append((METRICS_PORT_NAME, spec.metrics.port))
+    return ports
+
+
+def metrics_port_name(spec: ServiceSpec) -> str | None:
+    """The Service port a scrape of the metrics goes to (None: the service declares none)."""
+    if spec.metrics is None:
+        return None
+    return CONTAINER_PORT_NAME if spec.metrics.port == spec.port else METRICS_PORT_NAME
 
 
 def container_resources(inputs: ServiceInputs) -> dict[str, dict[str, Quantity]]:

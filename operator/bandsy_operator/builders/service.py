@@ -28,9 +28,15 @@ from .meta import (
     stamp_applied_hash,
 )
 from .migration import build_migration_network_policy
-from .pod import database_egress, service_container, service_pod_spec
+from .monitoring import build_service_monitor
+from .pod import (
+    CONTAINER_PORT_NAME,
+    database_egress,
+    named_ports,
+    service_container,
+    service_pod_spec,
+)
 
-CONTAINER_PORT_NAME = "http"
 SecretGenerator = Callable[[int], str]
 
 
@@ -157,9 +163,9 @@ def build_deployment(inputs: ServiceInputs, config_hash: str) -> Manifest:
         **service_container(inputs, inputs.image, inputs.name),
         **_probes(inputs),
     }
-    if spec.port is not None:
+    if ports := named_ports(spec):
         container["ports"] = [
-            {"name": CONTAINER_PORT_NAME, "containerPort": spec.port, "protocol": "TCP"}
+            {"name": name, "containerPort": port, "protocol": "TCP"} for name, port in ports
         ]
     return {
         "apiVersion": "apps/v1",
@@ -206,8 +212,9 @@ def _pod_annotations(inputs: ServiceInputs, config_hash: str) -> dict[str, str]:
 
 
 def build_service(inputs: ServiceInputs) -> Manifest | None:
-    port = inputs.service.spec.port
-    if port is None:
+    """A worker (no port) has none, unless it serves metrics: then the Service is for them."""
+    ports = named_ports(inputs.service.spec)
+    if not ports:
         return None
     return {
         "apiVersion": "v1",
@@ -217,12 +224,8 @@ def build_service(inputs: ServiceInputs) -> Manifest | None:
             "type": "ClusterIP",
             "selector": selector_labels(inputs.name, inputs.env.name),
             "ports": [
-                {
-                    "name": CONTAINER_PORT_NAME,
-                    "port": port,
-                    "targetPort": CONTAINER_PORT_NAME,
-                    "protocol": "TCP",
-                }
+                {"name": name, "port": port, "targetPort": name, "protocol": "TCP"}
+                for name, port in ports
             ],
         },
     }
@@ -417,6 +420,7 @@ def build_service_objects(inputs: ServiceInputs, generate: SecretGenerator) -> l
         build_service(inputs),
         build_disruption_budget(inputs),
         build_autoscaler(inputs),
+        build_service_monitor(inputs),
         build_ingress(inputs),
         build_network_policy(inputs),
         build_migration_network_policy(inputs),

@@ -27,11 +27,20 @@ from ..constants import MOVE_DATABASES_ANNOTATION, PRODUCTION, ROTATE_CREDENTIAL
 from ..credentials import CredentialStore
 from ..kube import KubeApi, ObjectRef
 from ..metrics import DATABASE_OPERATIONS
-from ..models import Environment, MongoServer, PostgresServer, RedisServer, SecretRef, Service
+from ..models import (
+    BACKENDS,
+    Environment,
+    MongoServer,
+    PostgresServer,
+    RedisServer,
+    SecretRef,
+    Service,
+    server_key,
+)
 from ..naming import InvalidNameError, mirror_database, render_template, scratch_database
 from ..observation import ReadMode, basis
 from ..status import FALSE, TRUE, ConditionUpdate
-from ..validation import BACKENDS, Problem, sharing_refused
+from ..validation import Problem, sharing_refused
 
 log = logging.getLogger(__name__)
 
@@ -120,7 +129,7 @@ def account_for(service: Service, env: Environment, backend: str) -> tuple[Accou
     settings = _settings(env, backend)
     assert settings is not None
     user = render_template(settings.user_template, service.name, env.name)
-    server = f"{settings.host}:{settings.port}"
+    server = settings.address
     if isinstance(settings, PostgresServer):
         database = render_template(settings.database_template, service.name, env.name)
         validate_identifier(user, "role")
@@ -293,7 +302,8 @@ class DatabaseReconciler:
             else:
                 DATABASE_OPERATIONS.labels(backend, "ensure", "success").inc()
                 answered = True
-            (result.reached if answered else result.unreachable).add(f"{backend}|{ref.server}")
+            answers = result.reached if answered else result.unreachable
+            answers.add(server_key(backend, ref.server))
         if failures:
             result.retry = True
             result.condition = ConditionUpdate(

@@ -14,11 +14,11 @@ from ..constants import ENVIRONMENT_KIND
 from ..cost import EnvironmentCost, environment_cost
 from ..events import EventRecorder, EventType
 from ..kube import KubeApi, ObjectRef
-from ..models import Environment, SecretRef, Service, parse_environment, parse_identity
+from ..models import BACKENDS, Environment, SecretRef, Service, parse_environment, parse_identity
 from ..naming import BACKUP_STORAGE_SECRET
 from ..observation import ReadMode
 from ..status import FALSE, TRUE, ConditionUpdate, merge_conditions, now_rfc3339, transitions
-from ..validation import BACKENDS, quota_without_defaults, shared_credentials
+from ..validation import quota_without_defaults, shared_credentials
 from ..world import Known, World
 from .databases import SHARED_CREDENTIALS_REFUSED, AccountRef, DatabaseReconciler
 from .service import DATABASE_READY, READY, ReclaimPendingError, unmanaged_problem

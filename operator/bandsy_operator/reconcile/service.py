@@ -265,6 +265,7 @@ def service_inputs(
     restored: str | None = None,
     mirror: MirrorStep | None = None,
     egress_addresses: Mapping[str, Sequence[str]] | None = None,
+    service_monitors: bool = False,
 ) -> ServiceInputs:
     """Everything the builders need, from the world view and what was read from the cluster.
     Shared by the reconciler and ``bandsyctl render`` so both produce the same objects.
@@ -293,6 +294,7 @@ def service_inputs(
         restored=restored,
         mirrored=mirror.marker if mirror else None,
         egress_addresses=egress_addresses or {},
+        service_monitors=service_monitors,
     )
 
 
@@ -366,6 +368,8 @@ class ServiceReconciler:
         self.databases = databases
         self.hash_key = hash_key
         self.job_image: str | None = None  # set at start (controller)
+        # The cluster serves ServiceMonitors: asked at start and every resync (controller).
+        self.service_monitors = False
         self.migrations = MigrationRunner(api)
         self.restores = RestoreRunner(api, databases)
         self.mirrors = MirrorRunner(api, databases)
@@ -719,6 +723,7 @@ class ServiceReconciler:
             restored=plan.restore.marker,
             mirror=plan.mirror,
             egress_addresses=await egress_addresses(self.resolver, service, mode),
+            service_monitors=self.service_monitors,
         )
         plan.objects = build_service_objects(plan.inputs, random_secret)
         guard_secret(plan.objects, secret)

@@ -1,0 +1,77 @@
+"""Whether the cluster serves the Prometheus Operator's kinds (SPEC §12), asked at start and at
+every resync, so a CRD installed (or removed) later is followed without a restart. Where
+PrometheusRules are served, the operator's own alerts are applied to its namespace."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass
+
+from .apply import Applier
+from .builders.monitoring import PROMETHEUS_RULE_NAME, build_prometheus_rule
+from .constants import MONITORING_API_VERSION, PROMETHEUS_RULE_PLURAL, SERVICE_MONITOR_PLURAL
+from .kube import KubeApi, Manifest, ObjectRef
+from .observation import Basis
+
+log = logging.getLogger(__name__)
+
+CRD_API_VERSION = "apiextensions.k8s.io/v1"
+
+
+@dataclass(frozen=True)
+class MonitoringKinds:
+    """The Prometheus Operator's kinds the cluster serves now."""
+
+    service_monitors: bool = False
+    prometheus_rules: bool = False
+
+
+def served(crd: Manifest | None, api_version: str = MONITORING_API_VERSION) -> bool:
+    """The CRD is established and serves ``api_version``'s version."""
+    if crd is None:
+        return False
+    version = api_version.rpartition("/")[2]
+    conditions = (crd.get("status") or {}).get("conditions") or []
+    versions = (crd.get("spec") or {}).get("versions") or []
+    return any(
+        c.get("type") == "Established" and c.get("status") == "True" for c in conditions
+    ) and any(v.get("name") == version and v.get("served") for v in versions)
+
+
+async def discover(api: KubeApi) -> MonitoringKinds:
+    group = MONITORING_API_VERSION.partition("/")[0]
+
+    async def crd(plural: str) -> Manifest | None:
+        ref = ObjectRef(CRD_API_VERSION, "CustomResourceDefinition", "", f"{plural}.{group}")
+        return await api.get(ref)
+
+    monitors, rules = await asyncio.gather(crd(SERVICE_MONITOR_PLURAL), crd(PROMETHEUS_RULE_PLURAL))
+    return MonitoringKinds(served(monitors), served(rules))
+
+
+class Monitoring:
+    """What the cluster serves, as last asked, and the operator's PrometheusRule kept applied."""
+
+    def __init__(self, api: KubeApi, applier: Applier, namespace: str) -> None:
+        self.api = api
+        self.applier = applier
+        self.namespace = namespace
+        self.kinds = MonitoringKinds()
+
+    async def follow(self) -> MonitoringKinds:
+        """Ask again; the rule is read and, where it differs, applied. Raises the client's
+        errors: the caller keeps what it knew and asks again later."""
+        kinds = await discover(self.api)
+        if kinds != self.kinds:
+            log.info("the Prometheus Operator's kinds served: %s", kinds)
+            self.kinds = kinds
+        if kinds.prometheus_rules:
+            applied = await self.applier.ensure(build_prometheus_rule(self.namespace), Basis.READ)
+            if applied.refused:
+                log.warning(
+                    "PrometheusRule %s/%s exists without our managed-by label: left alone",
+                    self.namespace,
+                    PROMETHEUS_RULE_NAME,
+                )
+        return kinds
