@@ -132,19 +132,26 @@ def _database_checks(
     return checks
 
 
-def _backup_check(env: Environment, env_status: Mapping[str, Any], now: datetime.datetime) -> Check:
+def allowed_backup_age(env: Environment) -> datetime.timedelta | None:
+    """How old the newest verified backup may be in ``env``; None without backups. Raises
+    CronError for a schedule it cannot read. The check below and the alert's gauge use it."""
     backups = env.spec.backups
-    if backups is None:
+    return None if backups is None else longest_gap(backups.schedule) * BACKUP_PERIODS
+
+
+def _backup_check(env: Environment, env_status: Mapping[str, Any], now: datetime.datetime) -> Check:
+    try:
+        allowed = allowed_backup_age(env)
+    except CronError as error:
+        schedule = env.spec.backups.schedule if env.spec.backups else ""
+        return _check("backups", False, f"schedule {schedule!r}: {error}", "fix it")
+    if allowed is None:
         return _check(
             "backups",
             False,
             "the environment takes no backups",
             f"set spec.backups on environment {env.name}",
         )
-    try:
-        allowed = longest_gap(backups.schedule) * BACKUP_PERIODS
-    except CronError as error:
-        return _check("backups", False, f"schedule {backups.schedule!r}: {error}", "fix it")
     verified = ((env_status.get("backup") or {}).get("lastVerified") or {}).get("at")
     at = _parse_time(verified) if isinstance(verified, str) else None
     fix = (

@@ -5,6 +5,7 @@ read them."""
 
 from __future__ import annotations
 
+import contextlib
 from collections import Counter as Tally
 from collections.abc import Iterator
 
@@ -12,6 +13,8 @@ from prometheus_client import Counter, Gauge, Histogram, start_http_server
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import REGISTRY, Collector
 
+from .checks import allowed_backup_age
+from .cron import CronError
 from .jobs import parse_time
 from .kube import ObjectRef
 from .world import World
@@ -86,8 +89,18 @@ class WorldCollector(Collector):
             "When (Unix time) the newest verified backup of a service's database finished",
             labels=["service", "environment"],
         )
+        allowed = GaugeMetricFamily(
+            "bandsy_backup_allowed_age_seconds",
+            "How old a service's newest verified backup may be: two of the environment's schedules",
+            labels=["service", "environment"],
+        )
+        environments = self.world.valid_environments()
         for service, known in sorted(self.world.services.items()):
             for env, status in sorted((known.status.get("environments") or {}).items()):
+                if status.get("backup") and env in environments:
+                    with contextlib.suppress(CronError):
+                        if (age := allowed_backup_age(environments[env])) is not None:
+                            allowed.add_metric([service, env], age.total_seconds())
                 for condition in status.get("conditions") or []:
                     if condition["type"] == "PromotionBlocked" and condition["status"] == "True":
                         since = parse_time(condition.get("lastTransitionTime"))
@@ -99,6 +112,7 @@ class WorldCollector(Collector):
                     verified.add_metric([service, env], at.timestamp())
         yield blocked
         yield verified
+        yield allowed
 
     def _database_servers(self) -> GaugeMetricFamily:
         servers = GaugeMetricFamily(

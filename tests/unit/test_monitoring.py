@@ -12,7 +12,6 @@ from prometheus_client import REGISTRY, CollectorRegistry, generate_latest
 from bandsy_operator.builders.inputs import ServiceInputs
 from bandsy_operator.builders.monitoring import (
     ALERTS,
-    BACKUP_MAX_AGE_SECONDS,
     build_prometheus_rule,
     build_service_monitor,
 )
@@ -107,7 +106,7 @@ def test_the_operators_alerts() -> None:
     assert (
         'reason!~"EnvironmentFrozen|SoakTimeNotElapsed"' in alerts["BandsyPromotionBlocked"]["expr"]
     )
-    assert f"> {BACKUP_MAX_AGE_SECONDS}" in alerts["BandsyBackupTooOld"]["expr"]
+    assert "bandsy_backup_allowed_age_seconds" in alerts["BandsyBackupTooOld"]["expr"]
     assert alerts["BandsyDatabaseUnreachable"]["for"] == "5m"
     assert "for" not in alerts["BandsyBackupTooOld"]
     assert all(alert["labels"]["severity"] in ("warning", "critical") for alert in ALERTS)
@@ -152,7 +151,9 @@ def test_the_gauges_the_alerts_read() -> None:
     body["status"] = status_with("2026-01-01T00:00:00Z", "2026-01-02T00:00:00Z")
     world.observe_service(body)
     postgres = {"host": "db", "adminSecretRef": {"namespace": "ops", "name": "pg"}}
-    env = environment_body("production", postgres=postgres)
+    storage = {"s3": {"bucket": "b", "credentialsSecretRef": {"namespace": "ops", "name": "s3"}}}
+    backups = {"schedule": "0 3 * * 1-5", "storage": storage}  # Friday to Monday: 3 days
+    env = environment_body("production", postgres=postgres, backups=backups)
     env["metadata"].update(uid="u2", resourceVersion="3")
     world.observe_environment(env)
     # A server no environment names any more is history: not reported.
@@ -168,6 +169,9 @@ def test_the_gauges_the_alerts_read() -> None:
     assert (
         'bandsy_backup_last_verified_timestamp_seconds{environment="production",service="web"} '
         "1.767312e+09" in text
+    )
+    assert (
+        'bandsy_backup_allowed_age_seconds{environment="production",service="web"} 518400.0' in text
     )
     assert 'bandsy_database_server_up{backend="postgres",server="db:5432"} 0.0' in text
     assert "gone:6379" not in text

@@ -25,8 +25,6 @@ PROMETHEUS_RULE_NAME = "bandsy-operator"
 # A blocked promotion alerts after this long; a freeze and a soak are waits someone chose.
 PROMOTION_BLOCKED_ALERT_SECONDS = 3600
 DELIBERATE_BLOCKS = ("EnvironmentFrozen", "SoakTimeNotElapsed")
-# The newest verified backup may be this old: two schedules of a daily backup (SPEC §12).
-BACKUP_MAX_AGE_SECONDS = 2 * 86400
 
 
 def build_service_monitor(inputs: ServiceInputs) -> Manifest | None:
@@ -81,10 +79,12 @@ ALERTS: tuple[dict[str, Any], ...] = (
     ),
     _alert(
         "BandsyBackupTooOld",
-        f"time() - bandsy_backup_last_verified_timestamp_seconds > {BACKUP_MAX_AGE_SECONDS}",
+        # The age two of the environment's schedules allow (checks.allowed_backup_age).
+        "time() - bandsy_backup_last_verified_timestamp_seconds"
+        " > on (service, environment) bandsy_backup_allowed_age_seconds",
         "warning",
         "The newest verified backup of {{ $labels.service }} in {{ $labels.environment }} is "
-        "more than two days old",
+        "older than two of its schedules: bandsyctl backups {{ $labels.service }}",
     ),
 )
 
