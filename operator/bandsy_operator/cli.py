@@ -7,25 +7,35 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import datetime
 import json
+import os
+import shlex
+import signal
 import subprocess
 import sys
-from collections.abc import Callable, Coroutine, Mapping, Sequence
+import tempfile
+from collections.abc import Callable, Coroutine, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from lightkube import ApiError
+from lightkube.models.authorization_v1 import ResourceAttributes, SelfSubjectAccessReviewSpec
+from lightkube.resources.authorization_v1 import SelfSubjectAccessReview
 from lightkube.types import PatchType
 
 from . import naming, promotion
 from .branches import InvalidBranchNameError, classify
 from .builders.service import build_service_objects
+from .builders.sessions import libpq_variables, pgpass_line
 from .checks import production_checks
 from .constants import (
     API_VERSION,
     CHANGE_CAUSE_ANNOTATION,
     ENVIRONMENT_KIND,
+    ENVIRONMENT_PLURAL,
+    GROUP,
     PRODUCTION,
     SERVICE_KIND,
 )
@@ -35,6 +45,7 @@ from .kube import CLIENT_ERRORS, BandsyServiceResource, KubeApi, Manifest, Objec
 from .manifest_yaml import dump_all
 from .monitoring import discover
 from .observation import ReadMode
+from .portforward import Forward, ForwardError, port_forward, relay_pod
 from .promotion import GateVerdict, Readiness, carry_readiness
 from .reconcile.databases import DatabaseReconciler
 from .reconcile.mirrors import MirrorStep
@@ -53,6 +64,7 @@ from .reconcile.service import (
     service_inputs,
     service_secret,
 )
+from .relay import LISTEN_PORT
 from .resolver import HostResolver
 from .restores import (
     InvalidRestoreRequestError,
@@ -70,6 +82,8 @@ from .world import World
 
 EXIT_FAILURE = 1
 EXIT_USAGE = 2
+EXIT_INTERRUPTED = 130
+SESSIONS = ("connect", "db")  # commands that last until interrupted: that is their end
 CLI_FIELD_MANAGER = "bandsyctl"
 # What the API server answers when an admission policy (SPEC §10) or RBAC refuses a request.
 REFUSED = (403, 422)
@@ -524,6 +538,124 @@ async def cmd_doctor(api: KubeApi, args: argparse.Namespace) -> int:
     return EXIT_FAILURE if protected_failed else 0
 
 
+# -- connect and db -----------------------------------------------------------------------------
+
+
+async def may_promote(api: KubeApi, environment: str) -> bool:
+    """The caller's promote right there (SPEC §10), as the API server's authorizer answers."""
+    review = SelfSubjectAccessReview(
+        spec=SelfSubjectAccessReviewSpec(
+            resourceAttributes=ResourceAttributes(
+                group=GROUP, resource=ENVIRONMENT_PLURAL, verb="promote", name=environment
+            )
+        )
+    )
+    answer = await api.client.create(review)
+    return bool(answer.status and answer.status.allowed)
+
+
+async def refuse_protected(api: KubeApi, args: argparse.Namespace, env: Any, what: str) -> None:
+    """A protected environment's live data and pods: only with --allow-production and the
+    right to promote there. RBAC (pods/portforward, Secrets) is what really holds the line:
+    this is the same rule said before anything is opened."""
+    if not env.protected:
+        return
+    if not args.allow_production:
+        raise CommandError(
+            f"{env.name} is protected: {what} there needs --allow-production (and the right "
+            "to promote there)"
+        )
+    if not await may_promote(api, env.name):
+        raise CommandError(
+            f"{what} in {env.name} needs the right to promote there (ClusterRole "
+            f"bandsy:promoter:{env.name}), which you do not have"
+        )
+
+
+async def cmd_connect(api: KubeApi, args: argparse.Namespace) -> int:
+    world = await load_world(api)
+    known = _service(world, args.service)
+    env = _environment(world, known, args.env)
+    name, port = known.model.name, known.model.spec.port
+    if port is None:
+        raise CommandError(f"{name} has no port (a worker): there is nothing to connect to")
+    await refuse_protected(api, args, env, f"a connection to {name}")
+    try:
+        async with port_forward(env.namespace, f"svc/{name}", port, args.local_port) as forward:
+            print(
+                f"{name} in {env.name}: http://127.0.0.1:{forward.local_port} (in the cluster "
+                f"http://{name}.{env.namespace}.svc.cluster.local:{port}); Ctrl-C ends it",
+                flush=True,
+            )
+            return EXIT_FAILURE if await forward.ended() else 0
+    except ForwardError as error:
+        raise CommandError(f"kubectl port-forward: {error}") from None
+
+
+async def cmd_db(api: KubeApi, args: argparse.Namespace) -> int:
+    world = await load_world(api)
+    known = _service(world, args.service)
+    env = _environment(world, known, args.env)
+    name = known.model.name
+    if not known.model.spec.postgres.enabled:
+        raise CommandError(f"{name} does not use PostgreSQL (spec.postgres.enabled)")
+    await refuse_protected(api, args, env, f"a session as {name}'s database role")
+    secret_ref = ObjectRef("v1", "Secret", env.namespace, naming.backend_secret(name, "postgres"))
+    credentials = decode_secret(await api.get(secret_ref))
+    if "PGHOST" not in credentials:
+        raise CommandError(f"{secret_ref.namespace}/{secret_ref.name} does not exist yet")
+    image = args.image or world.environments[env.name].status.get("jobImage")
+    if not image:
+        raise CommandError(
+            f"environment {env.name} does not name the operator's image yet (status.jobImage): "
+            "pass --image"
+        )
+    target = (credentials["PGHOST"], int(credentials["PGPORT"]))
+    try:
+        async with (
+            relay_pod(api, name, env.name, env.namespace, image, target) as pod,
+            port_forward(env.namespace, f"pod/{pod}", LISTEN_PORT, args.local_port) as forward,
+        ):
+            variables = libpq_variables(credentials, forward.local_port)
+            if args.print_env:
+                return await print_session(variables, credentials, forward)
+            # Ctrl-C is psql's (it cancels a query); the session ends when psql does.
+            with interrupts_ignored():
+                psql = await asyncio.create_subprocess_exec(
+                    "psql",
+                    *args.psql_args,
+                    # The password through the environment only: never argv, never printed.
+                    env={**os.environ, **variables, "PGPASSWORD": credentials["PGPASSWORD"]},
+                )
+                return await psql.wait()
+    except ForwardError as error:
+        raise CommandError(str(error)) from None
+
+
+@contextlib.contextmanager
+def interrupts_ignored() -> Iterator[None]:
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+async def print_session(
+    variables: Mapping[str, str], credentials: Mapping[str, str], forward: Forward
+) -> int:
+    """``export`` lines for other tools; the password goes to a private password file for the
+    session's length, not to the terminal."""
+    with tempfile.TemporaryDirectory(prefix="bandsy-db-") as folder:
+        passfile = Path(folder) / "pgpass"
+        write_private(passfile, pgpass_line(variables, credentials["PGPASSWORD"]))
+        for key, value in {**variables, "PGPASSFILE": str(passfile)}.items():
+            print(f"export {key}={shlex.quote(value)}")
+        print("# the session lasts until Ctrl-C", file=sys.stderr, flush=True)
+        sys.stdout.flush()
+        return EXIT_FAILURE if await forward.ended() else 0
+
+
 # -- restore ------------------------------------------------------------------------------------
 
 RESTORE_POLL_SECONDS = 2.0
@@ -800,6 +932,32 @@ def build_parser() -> argparse.ArgumentParser:
     doctor.add_argument("-o", "--output", choices=["table", "json"], default="table")
     doctor.set_defaults(cluster=cmd_doctor)
 
+    connect = commands.add_parser(
+        "connect", help="port-forward to a service (kubectl port-forward, your credentials)"
+    )
+    connect.add_argument("service")
+    connect.add_argument("--env", required=True)
+    connect.add_argument("--local-port", type=int, default=0, help="default: any free port")
+    connect.add_argument("--allow-production", action="store_true")
+    connect.set_defaults(cluster=cmd_connect)
+
+    db = commands.add_parser(
+        "db",
+        help="psql as the service's database role, through a relay pod and a port-forward",
+    )
+    db.add_argument("service")
+    db.add_argument("--env", required=True)
+    db.add_argument("--local-port", type=int, default=0, help="default: any free port")
+    db.add_argument(
+        "--print-env",
+        action="store_true",
+        help="print the libpq variables for other tools and keep the session until Ctrl-C",
+    )
+    db.add_argument("--image", help="the relay's image (default: the environment's jobImage)")
+    db.add_argument("--allow-production", action="store_true")
+    db.add_argument("psql_args", nargs="*", metavar="-- PSQL_ARGS", help="passed to psql")
+    db.set_defaults(cluster=cmd_db)
+
     restore = commands.add_parser(
         "restore",
         help="replace a service's database with a verified backup (the old one is kept)",
@@ -866,6 +1024,8 @@ async def _run_cluster(command: ClusterCommand, args: argparse.Namespace) -> int
 
 def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
+    # A session (connect, db) ends with Ctrl-C or a TERM: both clean up (the relay pod).
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
     try:
         if hasattr(args, "local"):
             code = args.local(args)
@@ -874,6 +1034,8 @@ def main(argv: list[str] | None = None) -> None:
     except CommandError as error:
         print(f"error: {error}", file=sys.stderr)
         code = EXIT_FAILURE
+    except KeyboardInterrupt:
+        code = 0 if args.command in SESSIONS else EXIT_INTERRUPTED
     except CLIENT_ERRORS as error:
         print(f"error: the cluster refused or could not be reached: {error}", file=sys.stderr)
         code = EXIT_FAILURE

@@ -35,6 +35,8 @@ EXTERNAL_LABEL: Final = f"{GROUP}/external"
 # selector labels (its Service must not route to them) nor managed-by (the pod watch is for the
 # Deployment's pods); their own NetworkPolicy selects them by this label.
 MIGRATION_LABEL: Final = f"{GROUP}/migration-of"
+# A `bandsyctl db` relay pod of a service (its NetworkPolicy reaches the service's databases).
+DB_SESSION_LABEL: Final = f"{GROUP}/db-session-of"
 # On a backup CronJob, its Jobs and their pods: the service whose database it backs up (SPEC §11).
 BACKUP_LABEL: Final = f"{GROUP}/backup-of"
 # On a restore Job: the service whose database it restores (its pods carry the backup pods'

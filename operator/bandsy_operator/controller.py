@@ -129,7 +129,7 @@ class Controller:
         await self._ensure_operator_namespace()
         await self._follow_monitoring()
         self.services.hash_key = await self.store.config_hash_key(create=True)
-        self.services.job_image = await self._job_image()
+        self.services.job_image = self.environments.job_image = await self._job_image()
         for body in environments:
             self.world.observe_environment(body)
         for body in services:

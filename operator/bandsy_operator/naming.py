@@ -48,6 +48,15 @@ def migration_policy(service: str) -> str:
     return f"bandsy-migrate-{service}"
 
 
+def db_session_policy(service: str) -> str:
+    """The NetworkPolicy of the service's `bandsyctl db` relay pods."""
+    return f"bandsy-db-session-{service}"
+
+
+def db_session_pod(service: str, suffix: str) -> str:
+    return f"{service}-db-session-{suffix}"
+
+
 def backup_cronjob(service: str) -> str:
     return f"{service}-backup"
 

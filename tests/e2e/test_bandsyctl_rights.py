@@ -25,7 +25,7 @@ BIN = Path(sys.executable).parent
 
 
 def bandsyctl(person: Person, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "KUBECONFIG": person.kubeconfig}
+    env = {**os.environ, "KUBECONFIG": person.kubeconfig, "BANDSY_KUBECTL": person.kubectl.binary}
     return subprocess.run([str(BIN / "bandsyctl"), *args], capture_output=True, text=True, env=env)
 
 
@@ -127,3 +127,30 @@ async def test_promote_as_each_person(
     unknown = bandsyctl(developer, "history", service, "--env", "nowhere")
     assert unknown.returncode == 1
     assert "no BandsyEnvironment 'nowhere'" in unknown.stderr
+
+
+def test_connect_and_db_open_a_protected_environment_only_for_its_promoters(
+    users: dict[str, Person], service: str
+) -> None:
+    """The rule said before anything is opened (RBAC on pods/portforward and Secrets is what
+    holds the line); no pod runs here, so a permitted forward then fails in kubectl itself."""
+    developer, promoter = users["developer"], users["promoter"]
+    unflagged = bandsyctl(developer, "connect", service, "--env", "production")
+    assert unflagged.returncode == 1
+    assert "production is protected" in unflagged.stderr
+    assert "--allow-production" in unflagged.stderr
+    for command in ("connect", "db"):
+        refused = bandsyctl(
+            developer, command, service, "--env", "production", "--allow-production"
+        )
+        assert refused.returncode == 1
+        if command == "db":  # the service has no database: said first
+            assert "does not use PostgreSQL" in refused.stderr, refused.stderr
+        else:
+            assert "(ClusterRole bandsy:promoter:production), which you do not" in refused.stderr
+    permitted = bandsyctl(promoter, "connect", service, "--env", "production", "--allow-production")
+    assert permitted.returncode == 1
+    assert "kubectl port-forward:" in permitted.stderr, permitted.stderr
+    # develop is not protected: no flag, no right needed; the forward fails the same way.
+    open_env = bandsyctl(developer, "connect", service, "--env", "develop")
+    assert "kubectl port-forward:" in open_env.stderr, open_env.stderr

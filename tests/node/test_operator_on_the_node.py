@@ -12,6 +12,8 @@ import asyncio
 import base64
 import json
 import os
+import re
+import signal
 import statistics
 import subprocess
 import sys
@@ -1013,3 +1015,94 @@ def test_the_autoscaler_scales_through_the_node_and_the_operator_leaves_it(
         return found.returncode != 0
 
     eventually(hpa_gone, 60, "the HPA removed")
+
+
+# -- from a laptop (issue 19) -------------------------------------------------------------------
+
+
+def laptop(cluster: Cluster, *args: str) -> subprocess.Popen[str]:
+    """bandsyctl as a developer runs it on their machine, with kubectl on the way."""
+    return subprocess.Popen(
+        [str(Path(sys.executable).parent / "bandsyctl"), *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={
+            **os.environ,
+            "KUBECONFIG": str(cluster.env.kube.kubeconfig),
+            "BANDSY_KUBECTL": cluster.kubectl.binary,
+        },
+    )
+
+
+def ended(process: subprocess.Popen[str]) -> tuple[int, str, str]:
+    """Ends a session as Ctrl-C does; its exit code and what it printed."""
+    process.send_signal(signal.SIGINT)
+    out, err = process.communicate(timeout=60)
+    return process.returncode, out, err
+
+
+def test_connect_forwards_to_a_real_pod(cluster: Cluster) -> None:
+    session = laptop(cluster, "connect", "web", "--env", "develop")
+    assert session.stdout is not None
+    line = session.stdout.readline()
+    found = re.search(r"http://127\.0\.0\.1:\d+", line)
+    assert found, line + (session.stderr.read() if session.stderr else "")
+    assert http(f"{found.group(0)}/healthz").strip() == "ok"  # the test app, through the API
+    code, _, err = ended(session)
+    assert code == 0, err
+    refused = laptop(cluster, "connect", "web", "--env", "production")
+    _, err = refused.communicate(timeout=60)
+    assert refused.returncode == 1
+    assert "production is protected" in err
+
+
+def test_db_opens_psql_as_the_services_role_through_a_relay(cluster: Cluster) -> None:
+    secret = cluster.json("-n", "develop", "get", "secret", "api-postgres")
+    credentials = {k: base64.b64decode(v).decode() for k, v in secret["data"].items()}
+    session = laptop(
+        cluster,
+        "db",
+        "api",
+        "--env",
+        "develop",
+        "--",
+        "-tAc",
+        "select current_user, ssl from pg_stat_ssl where pid = pg_backend_pid()",
+    )
+    out, err = session.communicate(timeout=180)
+    assert session.returncode == 0, err
+    # psql ran as the service's role, over TLS end to end through the relay.
+    assert out.strip() == f"{credentials['PGUSER']}|t", out
+    assert credentials["PGPASSWORD"] not in out + err
+
+    def relay_gone() -> bool:
+        pods = cluster.json("-n", "develop", "get", "pods", "-l", "bandsy.app/db-session-of=api")
+        return not pods["items"]
+
+    eventually(relay_gone, 60, "the relay pod deleted")
+
+    # --print-env: libpq's variables for other tools, the password only in a private file.
+    session = laptop(cluster, "db", "api", "--env", "develop", "--print-env")
+    assert session.stdout is not None
+    exports: dict[str, str] = {}
+    while "PGPASSFILE" not in exports:
+        line = session.stdout.readline()
+        assert line, session.stderr.read() if session.stderr else ""
+        key, _, value = line.removeprefix("export ").strip().partition("=")
+        exports[key] = value.strip("'")
+    assert credentials["PGPASSWORD"] not in str(exports)
+    passfile = Path(exports["PGPASSFILE"])
+    assert passfile.stat().st_mode & 0o777 == 0o600
+    psql = subprocess.run(
+        ["psql", "-tAc", "select current_database()"],
+        env={k: v for k, v in os.environ.items() if not k.startswith("PG")} | exports,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert psql.stdout.strip() == credentials["PGDATABASE"], psql.stderr
+    code, _, err = ended(session)
+    assert code == 0, err
+    assert not passfile.exists()
+    eventually(relay_gone, 60, "the relay pod deleted after --print-env")

@@ -10,7 +10,7 @@ from ..models import Migrations
 from ..promotion import Image
 from .inputs import ServiceInputs
 from .meta import Manifest, service_labels
-from .pod import database_egress, service_container, service_pod_spec
+from .pod import database_client_policy, service_container, service_pod_spec
 
 MIGRATION_CONTAINER = "migrate"
 
@@ -51,21 +51,10 @@ def build_migration_job(inputs: ServiceInputs, migrations: Migrations, image: Im
 
 
 def build_migration_network_policy(inputs: ServiceInputs) -> Manifest | None:
-    """The service's migration pods reach its databases (DNS comes from the environment's
-    policy) and nothing else; nothing reaches them."""
     if inputs.service.spec.migrations is None:
         return None
-    spec: dict[str, Any] = {
-        "podSelector": {
-            "matchLabels": {ENVIRONMENT_LABEL: inputs.env.name, MIGRATION_LABEL: inputs.name}
-        },
-        "policyTypes": ["Ingress", "Egress"],
-    }
-    if egress := database_egress(inputs):
-        spec["egress"] = egress
-    return {
-        "apiVersion": "networking.k8s.io/v1",
-        "kind": "NetworkPolicy",
-        "metadata": inputs.meta(naming.migration_policy(inputs.name)),
-        "spec": spec,
-    }
+    return database_client_policy(
+        inputs,
+        naming.migration_policy(inputs.name),
+        {ENVIRONMENT_LABEL: inputs.env.name, MIGRATION_LABEL: inputs.name},
+    )

@@ -4,6 +4,7 @@ spec's start, and its egress to the service's databases."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from .. import naming
@@ -11,6 +12,7 @@ from ..models import Quantity, ServiceSpec
 from ..promotion import Image
 from .environment import egress_peer
 from .inputs import ServiceInputs
+from .meta import Manifest
 
 CONTAINER_PORT_NAME = "http"
 METRICS_PORT_NAME = "metrics"
@@ -91,3 +93,23 @@ def database_egress(inputs: ServiceInputs) -> list[dict[str, Any]]:
         for peer in inputs.database_peers
         if peer.egress_to is not None
     ]
+
+
+def database_client_policy(
+    inputs: ServiceInputs, name: str, pod_labels: Mapping[str, str]
+) -> Manifest:
+    """Pods of the service's database work (a migration, a `bandsyctl db` relay) reach its
+    databases (DNS comes from the environment's policy) and nothing else; nothing reaches
+    them (a port-forward enters the pod itself, which no NetworkPolicy governs)."""
+    spec: dict[str, Any] = {
+        "podSelector": {"matchLabels": dict(pod_labels)},
+        "policyTypes": ["Ingress", "Egress"],
+    }
+    if egress := database_egress(inputs):
+        spec["egress"] = egress
+    return {
+        "apiVersion": "networking.k8s.io/v1",
+        "kind": "NetworkPolicy",
+        "metadata": inputs.meta(name),
+        "spec": spec,
+    }

@@ -36,6 +36,7 @@ from .pod import (
     service_container,
     service_pod_spec,
 )
+from .sessions import build_db_session_network_policy
 
 SecretGenerator = Callable[[int], str]
 
@@ -424,6 +425,7 @@ def build_service_objects(inputs: ServiceInputs, generate: SecretGenerator) -> l
         build_ingress(inputs),
         build_network_policy(inputs),
         build_migration_network_policy(inputs),
+        build_db_session_network_policy(inputs),
         *build_backup_objects(inputs),
     ]
     return [stamp_applied_hash(obj) for obj in objects if obj is not None]

@@ -89,6 +89,7 @@ class EnvironmentReconciler:
         self.recorder = recorder
         self.world = world
         self.databases = databases
+        self.job_image: str | None = None  # set at start (controller)
 
     async def reconcile(self, name: str, mode: ReadMode = ReadMode.LIVE) -> None:
         """Converge one environment, reading what ``mode`` says (see ``observation``): a
@@ -144,6 +145,8 @@ class EnvironmentReconciler:
                 "services": self._services_summary(name),
                 "inventory": inventory.serialize(wanted),
                 "cost": cost.to_status(),
+                # What `bandsyctl db` runs its relay with: an image every node already pulls.
+                **({"jobImage": self.job_image} if self.job_image else {}),
             },
         )
 
