@@ -49,6 +49,10 @@ class InvalidBranchNameError(ValueError):
     """The name does not follow SPEC §2; CI/CD ignores it and it must not be merged."""
 
 
+class ForbiddenMergeError(ValueError):
+    """A valid branch whose pull request targets a branch it may not be merged into."""
+
+
 _LONG_LIVED = {
     "master": BranchPolicy(
         "master", "master", (Action.TEST, Action.BUILD_IMAGE), on_pull_request=(Action.TEST,)
@@ -94,3 +98,28 @@ def classify(name: str) -> BranchPolicy:
         required_reviews=reviews,
         ticket=int(match["ticket"]),
     )
+
+
+# The branches pull requests merge into; GitHub rulesets protect them (github_rules.py).
+PROTECTED = tuple(_LONG_LIVED)
+
+
+def merge_sources(target: str) -> tuple[str, ...]:
+    """The work types whose branches may be merged into ``target`` (SPEC §2)."""
+    return tuple(kind for kind in WORK_TYPES if _WORK_ACTIONS[kind][1] == target)
+
+
+def required_reviews(target: str) -> int:
+    """Approving reviews a pull request into ``target`` needs (the strictest of its sources)."""
+    return max((_WORK_ACTIONS[kind][2] for kind in merge_sources(target)), default=0)
+
+
+def check_merge(source: str, target: str) -> BranchPolicy:
+    """The policy of ``source`` when it may be merged into ``target``, else an error saying why."""
+    policy = classify(source)
+    if policy.merges_into != target:
+        allowed = ", ".join(f"{kind}/*" for kind in merge_sources(target)) or "nothing"
+        raise ForbiddenMergeError(
+            f"{source!r} must not be merged into {target!r} (SPEC §2: {target} <- {allowed})"
+        )
+    return policy

@@ -1,7 +1,7 @@
 """``bandsyctl`` (also the kubectl plugin ``kubectl-bandsy``): status, history, backups, restore,
-cost, promote, render, dotenv, check-branch. It uses the operator's own models, builders and
-gates; no rule lives here (rights are the API server's: the caller's credentials, the policies
-of deploy/policies)."""
+cost, promote, render, dotenv, check-branch, github-rules, init-service. It uses the operator's
+own models, builders and gates; no rule lives here (rights are the API server's: the caller's
+credentials, the policies of deploy/policies)."""
 
 from __future__ import annotations
 
@@ -25,8 +25,8 @@ from lightkube.models.authorization_v1 import ResourceAttributes, SelfSubjectAcc
 from lightkube.resources.authorization_v1 import SelfSubjectAccessReview
 from lightkube.types import PatchType
 
-from . import naming, promotion
-from .branches import InvalidBranchNameError, classify
+from . import naming, promotion, scaffold
+from .branches import ForbiddenMergeError, InvalidBranchNameError, check_merge, classify
 from .builders.service import build_service_objects
 from .builders.sessions import libpq_variables, pgpass_line
 from .checks import production_checks
@@ -41,6 +41,9 @@ from .constants import (
 )
 from .cost import DEFAULT_PRICES_NOTE, environment_cost
 from .credentials import CredentialStore, HashKeyMissingError
+from .github_apply import CURRENT_REPO, GitHubError, load_workflows, valid_repo
+from .github_apply import apply as apply_rulesets
+from .github_rules import UnsupportedJobError, rulesets
 from .kube import CLIENT_ERRORS, BandsyServiceResource, KubeApi, Manifest, ObjectRef
 from .manifest_yaml import dump_all
 from .monitoring import discover
@@ -868,9 +871,29 @@ async def cmd_dotenv(api: KubeApi, args: argparse.Namespace) -> int:
 # -- check-branch -------------------------------------------------------------------------------
 
 
-def cmd_check_branch(args: argparse.Namespace) -> int:
+def current_branch() -> str | None:
+    """The checked-out branch of the git work tree here (even before its first commit, when a
+    pre-commit hook runs); None when HEAD is detached."""
     try:
-        policy = classify(args.name)
+        result = subprocess.run(
+            ["git", "symbolic-ref", "--quiet", "--short", "HEAD"], capture_output=True, text=True
+        )
+    except FileNotFoundError as err:
+        raise CommandError("git is not on PATH: name the branch to check") from err
+    if result.returncode == 1:  # HEAD is no symbolic ref: detached
+        return None
+    if result.returncode != 0:
+        raise CommandError(f"not in a git work tree: {result.stderr.strip()}")
+    return result.stdout.strip()
+
+
+def cmd_check_branch(args: argparse.Namespace) -> int:
+    name = args.name if args.name is not None else current_branch()
+    if name is None:  # detached (rebase, bisect): no branch to judge
+        print("detached HEAD: no branch to check")
+        return 0
+    try:
+        policy = classify(name) if args.into is None else check_merge(name, args.into)
     except InvalidBranchNameError as err:
         print(f"invalid branch name: {err}", file=sys.stderr)
         print(
@@ -878,7 +901,41 @@ def cmd_check_branch(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return EXIT_FAILURE
+    except ForbiddenMergeError as err:
+        print(f"forbidden merge: {err}", file=sys.stderr)
+        return EXIT_FAILURE
     print(policy.describe())
+    return 0
+
+
+# -- github-rules, init-service -----------------------------------------------------------------
+
+
+def cmd_github_rules(args: argparse.Namespace) -> int:
+    try:
+        repo = valid_repo(args.repo)
+        bodies, warnings = rulesets(load_workflows(Path(args.workflows)))
+        for warning in warnings:
+            print(warning, file=sys.stderr)
+        print(json.dumps(bodies, indent=2, ensure_ascii=False))
+        if args.apply:
+            for line in apply_rulesets(repo, bodies):
+                print(line, file=sys.stderr)
+    except (GitHubError, UnsupportedJobError) as err:
+        raise CommandError(str(err)) from err
+    return 0
+
+
+def cmd_init_service(args: argparse.Namespace) -> int:
+    try:
+        files = scaffold.render(
+            args.name, scaffold.Platform.parse(args.platform), args.image_repository
+        )
+        written = scaffold.write(Path(args.dir), files, force=args.force)
+    except (scaffold.ScaffoldError, naming.InvalidNameError) as err:
+        raise CommandError(str(err)) from err
+    for path in written:
+        print(f"wrote {path}")
     return 0
 
 
@@ -1009,8 +1066,58 @@ def build_parser() -> argparse.ArgumentParser:
     check = commands.add_parser(
         "check-branch", help="validate a branch name (SPEC §2) and show what CI/CD does for it"
     )
-    check.add_argument("name")
+    check.add_argument("name", nargs="?", help="default: the current git branch")
+    check.add_argument(
+        "--into",
+        metavar="TARGET",
+        help="also fail unless NAME may be merged into TARGET (a pull request's base)",
+    )
     check.set_defaults(local=cmd_check_branch)
+
+    rules = commands.add_parser(
+        "github-rules",
+        help="GitHub rulesets of master and develop (SPEC §2) as REST API JSON; --apply sends them",
+    )
+    rules.add_argument(
+        "--repo",
+        default=CURRENT_REPO,
+        metavar="OWNER/NAME",
+        help="the repository --apply changes (default: gh's, from the git remote here)",
+    )
+    rules.add_argument(
+        "--workflows",
+        default=".github/workflows",
+        metavar="DIR",
+        help="whose pull-request jobs become required checks (default: %(default)s)",
+    )
+    rules.add_argument(
+        "--apply",
+        action="store_true",
+        help="create or update (by name) the rulesets with `gh api` (needs the GitHub CLI)",
+    )
+    rules.set_defaults(local=cmd_github_rules)
+
+    init = commands.add_parser(
+        "init-service",
+        help="a service repository's starter files: bandsy.yaml, release workflow, .gitignore, "
+        "pre-commit branch check",
+    )
+    init.add_argument("name", help="the BandsyService's name")
+    init.add_argument("--dir", default=".", metavar="PATH", help="default: the current directory")
+    init.add_argument(
+        "--platform",
+        default=scaffold.DEFAULT_PLATFORM,
+        metavar="OWNER/REPO@REF",
+        help="where the reusable service-release.yaml workflow and bandsyctl come from "
+        "(default: %(default)s)",
+    )
+    init.add_argument(
+        "--image-repository",
+        metavar="REPOSITORY",
+        help="the image without a tag (default: ghcr.io/<platform owner>/NAME)",
+    )
+    init.add_argument("--force", action="store_true", help="overwrite files that are there")
+    init.set_defaults(local=cmd_init_service)
     return parser
 
 

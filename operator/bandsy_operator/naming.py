@@ -148,6 +148,24 @@ class InvalidNameError(ValueError):
     """A template produced a name the backend cannot take safely."""
 
 
+# A BandsyService's metadata.name: the CRD's rules (crds/bandsy.app_bandsyservices.yaml, checked
+# against these by tests/unit/test_scaffold.py), for tools that write one before the API server
+# sees it.
+SERVICE_NAME = re.compile(r"^[a-z]([-a-z0-9]{0,38}[a-z0-9])?$")
+RESERVED_PREFIX = "bandsy-"
+
+
+def check_service_name(name: str) -> str:
+    if not SERVICE_NAME.match(name):
+        raise InvalidNameError(
+            f"{name!r}: a service name is a DNS label of at most 40 characters "
+            f"({SERVICE_NAME.pattern})"
+        )
+    if name.startswith(RESERVED_PREFIX):
+        raise InvalidNameError(f"{name!r}: the prefix {RESERVED_PREFIX} is reserved")
+    return name
+
+
 _TEMPLATE_FIELD = re.compile(r"\{(\w+)\}")
 
 
