@@ -117,9 +117,23 @@ def writes_of(audit_log: str, who: Candidate) -> list[Write]:
     return sorted(found, key=lambda write: write.at)
 
 
-def acquired_at(spec: dict[str, Any]) -> datetime:
-    return datetime.fromisoformat(spec["acquireTime"])
+@dataclass(frozen=True)
+class Handover:
+    acquired: datetime  # the new leader's acquireTime
+    old: list[Write]
+    new: list[Write]
 
 
-def writes_after(audit_log: str, who: Candidate, moment: datetime) -> list[Write]:
-    return [write for write in writes_of(audit_log, who) if write.at >= moment]
+async def one_writer_at_a_time(
+    kube: KubeApi, audit_log: str, old: Candidate, new: Candidate
+) -> Handover:
+    """Assert that the old leader's last write came before the new one acquired the Lease, and
+    every write of the new one after that."""
+    acquired = datetime.fromisoformat((await lease_spec(kube))["acquireTime"])
+    handover = Handover(acquired, writes_of(audit_log, old), writes_of(audit_log, new))
+    assert handover.old, f"the audit log has no write of {old.name}"
+    late = [write for write in handover.old if write.at >= acquired]
+    assert late == [], f"{old.name} wrote after {new.name} acquired the Lease: {late[:5]}"
+    first = handover.new[0]
+    assert first.at >= acquired, f"{new.name} wrote before it acquired the Lease: {first}"
+    return handover
