@@ -40,7 +40,7 @@ def local_env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalEnviron
         return
     # Node-less: these tests play the deployment controller (bandsy_dev.kubelet); tests/node
     # starts a node of its own.
-    env = LocalEnvironment(tmp_path_factory.mktemp("servers"), with_node=False)
+    env = LocalEnvironment(tmp_path_factory.mktemp("servers"), with_node=False, audit=True)
     env.start()
     try:
         yield env

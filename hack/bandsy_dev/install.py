@@ -115,6 +115,8 @@ def sample_tags() -> list[str]:
 
 
 def main() -> int:
+    # The operator's namespace: its Lease is there before it leads (and creates the rest).
+    _kubectl("apply", "--server-side", "-f", str(REPO_ROOT / "deploy" / "namespace.yaml"))
     if any(CRDS.glob("*.yaml")):
         _kubectl("apply", "--server-side", "-f", str(CRDS))
         _kubectl("wait", "--for=condition=Established", "crd", "--all", "--timeout=60s")

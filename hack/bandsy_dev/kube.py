@@ -36,6 +36,21 @@ CONTROLLERS = (
     "horizontal-pod-autoscaler-controller",
 )
 APISERVER_READY_TIMEOUT = 90.0
+# The operator's ServiceAccount (deploy/rbac.yaml): with ``audit``, its writes are recorded.
+OPERATOR_USER = "system:serviceaccount:bandsy-system:bandsy-operator"
+AUDITED_VERBS = ("create", "update", "patch", "delete", "deletecollection")
+# Who wrote what and when, as the API server saw it (metadata only: no bodies, no secrets),
+# once a request completed: the high-availability tests prove from it that two replicas never
+# wrote at once (each process has a token of its own: user.extra names its credential).
+AUDIT_POLICY = {
+    "apiVersion": "audit.k8s.io/v1",
+    "kind": "Policy",
+    "omitStages": ["RequestReceived", "ResponseStarted", "Panic"],
+    "rules": [
+        {"level": "Metadata", "users": [OPERATOR_USER], "verbs": list(AUDITED_VERBS)},
+        {"level": "None"},
+    ],
+}
 # Added to the API server's default admission plugins. OwnerReferencesPermissionEnforcement (on
 # in some clusters, OpenShift's among them) lets only those who may update an owner's finalizers
 # set blockOwnerDeletion on references to it, and only once its discovery cache knows the owner's
@@ -72,6 +87,7 @@ class ControlPlane:
     apiserver_port: int = field(default_factory=free_port)
     controller_manager_port: int = field(default_factory=free_port)
     node: bool = False
+    audit: bool = False  # the operator's writes into audit_log (AUDIT_POLICY)
     scheduler_port: int = field(default_factory=free_port)
     node_token: str = field(default_factory=lambda: secrets.token_urlsafe(32))
     proxy_token: str = field(default_factory=lambda: secrets.token_urlsafe(32))
@@ -87,6 +103,11 @@ class ControlPlane:
 
     def user_kubeconfig(self, name: str) -> Path:
         return self.workdir / "users" / f"{name}.kubeconfig"
+
+    @property
+    def audit_log(self) -> Path:
+        """JSON lines, one audit event per completed write of the operator's ServiceAccount."""
+        return self.workdir / "logs" / "audit.log"
 
     @property
     def ca_file(self) -> Path:
@@ -162,6 +183,20 @@ class ControlPlane:
             "--kubelet-preferred-address-types=InternalIP",
         ]
 
+    def _audit_args(self) -> list[str]:
+        if not self.audit:
+            return []
+        policy = self.workdir / "audit-policy.yaml"
+        policy.write_text(yaml.safe_dump(AUDIT_POLICY, sort_keys=False))
+        self.audit_log.parent.mkdir(parents=True, exist_ok=True)
+        # Never rotated (a session's writes are a few tens of MB): one file holds them all.
+        return [
+            f"--audit-policy-file={policy}",
+            f"--audit-log-path={self.audit_log}",
+            "--audit-log-format=json",
+            "--audit-log-maxsize=0",
+        ]
+
     def start_apiserver(self) -> None:
         pki = self.workdir / "pki"
         proc = self._process(
@@ -169,6 +204,7 @@ class ControlPlane:
             [
                 f"--etcd-servers=http://127.0.0.1:{self.etcd_port}",
                 *self._apiserver_network_args(),
+                *self._audit_args(),
                 f"--secure-port={self.apiserver_port}",
                 "--authorization-mode=RBAC",
                 f"--enable-admission-plugins={','.join(ADMISSION_PLUGINS)}",

@@ -69,6 +69,9 @@ NODE_ENV_KEYS = (
 class LocalEnvironment:
     workdir: Path
     with_node: bool | None = None  # None: node_wanted() decides
+    # The API server's audit log of the operator's writes (kube.AUDIT_POLICY): the test session's
+    # (benchmarks leave it off: it costs the API server CPU on the operator's side only).
+    audit: bool = False
     kube: ControlPlane = field(init=False)
     postgres: PostgresServer = field(init=False)
     redis: RedisServer = field(init=False)
@@ -86,7 +89,9 @@ class LocalEnvironment:
     def start(self) -> None:
         ensure_packages(node=bool(self.with_node))
         bin_dir = build_binaries()
-        self.kube = ControlPlane(self.workdir / "kube", bin_dir, node=bool(self.with_node))
+        self.kube = ControlPlane(
+            self.workdir / "kube", bin_dir, node=bool(self.with_node), audit=self.audit
+        )
         gateway = node_net.POD_GATEWAY if self.with_node else None
         self.postgres = PostgresServer(
             self.workdir / "postgres",
@@ -159,6 +164,7 @@ class LocalEnvironment:
             "BANDSY_S3_SECRET_ACCESS_KEY": self.s3.secret_access_key,
             "BANDSY_S3_CA_FILE": str(self.s3.ca_file),
             "BANDSY_NODE": "1" if self.node is not None else "0",
+            **({"BANDSY_AUDIT_LOG": str(self.kube.audit_log)} if self.audit else {}),
             **users.variables(
                 self.kube.user_tokens,
                 {name: self.kube.user_kubeconfig(name) for name in self.kube.user_tokens},

@@ -44,6 +44,11 @@ class KubectlRunner:
         return self("apply", "--server-side", *force, "-f", "-", input=dump_all(manifests))
 
 
+# What the operator logs once it reconciles (handlers.py), and as a standby (leadership.py).
+STARTED = "bandsy_operator.handlers: started"
+STANDBY = "standby: "
+
+
 class OperatorProcess:
     """``python -m bandsy_operator`` as a separate process, logging to a file."""
 
@@ -63,11 +68,16 @@ class OperatorProcess:
             "BANDSY_RESYNC_INTERVAL": str(resync_seconds),
             "BANDSY_LIVENESS_PORT": str(self.liveness_port),
             "BANDSY_METRICS_PORT": str(self.metrics_port),
+            # One operator per test session or benchmark: no Lease to renew (nor to lose while a
+            # test stops the API server). The high-availability tests turn it on.
+            "BANDSY_LEADER_ELECTION": "false",
             **(extra_env or {}),
         }
         self.process: ManagedProcess | None = None
 
-    def start(self) -> None:
+    def start(self, until: str = STARTED) -> None:
+        """Start, and wait until the log says ``until`` once more: ``STARTED`` (reconciling) or,
+        with leader election, ``STANDBY`` (waiting for the Lease)."""
         # Each start appends, so a log read after restarts covers every life of the operator.
         self.process = ManagedProcess(
             "bandsy-operator",
@@ -75,11 +85,9 @@ class OperatorProcess:
             self.log_file,
             env=self.env,
         )
-        starts = self.log().count(" started")
+        starts = self.log().count(until)
         self.process.start()
-        self.process.wait_until(
-            lambda: self.log().count(" started") > starts, timeout=60, what="started"
-        )
+        self.process.wait_until(lambda: self.log().count(until) > starts, timeout=60, what=until)
 
     def stop(self) -> None:
         if self.process is not None:

@@ -6,6 +6,7 @@ would cost two patches of every new object and a deep copy of every body on ever
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Iterable
 from typing import Any
@@ -83,6 +84,9 @@ async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> N
 async def stop(memo: kopf.Memo, **_: Any) -> None:
     controller: Controller = memo["controller"]
     await controller.stop()
+    # Every reconcile has ended: the standby may take over now rather than a lease later.
+    if (leadership := memo.get("leadership")) is not None:
+        await asyncio.to_thread(leadership.release)
     await controller.api.close()
 
 

@@ -1,4 +1,5 @@
-"""Process entry point: logging, then kopf cluster-wide with a liveness endpoint."""
+"""Process entry point: logging, the Lease (a standby waits here), then kopf cluster-wide with
+a liveness endpoint."""
 
 from __future__ import annotations
 
@@ -9,7 +10,9 @@ import sys
 
 import kopf
 
+from .leadership import Leadership
 from .settings import OperatorSettings
+from .standby import HEALTH_PATH, serving_health
 
 
 class JsonFormatter(logging.Formatter):
@@ -35,7 +38,9 @@ def configure_logging(json_logs: bool, verbose: bool) -> None:
     if not verbose:
         # A line per HTTP request or per watch event drowns everything else; errors still
         # surface through the callers.
-        for noisy in ("httpx", "httpx2", "httpcore", "kopf.objects"):
+        # The elector logs every retry of a standby (each 1.5 s) at INFO; leadership.py logs
+        # the transitions.
+        for noisy in ("httpx", "httpx2", "httpcore", "kopf.objects", "leaderelection"):
             logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
@@ -49,8 +54,15 @@ def main(argv: list[str] | None = None) -> None:
 
     from . import handlers  # noqa: F401  registers the kopf handlers
 
+    memo = kopf.Memo()
+    # The gate: a standby starts no watch and no reconcile until it holds the Lease.
+    if settings.leader_election:
+        memo.leadership = Leadership(settings)
+        with serving_health(settings.liveness_port):
+            memo.leadership.wait()
     kopf.run(
         clusterwide=True,
         standalone=True,
-        liveness_endpoint=f"http://0.0.0.0:{settings.liveness_port}/healthz",
+        liveness_endpoint=f"http://0.0.0.0:{settings.liveness_port}{HEALTH_PATH}",
+        memo=memo,
     )

@@ -21,6 +21,15 @@ class OperatorSettings:
     # the operator's pod (BANDSY_POD_NAME, from the downward API); this overrides it.
     job_image: str | None = None
     pod_name: str | None = None
+    # Leader election (SPEC §12, README "High availability"): only the holder of this Lease in
+    # operator_namespace watches and reconciles. Durations in seconds: a SIGKILLed leader is
+    # replaced within lease_duration + 2 * retry_period; a leader that has not renewed for
+    # renew_deadline exits, lease_duration - renew_deadline before anyone else may take over.
+    leader_election: bool = True
+    lease_name: str = "bandsy-operator"
+    lease_duration: int = 8
+    lease_renew_deadline: float = 5.0
+    lease_retry_period: float = 1.5
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> OperatorSettings:
@@ -34,4 +43,11 @@ class OperatorSettings:
             workers=int(env.get("BANDSY_WORKERS", cls.workers)),
             job_image=env.get("BANDSY_JOB_IMAGE") or None,
             pod_name=env.get("BANDSY_POD_NAME") or None,
+            leader_election=env.get("BANDSY_LEADER_ELECTION", "true").lower() != "false",
+            lease_name=env.get("BANDSY_LEASE_NAME", cls.lease_name),
+            lease_duration=int(env.get("BANDSY_LEASE_DURATION", cls.lease_duration)),
+            lease_renew_deadline=float(
+                env.get("BANDSY_LEASE_RENEW_DEADLINE", cls.lease_renew_deadline)
+            ),
+            lease_retry_period=float(env.get("BANDSY_LEASE_RETRY_PERIOD", cls.lease_retry_period)),
         )

@@ -1,6 +1,7 @@
 """Fault injection (SPEC §9, issue 7), against one operator process this module owns and kills:
 SIGKILLs mid-rollout, PostgreSQL and the API server stopped mid-rollout, a barrage of generated
-malformed custom resources; then a secrecy sweep over everything they left behind.
+malformed custom resources; then a secrecy sweep over everything they left behind. And two
+replicas with leader election (SPEC §12), the leader SIGKILLed mid-rollout.
 
 ``BANDSY_CHAOS_SIZE=full`` (``make chaos``) is the issue's size; ``reduced``, the default, runs
 in ``make test``. The random seed is printed; ``BANDSY_CHAOS_SEED=<seed>`` replays its choices.
@@ -31,12 +32,13 @@ from hypothesis import HealthCheck, Phase, given, seed, settings
 from bandsy_dev import rights
 from bandsy_dev.kubelet import SimulatedKubelet, is_ready
 from bandsy_dev.local_env import LocalEnvironment
-from bandsy_dev.operator_process import least_privilege_kubeconfig
+from bandsy_dev.operator_process import STANDBY, least_privilege_kubeconfig
 from bandsy_operator.kube import CLIENT_ERRORS, KubeApi, ObjectRef
 from chaos import cluster
 from chaos.malformed import ENVIRONMENT, SERVICE, Context, Outcome, Recipe, recipes
 from conftest import KubectlRunner, OperatorProcess
 from factories import environment_body, service_body, tags
+from leases import SIGKILL_TAKEOVER_SECONDS, candidate, one_writer_at_a_time, takeover
 from secrecy import assert_not_leaked, decode, generated_passwords, haystacks, secret_values
 from waiting import eventually
 
@@ -497,14 +499,32 @@ async def test_sigkill_during_rollout_ends_as_a_clean_run(
         "after it began",
     )
     killed = await end_state(kube, servers, chaos, names, prefix)
+    await same_as_a_clean_run(
+        chaos, kube, kubectl, servers, bodies(names), prefix, killed, pytestconfig
+    )
 
+
+async def same_as_a_clean_run(
+    chaos: Chaos,
+    kube: KubeApi,
+    kubectl: KubectlRunner,
+    servers: dict[str, str],
+    bodies: list[dict[str, Any]],
+    prefix: str,
+    killed: dict[str, Any],
+    pytestconfig: pytest.Config,
+) -> None:
+    """Delete these services (named ``prefix*``: nothing of them is left then), apply their
+    final specs again to the module's operator, never killed, and compare its end state with
+    ``killed``'s."""
+    names = [body["metadata"]["name"] for body in bodies]
     kubectl("delete", "bsvc", *names, "--wait=true", "--timeout=180s")
     for name in names:
         del chaos.expected[name]
     await nothing_left(kube, servers, names, prefix)
 
     started = time.monotonic()
-    chaos.apply(kubectl, *bodies(names))  # the final specs, to an operator never killed
+    chaos.apply(kubectl, *bodies)
     await settled(chaos, kube, CONVERGE_SECONDS)
     await eventually(lambda: idle(chaos.operator), timeout=30)
     say(pytestconfig, f"clean rollout converged after {time.monotonic() - started:.0f} s")
@@ -516,6 +536,70 @@ async def test_sigkill_during_rollout_ends_as_a_clean_run(
     assert not differences(killed["statuses"], clean["statuses"]), "\n".join(
         differences(killed["statuses"], clean["statuses"])[:5]
     )
+
+
+# -- 1b. Two replicas: the leader SIGKILLed mid-rollout ------------------------------------------
+
+
+async def test_a_leader_sigkilled_mid_rollout_hands_over_and_ends_as_a_clean_run(
+    chaos: Chaos,
+    kube: KubeApi,
+    kubectl: KubectlRunner,
+    servers: dict[str, str],
+    tmp_path_factory: pytest.TempPathFactory,
+    pytestconfig: pytest.Config,
+) -> None:
+    """Two replicas with leader election (the module's operator stopped meanwhile); the leader
+    SIGKILLed at a random moment of a rollout: the standby takes over within 15 s and finishes
+    it, to the same end state as a run never killed, and the API server's audit log shows no
+    write of the old leader once the new one held the Lease, and none of the new one before."""
+    audit = servers.get("BANDSY_AUDIT_LOG")
+    if audit is None:
+        pytest.skip(NEEDS_LOCAL_SERVERS)
+    rng = random.Random(SEED + 1)
+    prefix = f"ch{RUN}-"
+    names = [f"{prefix}{i:02d}" for i in range(SIZE.services)]
+    bodies = [rollout_service(i, names, chaos.environments, "r0") for i in range(len(names))]
+    workdir = tmp_path_factory.mktemp("chaos-replicas")
+    leader, standby = (
+        candidate(kubectl, servers["KUBECONFIG"], workdir, f"chaos-{RUN}-{x}", RESYNC_SECONDS)
+        for x in "ab"
+    )
+    chaos.operator.stop()
+    try:
+        leader.process.start()
+        standby.process.start(until=STANDBY)
+        chaos.apply(kubectl, *bodies)
+        await eventually(lambda: busy(leader.process), timeout=60, interval=0.05)
+        await asyncio.sleep(rng.uniform(0.0, 1.5))
+        depth = int(leader.process.metrics()["bandsy_work_queue_depth"])
+        killed_at = time.monotonic()
+        leader.process.kill()
+        seconds = await takeover(kube, standby, killed_at, timeout=SIGKILL_TAKEOVER_SECONDS)
+        await settled(chaos, kube, CONVERGE_SECONDS, {n: chaos.expected[n] for n in names})
+        await eventually(lambda: idle(standby.process), timeout=30)
+        say(
+            pytestconfig,
+            f"two replicas, {len(names)} services x {len(chaos.environments)} environments: "
+            f"leader killed at work queue depth {depth}, standby held the Lease {seconds:.1f} s "
+            f"later, converged {time.monotonic() - killed_at:.0f} s after the kill",
+        )
+        assert depth > 0, "the kill landed after the leader's work was done"
+        seen = await one_writer_at_a_time(kube, audit, old=leader, new=standby)
+        say(
+            pytestconfig,
+            f"audit log: old leader's last of {len(seen.old)} writes {seen.old[-1].at.time()}, "
+            f"new leader acquired {seen.acquired.time()}, "
+            f"its first of {len(seen.new)} writes {seen.new[0].at.time()}",
+        )
+        killed = await end_state(kube, servers, chaos, names, prefix)
+    finally:
+        for each in (standby, leader):
+            each.process.stop()
+        chaos.operator.start()
+    for each in (leader, standby):
+        judge_log(each.process.log(), [])
+    await same_as_a_clean_run(chaos, kube, kubectl, servers, bodies, prefix, killed, pytestconfig)
 
 
 # -- 2. PostgreSQL down mid-rollout --------------------------------------------------------------

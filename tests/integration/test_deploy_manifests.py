@@ -1,8 +1,9 @@
 """The kustomize base in deploy/ (SPEC §8) against the real API server.
 
 It must apply (server-side dry run, so the API server validates and admits every object) and keep
-its promises: a restricted, read-only, non-root operator pod that is replaced, never doubled, and
-a ClusterRole without wildcards that still covers every kind the builders produce.
+its promises: a restricted, read-only, non-root operator pod in two replicas (one leads), a
+ClusterRole without wildcards that still covers every kind the builders produce, and the Lease
+granted in the operator's namespace only.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from bandsy_operator.constants import (
 )
 from bandsy_operator.models import Metrics, parse_environment, parse_service
 from bandsy_operator.promotion import Image
+from bandsy_operator.settings import OperatorSettings
 from conftest import REPO_ROOT, KubectlRunner
 
 pytestmark = pytest.mark.integration
@@ -117,9 +119,22 @@ def test_operator_deployment_is_hardened(rendered: list[Manifest]) -> None:
     deployment = only(rendered, "Deployment")
     assert deployment["metadata"]["namespace"] == namespace["metadata"]["name"]
     spec = deployment["spec"]
-    assert spec["replicas"] == 1
-    assert spec["strategy"]["type"] == "Recreate"
+    # Two replicas, one leader (README "High availability"): a new pod comes up as a standby
+    # before an old one goes, a drain takes one at a time, the scheduler spreads them.
+    assert spec["replicas"] == 2
+    assert spec["strategy"] == {
+        "type": "RollingUpdate",
+        "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0},
+    }
+    budget = only(rendered, "PodDisruptionBudget")
+    assert budget["spec"]["maxUnavailable"] == 1
+    assert budget["spec"]["selector"] == spec["selector"]
     pod = spec["template"]["spec"]
+    (spread,) = pod["affinity"]["podAntiAffinity"][
+        "preferredDuringSchedulingIgnoredDuringExecution"
+    ]
+    assert spread["podAffinityTerm"]["topologyKey"] == "kubernetes.io/hostname"
+    assert spread["podAffinityTerm"]["labelSelector"] == spec["selector"]
     assert pod["serviceAccountName"] == only(rendered, "ServiceAccount")["metadata"]["name"]
     assert pod["securityContext"]["runAsNonRoot"] is True
     assert pod["securityContext"]["seccompProfile"]["type"] == "RuntimeDefault"
@@ -150,6 +165,36 @@ def test_operator_deployment_is_hardened(rendered: list[Manifest]) -> None:
         "metadata.namespace"
     )
     assert env["BANDSY_LOG_FORMAT"]["value"] == "json"
+    assert env["BANDSY_LEADER_ELECTION"]["value"] == "true"
+    assert env["BANDSY_POD_NAME"]["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.name"
+
+
+def test_the_lease_is_granted_in_the_operators_namespace_only(rendered: list[Manifest]) -> None:
+    """Leader election needs the Lease (get, create, update: the official elector's requests)
+    in its own namespace, by a Role: never cluster-wide."""
+    account = only(rendered, "ServiceAccount")
+    namespace = account["metadata"]["namespace"]
+    for role in (obj for obj in rendered if obj["kind"] == "ClusterRole"):
+        assert not granted(role, "coordination.k8s.io", "leases"), role["metadata"]["name"]
+    (role,) = [
+        obj
+        for obj in rendered
+        if obj["kind"] == "Role" and any("leases" in rule["resources"] for rule in obj["rules"])
+    ]
+    assert role["metadata"]["namespace"] == namespace == OperatorSettings().operator_namespace
+    assert granted(role, "coordination.k8s.io", "leases") == {"create"}
+    (named,) = [rule for rule in role["rules"] if rule.get("resourceNames")]
+    assert named["resourceNames"] == [OperatorSettings().lease_name]
+    assert set(named["verbs"]) == {"get", "update"}
+    (binding,) = [
+        obj
+        for obj in rendered
+        if obj["kind"] == "RoleBinding" and obj["roleRef"]["name"] == role["metadata"]["name"]
+    ]
+    assert binding["metadata"]["namespace"] == namespace
+    assert binding["subjects"] == [
+        {"kind": "ServiceAccount", "name": account["metadata"]["name"], "namespace": namespace}
+    ]
 
 
 def operator_role(objects: list[Manifest]) -> Manifest:

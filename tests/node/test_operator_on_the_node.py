@@ -183,7 +183,8 @@ def fill_in_stripe_key(cluster: Cluster) -> None:
 
 def test_the_operator_runs_in_cluster_from_its_image(cluster: Cluster) -> None:
     deployment = cluster.json("-n", "bandsy-system", "get", "deploy", "bandsy-operator")
-    assert deployment["status"].get("readyReplicas") == 1  # its probes pass
+    # Its probes pass, the leader's and the standby's.
+    assert deployment["status"].get("readyReplicas") == deployment["spec"]["replicas"] == 2
     pod = cluster.json(
         "-n", "bandsy-system", "get", "pods", "-l", "app.kubernetes.io/name=bandsy-operator"
     )["items"][0]
@@ -619,7 +620,7 @@ def test_an_operator_killed_during_a_migration_neither_repeats_nor_loses_it(
         '[{"op": "remove", "path": "/status/environments/develop/migrations"}]',
     )
     assert "migrations" not in env_status(cluster, "api", "develop")
-    cluster.kubectl("scale", *operator, "--replicas=1")
+    cluster.kubectl("scale", *operator, "--replicas=2")
 
     def recorded() -> bool:
         found = env_status(cluster, "api", "develop").get("migrations") or []
