@@ -14,7 +14,7 @@ NODE ?= 1
 export NODE
 export PYTHONPATH := $(CURDIR)/hack
 
-.PHONY: help venv deps control-plane lint unit test cluster-up cluster-down run kind-up bench chaos
+.PHONY: help venv deps control-plane lint unit test cluster-up cluster-down run kind-up bench chaos docs
 
 help: ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -47,6 +47,9 @@ lint: venv workflows-lint ## ruff check, ruff format --check, mypy --strict, act
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy --strict operator/
 	$(VENV)/bin/mypy --strict hack/bandsy_dev
+
+docs: venv ## write docs/reference/api.md from crds/*.yaml (a unit test fails when it is stale)
+	$(PY) -m bandsy_dev.apidocs
 
 unit: venv ## the fast unit tests only
 	$(PY) -m pytest tests/unit $(PYTEST_ARGS)
