@@ -1,5 +1,5 @@
-"""Two operator processes with leader election (README "High availability"), the Lease they
-compete for, and who wrote what when, from the API server's audit log.
+"""Two operator processes with leader election (docs/performance.md "High availability"), the
+Lease they compete for, and who wrote what when, from the API server's audit log.
 
 Each process has a token of its own (the shipped ServiceAccount's), so the audit log tells its
 writes apart: ``user.extra`` carries the token's credential id (its JWT ID).
@@ -30,7 +30,8 @@ DEFAULTS = OperatorSettings()
 LEASE = ObjectRef(
     "coordination.k8s.io/v1", "Lease", DEFAULTS.operator_namespace, DEFAULTS.lease_name
 )
-# The bound of README "High availability": lease duration + 2 retry periods (11 s), in 15 s.
+# The bound of docs/performance.md "High availability": lease duration + 2 retry periods
+# (11 s), in 15 s.
 SIGKILL_TAKEOVER_SECONDS = 15.0
 # The standby's next retry (1.5 s) after the leader's clean stop.
 SIGTERM_TAKEOVER_SECONDS = 3.0

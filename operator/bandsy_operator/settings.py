@@ -21,10 +21,10 @@ class OperatorSettings:
     # the operator's pod (BANDSY_POD_NAME, from the downward API); this overrides it.
     job_image: str | None = None
     pod_name: str | None = None
-    # Leader election (SPEC §12, README "High availability"): only the holder of this Lease in
-    # operator_namespace watches and reconciles. Durations in seconds: a SIGKILLed leader is
-    # replaced within lease_duration + 2 * retry_period; a leader that has not renewed for
-    # renew_deadline exits, lease_duration - renew_deadline before anyone else may take over.
+    # Leader election (SPEC §12, docs/performance.md "High availability"): only the holder of
+    # this Lease in operator_namespace watches and reconciles. Durations in seconds: a SIGKILLed
+    # leader is replaced within lease_duration + 2 * retry_period; a leader that has not renewed
+    # for renew_deadline exits, lease_duration - renew_deadline before anyone else may take over.
     leader_election: bool = True
     lease_name: str = "bandsy-operator"
     lease_duration: int = 8

@@ -119,8 +119,8 @@ def test_operator_deployment_is_hardened(rendered: list[Manifest]) -> None:
     deployment = only(rendered, "Deployment")
     assert deployment["metadata"]["namespace"] == namespace["metadata"]["name"]
     spec = deployment["spec"]
-    # Two replicas, one leader (README "High availability"): a new pod comes up as a standby
-    # before an old one goes, a drain takes one at a time, the scheduler spreads them.
+    # Two replicas, one leader (docs/performance.md "High availability"): a new pod comes up as
+    # a standby before an old one goes, a drain takes one at a time, the scheduler spreads them.
     assert spec["replicas"] == 2
     assert spec["strategy"] == {
         "type": "RollingUpdate",
