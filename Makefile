@@ -9,6 +9,9 @@ PY := $(VENV)/bin/python
 STATE := .local
 COVERAGE_FLOOR := 95.0
 PYTEST_ARGS ?=
+# Each checkout's own temporary root: pytest prunes the oldest of its default ones, so a second
+# session on the machine (another checkout) would delete this one's servers' data directories.
+TEST_TMP ?= /tmp/bandsy-test-$(shell printf %s "$(CURDIR)" | sha256sum | cut -c1-8)
 # `make cluster-up` (and `make run`) start a real node when root; NODE=0 keeps the node-less mode.
 NODE ?= 1
 export NODE
@@ -52,10 +55,11 @@ docs: venv ## write docs/reference/api.md from crds/*.yaml (a unit test fails wh
 	$(PY) -m bandsy_dev.apidocs
 
 unit: venv ## the fast unit tests only
-	$(PY) -m pytest tests/unit $(PYTEST_ARGS)
+	$(PY) -m pytest tests/unit --basetemp=$(TEST_TMP)-unit $(PYTEST_ARGS)
 
 test: lint deps control-plane ## THE test command: lint, then every test against real servers
-	$(PY) -m pytest --cov --cov-report=term --cov-fail-under=$(COVERAGE_FLOOR) $(PYTEST_ARGS)
+	$(PY) -m pytest --cov --cov-report=term --cov-fail-under=$(COVERAGE_FLOOR) \
+		--basetemp=$(TEST_TMP) $(PYTEST_ARGS)
 
 bench: deps control-plane ## benchmarks on fresh local servers: table on stdout, JSON in .local/bench.json
 	$(PY) -m bandsy_dev.bench --output $(STATE)/bench.json $(BENCH_ARGS)
@@ -65,7 +69,7 @@ bench-backup: deps ## one backup (dump, upload, restore, check) of a database of
 	$(PY) -m bandsy_dev.bench.backup_size --rows $(or $(ROWS),1000000)
 
 chaos: deps control-plane ## the fault-injection suite at full size (make test runs it reduced)
-	BANDSY_CHAOS_SIZE=full $(PY) -m pytest tests/chaos $(PYTEST_ARGS)
+	BANDSY_CHAOS_SIZE=full $(PY) -m pytest tests/chaos --basetemp=$(TEST_TMP)-chaos $(PYTEST_ARGS)
 
 cluster-up: deps control-plane ## start the local servers (as root a node too; NODE=0: none); .local/cluster.env
 	$(PY) -m bandsy_dev up --state $(STATE)
