@@ -38,6 +38,9 @@ WORK_QUEUE_DEPTH = Gauge(
     "bandsy_work_queue_depth", "Custom resources waiting for or in a reconcile (0: idle)"
 )
 RESYNCS = Counter("bandsy_resyncs_total", "Periodic resyncs that queued every custom resource")
+LEADER = Gauge(
+    "bandsy_leader", "1 while this process holds the Lease and reconciles, 0 while it waits"
+)
 
 
 class WorldCollector(Collector):

@@ -10,9 +10,11 @@ import sys
 
 import kopf
 
+from . import metrics
 from .leadership import Leadership
 from .settings import OperatorSettings
 from .standby import HEALTH_PATH, serving_health
+from .world import World
 
 
 class JsonFormatter(logging.Formatter):
@@ -58,8 +60,12 @@ def main(argv: list[str] | None = None) -> None:
     # The gate: a standby starts no watch and no reconcile until it holds the Lease.
     if settings.leader_election:
         memo.leadership = Leadership(settings)
+        # A standby answers its scrapes too (its target is up, bandsy_leader 0); the start-up
+        # handler points the exporter at the real world once this process leads.
+        metrics.serve(settings.metrics_port, World())
         with serving_health(settings.liveness_port):
             memo.leadership.wait()
+    metrics.LEADER.set(1)
     kopf.run(
         clusterwide=True,
         standalone=True,

@@ -124,6 +124,8 @@ async def test_only_the_leader_reconciles(
     assert (await lease_spec(kube))["holderIdentity"] == a.name
     assert healthz(b.process) == 200  # ready to take over: its probes pass
     assert not await reconciling(b)  # no watch, no reconcile
+    # Both answer their scrapes, and say which one leads.
+    assert (a.process.metrics()["bandsy_leader"], b.process.metrics()["bandsy_leader"]) == (1, 0)
 
     name = f"ha-{RUN}-one"
     deploy(kubectl, name, "v1")
