@@ -86,6 +86,16 @@ async def admin_fetch(servers: dict[str, str], sql: str, *args: Any) -> list[asy
         await conn.close()
 
 
+async def locked_with_its_data(servers: dict[str, str], creds: dict[str, str]) -> bool:
+    """The service's role may no longer log in; the role and its database are still there."""
+    role = "SELECT rolcanlogin FROM pg_roles WHERE rolname = $1"
+    rows = await admin_fetch(servers, role, creds["PGUSER"])
+    assert rows, "the role is gone: its data may be too"
+    database = "SELECT 1 FROM pg_database WHERE datname = $1"
+    assert await admin_fetch(servers, database, creds["PGDATABASE"]), "its database is gone"
+    return rows[0]["rolcanlogin"] is False
+
+
 async def env_conditions(kube: KubeApi, service: str, env: str) -> dict[str, dict[str, Any]]:
     obj = await kube.get(ObjectRef("bandsy.app/v1alpha1", "BandsyService", "", service))
     assert obj is not None
@@ -233,15 +243,8 @@ async def test_an_environment_deleted_under_a_running_reconcile_still_locks_its_
         await controller.stop()
         operator.start()
 
-    rows = await admin_fetch(
-        servers, "SELECT rolcanlogin FROM pg_roles WHERE rolname = $1", creds["PGUSER"]
-    )
-    assert rows, "the role is gone: its data may be too"
-    assert rows[0]["rolcanlogin"] is False
+    assert await locked_with_its_data(servers, creds)
     assert not await logs_in(creds)
-    assert await admin_fetch(
-        servers, "SELECT 1 FROM pg_database WHERE datname = $1", creds["PGDATABASE"]
-    )
     kubectl("delete", "bsvc", name, "--wait=true", "--timeout=60s")
 
 
@@ -287,14 +290,7 @@ async def test_a_service_deleted_with_its_environment_first_locks_its_role(
         await controller.stop()
         operator.start()
 
-    rows = await admin_fetch(
-        servers, "SELECT rolcanlogin FROM pg_roles WHERE rolname = $1", creds["PGUSER"]
-    )
-    assert rows, "the role is gone: its data may be too"
-    assert rows[0]["rolcanlogin"] is False
-    assert await admin_fetch(
-        servers, "SELECT 1 FROM pg_database WHERE datname = $1", creds["PGDATABASE"]
-    )
+    assert await locked_with_its_data(servers, creds)
 
 
 async def test_a_changed_database_template_moves_nothing_silently(
@@ -439,14 +435,7 @@ async def test_deleting_an_environment_first_locks_its_services_roles(
     assert await logs_in(creds)
     kubectl("delete", "benv", env, "--wait=true", "--timeout=60s")
 
-    async def locked() -> bool:
-        rows = await admin_fetch(
-            servers, "SELECT rolcanlogin FROM pg_roles WHERE rolname = $1", creds["PGUSER"]
-        )
-        assert rows, "the role is gone: its data may be too"
-        return rows[0]["rolcanlogin"] is False
-
-    await eventually(locked)
+    await eventually(lambda: locked_with_its_data(servers, creds))
     assert not await logs_in(creds)
     # The service's other environment is untouched.
     assert await logs_in(await projection(kube, other, name))
