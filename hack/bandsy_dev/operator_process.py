@@ -18,6 +18,15 @@ from .kube import REPO_ROOT, kubectl_path
 from .procs import ManagedProcess, free_port
 from .users import write_kubeconfig
 
+# What kopf logs when SIGTERM begins its shutdown.
+SHUTDOWN_MARK = "Signal SIGTERM is received"
+# One log record (up to the next timestamped line) of asyncio about a kopf watch generator.
+KOPF_CLOSING_NOISE = re.compile(
+    r"^\S+ \S+ ERROR asyncio: an error occurred during closing of asynchronous generator "
+    r"<async_generator object infinite_watch .*?(?=^\d{4}-\d\d-\d\d |\Z)",
+    re.MULTILINE | re.DOTALL,
+)
+
 
 class KubectlRunner:
     """kubectl as a user runs it, against one cluster."""
@@ -109,6 +118,12 @@ class OperatorProcess:
         if not self.log_file.exists():
             return ""
         return self.log_file.read_text(errors="replace")
+
+    def log_of_its_own(self) -> str:
+        """Its log without what kopf's watch generators may say while the event loop closes,
+        after every handler has ended (``generator didn't stop after athrow()``): nothing of
+        ours, and it comes and goes with timing."""
+        return KOPF_CLOSING_NOISE.sub("", self.log())
 
     def metrics(self) -> dict[str, float]:
         """The operator's own ``/metrics``: one value per sample name and labels."""

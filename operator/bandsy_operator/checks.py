@@ -15,6 +15,7 @@ from typing import Any
 
 from .builders.service import has_disruption_budget, spreads_pods
 from .cron import CronError, longest_gap
+from .jobs import parse_time
 from .models import Environment, Service
 from .status import FALSE, TRUE, ConditionUpdate
 
@@ -153,7 +154,7 @@ def _backup_check(env: Environment, env_status: Mapping[str, Any], now: datetime
             f"set spec.backups on environment {env.name}",
         )
     verified = ((env_status.get("backup") or {}).get("lastVerified") or {}).get("at")
-    at = _parse_time(verified) if isinstance(verified, str) else None
+    at = parse_time(verified)
     fix = (
         f"a verified backup at least every {_duration(allowed)}: see `bandsyctl backups` for "
         "why the last ones failed"
@@ -162,13 +163,6 @@ def _backup_check(env: Environment, env_status: Mapping[str, Any], now: datetime
         return _check("backups", False, "no verified backup yet", fix)
     # The time, not the age: a message that changed every minute would be a status write.
     return _check("backups", now - at <= allowed, f"last verified at {verified}", fix)
-
-
-def _parse_time(text: str) -> datetime.datetime | None:
-    try:
-        return datetime.datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except ValueError:
-        return None
 
 
 def _duration(delta: datetime.timedelta) -> str:

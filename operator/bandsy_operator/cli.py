@@ -626,7 +626,7 @@ async def cmd_db(api: KubeApi, args: argparse.Namespace) -> int:
             with interrupts_ignored():
                 psql = await asyncio.create_subprocess_exec(
                     "psql",
-                    *args.psql_args,
+                    *args.passthrough,
                     # The password through the environment only: never argv, never printed.
                     env={**os.environ, **variables, "PGPASSWORD": credentials["PGPASSWORD"]},
                 )
@@ -1001,6 +1001,8 @@ def build_parser() -> argparse.ArgumentParser:
     db = commands.add_parser(
         "db",
         help="psql as the service's database role, through a relay pod and a port-forward",
+        usage="bandsyctl db SERVICE --env ENV [options] [-- PSQL_ARGS ...]",
+        epilog="Arguments after -- go to psql (e.g. -- -c 'select 1').",
     )
     db.add_argument("service")
     db.add_argument("--env", required=True)
@@ -1012,7 +1014,6 @@ def build_parser() -> argparse.ArgumentParser:
     )
     db.add_argument("--image", help="the relay's image (default: the environment's jobImage)")
     db.add_argument("--allow-production", action="store_true")
-    db.add_argument("psql_args", nargs="*", metavar="-- PSQL_ARGS", help="passed to psql")
     db.set_defaults(cluster=cmd_db)
 
     restore = commands.add_parser(
@@ -1129,8 +1130,22 @@ async def _run_cluster(command: ClusterCommand, args: argparse.Namespace) -> int
         await api.close()
 
 
+def split_passthrough(argv: list[str]) -> tuple[list[str], list[str]]:
+    """Ours, and what follows the first "--" (psql's, for db): argparse's subcommands would
+    take the latter apart (``-c`` read as an unknown option of ours)."""
+    if "--" not in argv:
+        return argv, []
+    cut = argv.index("--")
+    return argv[:cut], argv[cut + 1 :]
+
+
 def main(argv: list[str] | None = None) -> None:
-    args = build_parser().parse_args(argv)
+    ours, passthrough = split_passthrough(sys.argv[1:] if argv is None else argv)
+    parser = build_parser()
+    args = parser.parse_args(ours)
+    if passthrough and args.command != "db":
+        parser.error(f"{args.command} takes no arguments after --")
+    args.passthrough = passthrough
     # A session (connect, db) ends with Ctrl-C or a TERM: both clean up (the relay pod).
     signal.signal(signal.SIGTERM, signal.default_int_handler)
     try:

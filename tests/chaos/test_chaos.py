@@ -32,7 +32,7 @@ from hypothesis import HealthCheck, Phase, given, seed, settings
 from bandsy_dev import rights
 from bandsy_dev.kubelet import SimulatedKubelet, is_ready
 from bandsy_dev.local_env import LocalEnvironment
-from bandsy_dev.operator_process import STANDBY, least_privilege_kubeconfig
+from bandsy_dev.operator_process import SHUTDOWN_MARK, STANDBY, least_privilege_kubeconfig
 from bandsy_operator.kube import CLIENT_ERRORS, KubeApi, ObjectRef
 from chaos import cluster
 from chaos.malformed import ENVIRONMENT, SERVICE, Context, Outcome, Recipe, recipes
@@ -235,7 +235,7 @@ def judge_log(log: str, api_outages: list[tuple[int, int]]) -> None:
     (and until everything converged again) failed requests are expected; there, only
     tracebacks that end in a connection error are allowed, and refusals of a server whose
     authorizer is still starting."""
-    log = log.partition("Signal SIGTERM is received")[0]  # kopf's watches complain at shutdown
+    log = log.partition(SHUTDOWN_MARK)[0]  # kopf's watches complain at shutdown
     normal, last = [], 0
     for start, end in api_outages:
         normal.append(log[last:start])

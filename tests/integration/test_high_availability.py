@@ -82,7 +82,7 @@ def pair(
         for each in (b, a):
             each.process.stop()
         for each in (a, b):
-            log = each.process.log()
+            log = each.process.log_of_its_own()
             assert "Traceback" not in log, f"{each.name} logged an exception"
             assert "forbidden" not in log.lower(), "the shipped RBAC lacks a permission"
 

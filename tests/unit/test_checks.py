@@ -121,3 +121,14 @@ def test_an_unreadable_schedule_fails_the_backup_check() -> None:
     checks = results(ready_service(postgres={"enabled": True}), env)
     assert not checks["backups"].passed
     assert "five fields" in checks["backups"].found
+
+
+def test_the_backup_fix_names_the_allowed_age_in_readable_units() -> None:
+    svc = ready_service(postgres={"enabled": True})
+    for schedule, allowed in (
+        ("*/15 * * * *", "30 min"),
+        ("0 */6 * * *", "12 h"),
+        ("@weekly", "14 d"),
+    ):
+        env = environment("production", backups={**BACKUPS, "schedule": schedule})
+        assert f"at least every {allowed}:" in results(svc, env)["backups"].fix

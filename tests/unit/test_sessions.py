@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import asyncio
 
+import pytest
+
 from bandsy_operator.builders.inputs import DatabasePeer, ServiceInputs
 from bandsy_operator.builders.service import build_service_objects
 from bandsy_operator.builders.sessions import (
@@ -12,6 +14,7 @@ from bandsy_operator.builders.sessions import (
     libpq_variables,
     pgpass_line,
 )
+from bandsy_operator.cli import main, split_passthrough
 from bandsy_operator.models import EgressTarget
 from bandsy_operator.promotion import Image
 from bandsy_operator.relay import serve
@@ -109,3 +112,12 @@ async def test_the_relay_joins_each_connection_to_the_target() -> None:
         reader, writer = await asyncio.open_connection("127.0.0.1", relay_port)
         assert await reader.read(10) == b""
         writer.close()
+
+
+def test_what_follows_the_first_double_dash_is_psqls() -> None:
+    ours, psql = split_passthrough(["db", "api", "--env", "dev", "--", "-tAc", "select 1", "--"])
+    assert (ours, psql) == (["db", "api", "--env", "dev"], ["-tAc", "select 1", "--"])
+    assert split_passthrough(["status"]) == (["status"], [])
+    with pytest.raises(SystemExit) as refused:
+        main(["status", "--", "-x"])
+    assert refused.value.code == 2
