@@ -34,7 +34,14 @@ from .constants import (
 from .credentials import CredentialStore
 from .events import EventRecorder
 from .jobs import job_news
-from .kube import CLIENT_ERRORS, KubeApi, ObjectRef, is_not_found, is_unreachable
+from .kube import (
+    CLIENT_ERRORS,
+    UNLISTED_KINDS,
+    KubeApi,
+    ObjectRef,
+    is_not_found,
+    is_unreachable,
+)
 from .metrics import RECONCILE_SECONDS, RECONCILES, RESYNCS, WORK_QUEUE_DEPTH
 from .monitoring import Monitoring
 from .observation import ReadMode
@@ -223,8 +230,9 @@ class Controller:
 
     async def _list_for_pass(self) -> None:
         """Every object a pass reads, by a few paged LISTs of the kinds our inventories record
-        rather than a GET per object (SPEC §9: a restart with 1000 services). Should a LIST
-        fail, the reconciles read one by one, as they would anyway."""
+        rather than a GET per object (SPEC §9: a restart with 1000 services), Secrets excepted
+        (``UNLISTED_KINDS``). Should a LIST fail, the reconciles read one by one, as they
+        would anyway."""
         known: list[Known[Any]] = [*self.world.environments.values(), *self.world.services.values()]
         kinds = sorted(
             {
@@ -232,6 +240,7 @@ class Controller:
                 for k in known
                 for ref in inventory.refs(inventory.parse(k.status.get("inventory") or []))
             }
+            - UNLISTED_KINDS
         )
         started = time.perf_counter()
         try:

@@ -116,6 +116,11 @@ def _as_dict(obj: Any) -> Manifest:
     return data
 
 
+# Kinds a pass never lists: Secrets are read one by one by name, and the operator's ClusterRole
+# grants no list on them (listing every Secret of the cluster is a power it does not need).
+UNLISTED_KINDS: frozenset[tuple[str, str]] = frozenset({("v1", "Secret")})
+
+
 class Listing:
     """Bodies read by paged LISTs, each answering one later read of its object in place of a
     GET: a resync pass reads thousands of objects with a few requests (SPEC §9).
