@@ -181,6 +181,17 @@ class Bench:
             range(self.args.services, self.args.large), workload.ENVIRONMENTS, postgres=False
         )
 
+    async def set_up_large(self) -> None:
+        """``--restart-only``: the large count of services x 3 environments without databases,
+        converged once and not measured."""
+        envs = list(workload.ENVIRONMENTS)
+        bodies = [workload.service(i, envs, postgres=False) for i in range(self.args.large)]
+        await self.apply_all([workload.environment(e, self.variables) for e in envs])
+        await self.apply_all(bodies)
+        names = {b["metadata"]["name"] for b in bodies}
+        await self.until_ready(names, len(names) * len(envs), CONVERGE_TIMEOUT)
+        await self.until_idle()
+
     async def against_floor(
         self, indices: range, environments: tuple[str, ...], postgres: bool
     ) -> dict[str, Any]:
@@ -445,6 +456,12 @@ class Bench:
             stack.push_async_callback(kubelet.stop)
             self.start_operator(kubeconfig)
             try:
+                if self.args.restart_only:
+                    await self.step("set-up", self.set_up_large)
+                    crs = self.args.large + len(workload.ENVIRONMENTS)
+                    await self.step("restart", lambda: self.restart(kubeconfig, crs))
+                    self.memory("restart", self.args.large, False)
+                    return self.results
                 # The shipped resync interval, so no resync runs into converge or latency.
                 await self.step("converge", self.converge)
                 if self.args.converge_only:
@@ -637,6 +654,11 @@ def main() -> int:
     parser.add_argument(
         "--converge-only", action="store_true", help="the converge scenario and its floor only"
     )
+    parser.add_argument(
+        "--restart-only",
+        action="store_true",
+        help="set up the large count without databases, then the restart scenario only",
+    )
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--output", type=Path, default=Path(".local/bench.json"))
     parser.add_argument("--keep", action="store_true", help="keep the servers' directory")
@@ -654,7 +676,7 @@ def main() -> int:
             results = asyncio.run(Bench(args, env, workdir).run())
         finally:
             env.stop()
-        if not args.converge_only:
+        if not (args.converge_only or args.restart_only):
             # Real pods, on a node of their own once the node-less servers are gone.
             print("bench: node ...", file=sys.stderr, flush=True)
             results["node_latency"] = node_latency.measure(workdir, args.node_services, args.edits)
