@@ -419,7 +419,8 @@ class Bench:
         started = time.perf_counter()
         operator = self.start_operator(kubeconfig)
         up = time.perf_counter() - started
-        await self.until_idle(reconciles_at_least=custom_resources)
+        with self.profiled("restart-new-process"):  # the step's profile is of the old one
+            await self.until_idle(reconciles_at_least=custom_resources)
         seconds = time.perf_counter() - started
         await asyncio.sleep(2.0)  # anything a late watch event would still cause
         api = probes.difference(probes.api_writes(self.kubectl), api_before)
