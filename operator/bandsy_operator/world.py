@@ -76,6 +76,14 @@ def _other_object(deleted: Mapping[str, Any], current: Known[Any] | None) -> boo
     return bool(uid) and uid != current.body.get("metadata", {}).get("uid")
 
 
+def _links(known: Known[Service] | None) -> tuple[tuple[str, ...], tuple[str, ...]] | None:
+    """What relates a service to others: its dependencies and its environments."""
+    if known is None or known.model is None:
+        return None
+    spec = known.model.spec
+    return tuple(sorted(spec.depends_on)), tuple(sorted(spec.environments))
+
+
 WorkloadKey = tuple[str, str]  # namespace, name
 ServiceKey = tuple[str, str]  # namespace, service
 
@@ -116,6 +124,10 @@ class World:
         # Whether each database server (``models.server_key``) answered the last reconcile that
         # asked it (SPEC §12: an alert when one does not).
         self._database_servers: dict[str, bool] = {}
+        # Each service's dependents with their environments: every service environment's build
+        # asks (its NetworkPolicy), so this is built once after a change of anyone's
+        # dependencies or environments instead of scanning every service per question.
+        self._dependents: dict[str, list[tuple[str, frozenset[str]]]] | None = None
 
     def observe_environment(self, body: dict[str, Any]) -> Known[Environment]:
         name = body["metadata"]["name"]
@@ -143,6 +155,8 @@ class World:
         if _not_newer(body, self.services.get(name)):
             return self.services[name]
         known = _known(without_managed_fields(body), parse_service)
+        if _links(known) != _links(self.services.get(name)):
+            self._dependents = None
         self.services[name] = known
         if known.model is not None:
             self._valid_services[name] = known.model
@@ -155,6 +169,7 @@ class World:
         name = body["metadata"]["name"]
         if _other_object(body, self.services.get(name)):
             return self.services[name]
+        self._dependents = None
         self.services.pop(name, None)
         self._valid_services.pop(name, None)
         return None
@@ -183,13 +198,15 @@ class World:
         """Services in ``environment`` whose pods may reach this one. Suspended ones count: the
         operator leaves them alone, their pods keep running, and suspending one service must not
         change any other service's NetworkPolicy."""
-        return sorted(
-            name
-            for name, k in self.services.items()
-            if k.model is not None
-            and service in k.model.spec.depends_on
-            and environment in k.model.spec.environments
-        )
+        if self._dependents is None:
+            index: dict[str, list[tuple[str, frozenset[str]]]] = {}
+            for name, k in sorted(self.services.items()):
+                if k.model is not None:
+                    environments = frozenset(k.model.spec.environments)
+                    for upstream in k.model.spec.depends_on:
+                        index.setdefault(upstream, []).append((name, environments))
+            self._dependents = index
+        return [name for name, envs in self._dependents.get(service, []) if environment in envs]
 
     def neighbours(self, service: Service | None) -> set[str]:
         """Services whose objects mention this one: its dependencies and its dependents."""

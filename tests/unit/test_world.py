@@ -180,3 +180,25 @@ def test_a_live_list_replaces_what_the_watch_told_but_newer_news() -> None:
     assert failing["web-b"]["metadata"]["resourceVersion"] == "9"
     world.observe_pods("develop", "web", [])
     assert world.failing_pods("develop", "web") == []
+
+
+def test_dependents_follow_changes_of_dependencies_and_environments() -> None:
+    world = World()
+
+    def observe(name: str, version: str, depends_on: list[str], **envs: str) -> None:
+        body = service_body(name, tags(**envs), dependsOn=depends_on)
+        meta = {**body["metadata"], "uid": name, "resourceVersion": version, "generation": 1}
+        world.observe_service({**body, "metadata": meta})
+
+    observe("api", "1", [], develop="v1", preprod="v1")
+    observe("web", "2", ["api"], develop="v1")
+    observe("worker", "3", ["api"], develop="v1", preprod="v1")
+    assert world.dependents_of("api", "develop") == ["web", "worker"]
+    assert world.dependents_of("api", "preprod") == ["worker"]
+    observe("web", "4", ["api"], develop="v1", preprod="v1")  # a new environment
+    assert world.dependents_of("api", "preprod") == ["web", "worker"]
+    observe("worker", "5", [], develop="v1", preprod="v1")  # no longer depends
+    assert world.dependents_of("api", "develop") == ["web"]
+    meta = {"name": "web", "uid": "web", "resourceVersion": "6"}
+    world.forget_service({"metadata": meta})
+    assert world.dependents_of("api", "develop") == []

@@ -141,7 +141,8 @@ class Bench:
         async def idle() -> bool:
             return probes.idle(operator, reconciles_at_least)
 
-        return await probes.wait_until(idle, within, "idle", interval=0.2)
+        # Each probe is a scrape, which costs the operator CPU: not more often than this.
+        return await probes.wait_until(idle, within, "idle", interval=0.5)
 
     # -- scenarios ------------------------------------------------------------------------------
 
