@@ -20,10 +20,18 @@ from lightkube.generic_resource import create_global_resource, create_namespaced
 from lightkube.types import CascadeType, PatchType
 
 from .constants import (
+    CERT_MANAGER_GROUP,
+    CERTIFICATE_KIND,
+    CERTIFICATE_PLURAL,
     ENVIRONMENT_KIND,
     ENVIRONMENT_PLURAL,
     FIELD_MANAGER,
+    GATEWAY_GROUP,
+    GATEWAY_KIND,
+    GATEWAY_PLURAL,
     GROUP,
+    HTTP_ROUTE_KIND,
+    HTTP_ROUTE_PLURAL,
     MONITORING_GROUP,
     PROMETHEUS_RULE_KIND,
     PROMETHEUS_RULE_PLURAL,
@@ -49,6 +57,10 @@ BandsyServiceResource = create_global_resource(GROUP, VERSION, SERVICE_KIND, SER
 # inventory may list one after its CRD is gone, and pruning it must find nothing, not fail.
 create_namespaced_resource(MONITORING_GROUP, "v1", SERVICE_MONITOR_KIND, SERVICE_MONITOR_PLURAL)
 create_namespaced_resource(MONITORING_GROUP, "v1", PROMETHEUS_RULE_KIND, PROMETHEUS_RULE_PLURAL)
+# Exposure's (SPEC §12): Gateway API's and cert-manager's, likewise.
+create_namespaced_resource(GATEWAY_GROUP, "v1", HTTP_ROUTE_KIND, HTTP_ROUTE_PLURAL)
+create_namespaced_resource(GATEWAY_GROUP, "v1", GATEWAY_KIND, GATEWAY_PLURAL)
+create_namespaced_resource(CERT_MANAGER_GROUP, "v1", CERTIFICATE_KIND, CERTIFICATE_PLURAL)
 
 
 @dataclass(frozen=True, order=True)
