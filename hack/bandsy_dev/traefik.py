@@ -59,6 +59,9 @@ class Traefik:
             [
                 str(binary),
                 f"--entrypoints.websecure.address={self.address}:{self.https_port}",
+                # Everything on it is TLS, Ingress routers included (Traefik's Ingress provider
+                # only loads an Ingress's certificates otherwise).
+                "--entrypoints.websecure.http.tls=true",
                 f"--entrypoints.web.address={self.address}:{self.http_port}",
                 "--entrypoints.web.http.redirections.entrypoint.to=websecure",
                 "--entrypoints.web.http.redirections.entrypoint.scheme=https",

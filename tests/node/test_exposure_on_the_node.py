@@ -56,19 +56,27 @@ class Exposure:
     ca_file: Path
     issuer: LocalCertificateIssuer
 
-    def environment(self, mode: str = "Gateway", allowed: tuple[str, ...] = ("web",)) -> None:
+    def environment(self, mode: str = "Gateway") -> None:
+        """``develop`` exposing ``web`` in ``mode``."""
         ingress: dict[str, Any] = {
             "mode": mode,
             "domain": DOMAIN,
             "clusterIssuer": ISSUER,
-            "allowedServices": list(allowed),
+            "allowedServices": ["web"],
         }
         if mode == "Ingress":
             ingress["className"] = INGRESS_CLASS
         gateway = {"name": GATEWAY, "namespace": GATEWAY_NAMESPACE, "port": self.traefik.https_port}
         self.kubectl.apply(
-            environment_body(ENV, ingress=ingress, gateway=gateway, deletionPolicy="Delete")
+            environment_body(ENV, ingress=ingress, gateway=gateway, deletionPolicy="Delete"),
+            force_conflicts=True,  # allowedServices may have been patched since (revoke)
         )
+
+    def revoke_all(self) -> None:
+        """allowedServices emptied with a patch: an apply of an empty list gives up the
+        applier's items, and the list, then absent, gets its default ([web]) back."""
+        patch = {"spec": {"ingress": {"allowedServices": []}}}
+        self.kubectl("patch", "benv", ENV, "--type=merge", "-p", json.dumps(patch))
 
     def curl(self, host: str, path: str = "/healthz", *options: str) -> tuple[str, str]:
         """(HTTP status, body) of https://host:port/path, as a client resolving the host to the
@@ -256,7 +264,14 @@ def test_bandsyctl_status_says_the_route_is_accepted_and_the_certificate_ready(
 
 
 def test_revoking_the_exposure_makes_the_host_stop_answering(exposure: Exposure) -> None:
-    exposure.environment(allowed=())
+    exposure.revoke_all()
+
+    def route_gone() -> bool:
+        routes = exposure.kubectl("-n", ENV, "get", "httproutes", "-o", "name").stdout.split()
+        assert routes == [], routes
+        return True
+
+    eventually(route_gone, 30, "web's HTTPRoute removed")
     eventually(
         lambda: exposure.curl(WEB_HOST, "/healthz", "--insecure")[0] != "200",
         60,
