@@ -51,6 +51,14 @@ class GatewayListeners:
         self.api = api
         self._confirmed: dict[ObjectRef, str] = {}
 
+    async def gateway_exists(self, listener: Manifest, mode: ReadMode) -> bool:
+        """Whether the listener's Gateway is there to take it (and the Certificate its
+        namespace would hold): remembered while trusted, else read."""
+        ref = listener_ref(listener)
+        if mode is ReadMode.TRUSTED and ref in self._confirmed:
+            return True
+        return await self.api.get(listener_of(ref)[0]) is not None
+
     async def ensure(self, listener: Manifest, mode: ReadMode) -> bool:
         """The listener is on its Gateway as stated; False when there is no such Gateway
         (an apply would try to create one, which is not ours to make)."""

@@ -100,6 +100,8 @@ async def test_gateway_exposure_follows_the_crds_the_allowance_and_the_mode(
     # The CRDs come while the operator runs, the platform's Gateway not yet.
     install(kubectl, crds_later)
     await eventually(lambda: exposed("GatewayNotFound"), timeout=20)
+    # Nor a Certificate in a namespace that may not exist yet: the Gateway comes first.
+    assert await kube.get(certificate_ref) is None
     kubectl.apply(*platform_objects(GATEWAY, GATEWAY_NAMESPACE, http_port=8000))
 
     found = await eventually(lambda: exposed("Exposed"), timeout=20)

@@ -26,7 +26,12 @@ from ..builders.meta import selector_labels
 from ..builders.migration import build_migration_job
 from ..builders.service import build_service_objects, missing_provided_secrets
 from ..checks import production_checks, production_ready
-from ..constants import CHANGE_CAUSE_ANNOTATION, SERVICE_KIND, SKIP_GATES_ANNOTATION
+from ..constants import (
+    CERTIFICATE_KIND,
+    CHANGE_CAUSE_ANNOTATION,
+    SERVICE_KIND,
+    SKIP_GATES_ANNOTATION,
+)
 from ..events import EventRecorder, EventType
 from ..kube import KubeApi, Manifest, ObjectRef, without_managed_fields
 from ..listeners import GatewayListeners, is_listener, listener_ref
@@ -137,6 +142,18 @@ class EnvironmentPlan:
         if self.listener is not None:
             refs.add(listener_ref(self.listener))
         return frozenset(refs)
+
+
+def _without_gateway(plan: EnvironmentPlan) -> None:
+    """The Gateway named is not there: no listener for it (its owner creates it first)."""
+    plan.listener = None
+    gateway = plan.env.spec.gateway if plan.env else None
+    assert gateway is not None  # a listener is built for a Gateway only
+    plan.unreachable = (
+        "GatewayNotFound",
+        f"no Gateway {gateway.namespace}/{gateway.name} (environment {plan.name!r}): "
+        "its owner creates it",
+    )
 
 
 def service_secret(namespace: str, service: str) -> ObjectRef:
@@ -395,16 +412,8 @@ class ServiceReconciler:
         return released + await self.applier.prune(stale - listeners)
 
     async def _ensure_listener(self, plan: EnvironmentPlan, mode: ReadMode) -> None:
-        if plan.listener is None or plan.env is None:
-            return
-        if not await self.listeners.ensure(plan.listener, mode):
-            gateway = plan.env.spec.gateway
-            assert gateway is not None  # a listener is built for a Gateway only
-            plan.unreachable = (
-                "GatewayNotFound",
-                f"no Gateway {gateway.namespace}/{gateway.name} (environment {plan.name!r}): "
-                "its owner creates it",
-            )
+        if plan.listener is not None and not await self.listeners.ensure(plan.listener, mode):
+            _without_gateway(plan)  # deleted since the build: the next reconcile prunes
 
     async def reconcile(self, name: str, mode: ReadMode = ReadMode.LIVE) -> Outcome:
         """Converge one service, reading what ``mode`` says (see ``observation``)."""
@@ -758,6 +767,11 @@ class ServiceReconciler:
         plan.objects = build_service_objects(plan.inputs, random_secret)
         plan.listener = build_listener(plan.inputs)
         plan.unreachable = exposure_problem(plan.inputs)
+        if plan.listener is not None and not await self.listeners.gateway_exists(
+            plan.listener, mode
+        ):
+            _without_gateway(plan)
+            plan.objects = [o for o in plan.objects if o["kind"] != CERTIFICATE_KIND]
         guard_secret(plan.objects, secret)
         if plan.inputs.backup is not None:
             plan.backup = await self.backups.status(
