@@ -5,8 +5,8 @@ controller does for the operator's objects, from the local CA: for every cert-ma
 exactly ``spec.dnsNames``) and sets the ``Ready`` condition; and, like cert-manager's ingress-shim,
 an Ingress annotated with a cluster issuer gets a ``Certificate`` for its TLS hosts.
 
-Issuance itself (ACME, renewals) is cert-manager's job and is exercised on kind in the GitHub
-workflow; here the point is what the operator writes and that the Gateway serves the result.
+Issuance itself (ACME, renewals) is cert-manager's job, not tested here; the point is what the
+operator writes and that the Gateway serves the result.
 """
 
 from __future__ import annotations
