@@ -22,6 +22,11 @@ def parse(entries: Iterable[str]) -> Inventory:
     return {env: frozenset(refs) for env, refs in grouped.items()}
 
 
+def kind_of(entry: str) -> str:
+    """The kind of an entry without parsing all of it (a scrape counts thousands)."""
+    return entry.split("|", 3)[2]
+
+
 def serialize(inventory: Mapping[str, Iterable[ObjectRef]]) -> list[str]:
     return sorted(f"{env}|{ref}" for env, refs in inventory.items() for ref in refs)
 

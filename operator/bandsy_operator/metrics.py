@@ -13,10 +13,10 @@ from prometheus_client import Counter, Gauge, Histogram, start_http_server
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import REGISTRY, Collector
 
+from . import inventory
 from .checks import allowed_backup_age
 from .cron import CronError
 from .jobs import parse_time
-from .kube import ObjectRef
 from .world import World
 
 RECONCILES = Counter(
@@ -69,7 +69,7 @@ class WorldCollector(Collector):
                     for c in env.get("conditions") or []
                 )
             for entry in status.get("inventory") or []:
-                kinds[ObjectRef.parse(entry.partition("|")[2]).kind] += 1
+                kinds[inventory.kind_of(entry)] += 1
         blocked.add_metric([], held)
         for kind, count in sorted(kinds.items()):
             objects.add_metric([kind], count)

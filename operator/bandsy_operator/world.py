@@ -10,7 +10,7 @@ from typing import Any, Generic, TypeVar
 from pydantic import ValidationError
 
 from .constants import SERVICE_LABEL
-from .kube import without_managed_fields
+from .kube import packed, unpacked, without_managed_fields
 from .models import Environment, Service, parse_environment, parse_service
 from .status import pod_failure
 
@@ -76,6 +76,14 @@ def _other_object(deleted: Mapping[str, Any], current: Known[Any] | None) -> boo
     return bool(uid) and uid != current.body.get("metadata", {}).get("uid")
 
 
+def _links(known: Known[Service] | None) -> tuple[tuple[str, ...], tuple[str, ...]] | None:
+    """What relates a service to others: its dependencies and its environments."""
+    if known is None or known.model is None:
+        return None
+    spec = known.model.spec
+    return tuple(sorted(spec.depends_on)), tuple(sorted(spec.environments))
+
+
 WorkloadKey = tuple[str, str]  # namespace, name
 ServiceKey = tuple[str, str]  # namespace, service
 
@@ -105,8 +113,9 @@ class World:
         self.services: dict[str, Known[Service]] = {}
         self._valid_environments: dict[str, Environment] = {}
         self._valid_services: dict[str, Service] = {}
-        # The newest body of each of our Deployments: from its watch events and our own writes.
-        self._workloads: dict[WorkloadKey, dict[str, Any]] = {}
+        # The newest body of each of our Deployments (its resourceVersion, and the body packed):
+        # from its watch events and our own writes.
+        self._workloads: dict[WorkloadKey, tuple[str, str]] = {}
         # Our pods that fail (status.pod_failure), by service and pod name, from their watch
         # events: healthy pods, nearly all of them, cost nothing to remember.
         self._failing_pods: dict[ServiceKey, dict[str, dict[str, Any]]] = {}
@@ -115,12 +124,16 @@ class World:
         # Whether each database server (``models.server_key``) answered the last reconcile that
         # asked it (SPEC §12: an alert when one does not).
         self._database_servers: dict[str, bool] = {}
+        # Each service's dependents with their environments: every service environment's build
+        # asks (its NetworkPolicy), so this is built once after a change of anyone's
+        # dependencies or environments instead of scanning every service per question.
+        self._dependents: dict[str, list[tuple[str, frozenset[str]]]] | None = None
 
     def observe_environment(self, body: dict[str, Any]) -> Known[Environment]:
         name = body["metadata"]["name"]
         if _not_newer(body, self.environments.get(name)):
             return self.environments[name]
-        known = _known(body, parse_environment)
+        known = _known(without_managed_fields(body), parse_environment)
         self.environments[name] = known
         if known.model is not None and not known.deleting:
             self._valid_environments[name] = known.model
@@ -141,7 +154,9 @@ class World:
         name = body["metadata"]["name"]
         if _not_newer(body, self.services.get(name)):
             return self.services[name]
-        known = _known(body, parse_service)
+        known = _known(without_managed_fields(body), parse_service)
+        if _links(known) != _links(self.services.get(name)):
+            self._dependents = None
         self.services[name] = known
         if known.model is not None:
             self._valid_services[name] = known.model
@@ -154,6 +169,7 @@ class World:
         name = body["metadata"]["name"]
         if _other_object(body, self.services.get(name)):
             return self.services[name]
+        self._dependents = None
         self.services.pop(name, None)
         self._valid_services.pop(name, None)
         return None
@@ -182,13 +198,15 @@ class World:
         """Services in ``environment`` whose pods may reach this one. Suspended ones count: the
         operator leaves them alone, their pods keep running, and suspending one service must not
         change any other service's NetworkPolicy."""
-        return sorted(
-            name
-            for name, k in self.services.items()
-            if k.model is not None
-            and service in k.model.spec.depends_on
-            and environment in k.model.spec.environments
-        )
+        if self._dependents is None:
+            index: dict[str, list[tuple[str, frozenset[str]]]] = {}
+            for name, k in sorted(self.services.items()):
+                if k.model is not None:
+                    environments = frozenset(k.model.spec.environments)
+                    for upstream in k.model.spec.depends_on:
+                        index.setdefault(upstream, []).append((name, environments))
+            self._dependents = index
+        return [name for name, envs in self._dependents.get(service, []) if environment in envs]
 
     def neighbours(self, service: Service | None) -> set[str]:
         """Services whose objects mention this one: its dependencies and its dependents."""
@@ -207,7 +225,8 @@ class World:
 
     def workload(self, namespace: str, name: str) -> dict[str, Any] | None:
         """The newest body seen of one of our Deployments, or None when there is none yet."""
-        return self._workloads.get((namespace, name))
+        stored = self._workloads.get((namespace, name))
+        return None if stored is None else unpacked(stored[1])
 
     def observe_workload(self, body: Mapping[str, Any]) -> bool:
         """Remember a Deployment's body (what we applied or read); False when it is not newer
@@ -215,11 +234,10 @@ class World:
         meta = body.get("metadata", {})
         key = (meta.get("namespace", ""), meta.get("name", ""))
         known = self._workloads.get(key)
-        if known is not None and version_not_newer(
-            _resource_version(body), _resource_version(known)
-        ):
+        version = _resource_version(body)
+        if known is not None and version_not_newer(version, known[0]):
             return False
-        self._workloads[key] = without_managed_fields(body)
+        self._workloads[key] = (version, packed(body))
         return True
 
     def _deployed_in(self, service: str, namespace: str) -> bool:

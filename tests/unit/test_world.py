@@ -79,6 +79,32 @@ def test_a_remembered_deployment_leaves_its_managed_fields_out() -> None:
     assert "managedFields" not in (world.workload("develop", "web") or {})["metadata"]
 
 
+def test_a_remembered_deployment_is_a_copy_each_time_it_is_asked_for() -> None:
+    """Kept packed (compact JSON): what a reconcile does with its copy changes nothing kept."""
+    world = world_with_web()
+    world.observe_workload(deployment("develop", "7"))
+    first = world.workload("develop", "web")
+    assert first == deployment("develop", "7")
+    first["metadata"]["labels"]["changed"] = "by a reader"
+    assert world.workload("develop", "web") == deployment("develop", "7")
+
+
+def test_custom_resources_are_kept_without_their_managed_fields() -> None:
+    world = World()
+    body = stored("a", "3")
+    body["metadata"]["managedFields"] = [{"manager": "bandsy-operator", "fieldsV1": {}}]
+    known = world.observe_service(body)
+    assert "managedFields" not in known.body["metadata"]
+    assert known.body["metadata"]["resourceVersion"] == "3"
+    env = world.observe_environment(
+        {
+            **environment_body("develop"),
+            "metadata": {"name": "develop", "managedFields": [{"manager": "kubectl"}]},
+        }
+    )
+    assert "managedFields" not in env.body["metadata"]
+
+
 def test_deployments_outside_the_services_environments_are_not_its_business() -> None:
     world = world_with_web()
     assert world.workload_news("ADDED", deployment("floor-develop", "5")) is None
@@ -154,3 +180,25 @@ def test_a_live_list_replaces_what_the_watch_told_but_newer_news() -> None:
     assert failing["web-b"]["metadata"]["resourceVersion"] == "9"
     world.observe_pods("develop", "web", [])
     assert world.failing_pods("develop", "web") == []
+
+
+def test_dependents_follow_changes_of_dependencies_and_environments() -> None:
+    world = World()
+
+    def observe(name: str, version: str, depends_on: list[str], **envs: str) -> None:
+        body = service_body(name, tags(**envs), dependsOn=depends_on)
+        meta = {**body["metadata"], "uid": name, "resourceVersion": version, "generation": 1}
+        world.observe_service({**body, "metadata": meta})
+
+    observe("api", "1", [], develop="v1", preprod="v1")
+    observe("web", "2", ["api"], develop="v1")
+    observe("worker", "3", ["api"], develop="v1", preprod="v1")
+    assert world.dependents_of("api", "develop") == ["web", "worker"]
+    assert world.dependents_of("api", "preprod") == ["worker"]
+    observe("web", "4", ["api"], develop="v1", preprod="v1")  # a new environment
+    assert world.dependents_of("api", "preprod") == ["web", "worker"]
+    observe("worker", "5", [], develop="v1", preprod="v1")  # no longer depends
+    assert world.dependents_of("api", "develop") == ["web"]
+    meta = {"name": "web", "uid": "web", "resourceVersion": "6"}
+    world.forget_service({"metadata": meta})
+    assert world.dependents_of("api", "develop") == []

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from bandsy_operator.constants import API_VERSION
@@ -49,14 +49,23 @@ def environment(name: str, variables: Mapping[str, str]) -> dict[str, Any]:
     }
 
 
-def service_name(index: int) -> str:
-    return f"svc-{index:04d}"
+def tagged(name: str, tag: str) -> str:
+    """A name of one run of a scenario: runs other than the kept one are tagged (``r0-...``)
+    so that each starts from nothing, in namespaces and databases of its own."""
+    return f"{tag}-{name}" if tag else name
 
 
-def service(index: int, environments: tuple[str, ...], postgres: bool) -> dict[str, Any]:
+def service_name(index: int, tag: str = "") -> str:
+    return tagged(f"svc-{index:04d}", tag)
+
+
+def service(
+    index: int, environments: Sequence[str], postgres: bool, tag: str = ""
+) -> dict[str, Any]:
     """A web service with a port, a health check, config, a generated secret and (maybe) its
-    own Postgres database in each of ``environments``."""
-    name = service_name(index)
+    own Postgres database in each of ``environments``. A tagged run is deleted afterwards and
+    takes its databases with it (production's name, untagged, refuses that policy)."""
+    name = service_name(index, tag)
     spec: dict[str, Any] = {
         "image": {"repository": f"ghcr.io/feinwaru/{name}"},
         "port": 8080,
@@ -67,7 +76,7 @@ def service(index: int, environments: tuple[str, ...], postgres: bool) -> dict[s
         "environments": {env: {"image": {"tag": "release-1.0.0"}} for env in environments},
     }
     if postgres:
-        spec["postgres"] = {"enabled": True}
+        spec["postgres"] = {"enabled": True, **({"reclaimPolicy": "Delete"} if tag else {})}
     return {
         "apiVersion": API_VERSION,
         "kind": "BandsyService",

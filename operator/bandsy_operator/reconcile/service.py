@@ -33,7 +33,7 @@ from ..constants import (
     SKIP_GATES_ANNOTATION,
 )
 from ..events import EventRecorder, EventType
-from ..kube import KubeApi, Manifest, ObjectRef, without_managed_fields
+from ..kube import KubeApi, Manifest, ObjectRef, packed, unpacked, without_managed_fields
 from ..listeners import GatewayListeners, is_listener, listener_ref
 from ..migrations import Migration, succeeded
 from ..models import Environment, Service, parse_identity
@@ -76,6 +76,22 @@ RFC3339 = "%Y-%m-%dT%H:%M:%SZ"
 SECRET_RECHECK_SECONDS = 10.0
 # Condition reasons posted as Normal Events: progress, not trouble.
 QUIET_REASONS = ("Progressing", "Suspended", "Migrating", "AwaitingFirstBackup")
+# Conditions that report a problem when True: False is their good state.
+PROBLEM_CONDITIONS = (STALLED, PROMOTION_BLOCKED)
+
+
+def event_for(cond: Mapping[str, Any], appeared: bool) -> EventType | None:
+    """The Event a condition's transition deserves, or None. A problem is a Warning; a problem
+    cleared, Ready reached or progress is Normal. A condition that first appears in its good
+    state or in progress (every new service's) is no news: Ready, when reached, is. A Stalled
+    condition going False is quiet: the Ready that follows tells."""
+    good = cond["status"] == (FALSE if cond["type"] in PROBLEM_CONDITIONS else TRUE)
+    quiet = good or cond["reason"] in QUIET_REASONS
+    if cond["type"] == STALLED and cond["status"] != TRUE:
+        return None
+    if appeared and quiet and not (cond["type"] == READY and good):
+        return None
+    return "Normal" if quiet else "Warning"
 
 
 @dataclass(frozen=True)
@@ -401,7 +417,7 @@ class ServiceReconciler:
         self.restores = RestoreRunner(api, databases)
         self.mirrors = MirrorRunner(api, databases)
         self.backups = BackupObserver(api, world)
-        self._secrets: dict[ObjectRef, Manifest] = {}  # each service Secret, as last seen
+        self._secrets: dict[ObjectRef, str] = {}  # each service Secret as last seen, packed
         self.resolver = HostResolver()
         self.listeners = GatewayListeners(api)
 
@@ -714,7 +730,7 @@ class ServiceReconciler:
                 f"{plan.name}: {'; '.join(drift)}",
             )
         secret_ref = service_secret(env.namespace, service.name)
-        remembered = self._secrets.get(secret_ref)
+        remembered = unpacked(kept) if (kept := self._secrets.get(secret_ref)) else None
         known = basis(mode, secret_ref in applied_before)
         if known is Basis.REMEMBERED and awaits_a_person(service, remembered):
             # A person fills it in, and the operator does not watch Secrets: read it.
@@ -803,7 +819,7 @@ class ServiceReconciler:
             if live["kind"] == "Deployment":
                 self.world.observe_workload(live)
             elif ObjectRef.of(live) == secret_ref:
-                self._secrets[secret_ref] = without_managed_fields(live)
+                self._secrets[secret_ref] = packed(live)
 
     def _forget(self, refs: Iterable[ObjectRef]) -> None:
         for ref in refs:
@@ -1145,13 +1161,12 @@ class ServiceReconciler:
         await self._write_status(known, after)
         identity = service.meta if service is not None else parse_identity(known.body)
         posted: set[str] = set()
+        existed = {c["type"] for c in before.get("conditions") or []}
         for cond in transitions(before.get("conditions") or [], after["conditions"]):
-            if (cond["type"] == STALLED and cond["status"] != TRUE) or cond["reason"] in posted:
+            type_ = event_for(cond, appeared=cond["type"] not in existed)
+            if type_ is None or cond["reason"] in posted:
                 continue
             posted.add(cond["reason"])  # Ready and Stalled often flip for the same reason
-            quiet = cond["status"] == TRUE and cond["type"] in (READY, EXPOSED, BACKUP_READY)
-            quiet = quiet or cond["reason"] in QUIET_REASONS
-            type_: EventType = "Normal" if quiet else "Warning"
             await self.recorder.post(
                 SERVICE_KIND, identity, type_, cond["reason"], cond["message"] or cond["reason"]
             )
