@@ -1,9 +1,11 @@
-"""A throwaway certificate authority for the local servers (API server, PostgreSQL)."""
+"""A throwaway certificate authority for the local servers (API server, PostgreSQL) and the
+hosts the test stand-in for cert-manager issues (certificate_issuer)."""
 
 from __future__ import annotations
 
 import datetime
 import ipaddress
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,14 +21,16 @@ def new_key() -> rsa.RSAPrivateKey:
     return rsa.generate_private_key(public_exponent=65537, key_size=2048)
 
 
-def write_key(key: rsa.RSAPrivateKey, path: Path) -> None:
-    path.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.TraditionalOpenSSL,
-            serialization.NoEncryption(),
-        )
+def key_pem(key: rsa.RSAPrivateKey) -> bytes:
+    return key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.TraditionalOpenSSL,
+        serialization.NoEncryption(),
     )
+
+
+def write_key(key: rsa.RSAPrivateKey, path: Path) -> None:
+    path.write_bytes(key_pem(key))
     path.chmod(0o600)
 
 
@@ -61,8 +65,11 @@ class CertificateAuthority:
         )
         return cls(key, cert)
 
+    def cert_pem(self) -> bytes:
+        return self.cert.public_bytes(serialization.Encoding.PEM)
+
     def write_cert(self, path: Path) -> None:
-        path.write_bytes(self.cert.public_bytes(serialization.Encoding.PEM))
+        path.write_bytes(self.cert_pem())
 
     def issue_server_cert(
         self,
@@ -95,6 +102,20 @@ class CertificateAuthority:
     def _issue(
         self, cert_path: Path, key_path: Path, subject: x509.Name, names: list[x509.GeneralName]
     ) -> None:
+        key, cert = self._sign(subject, names)
+        cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+        write_key(key, key_path)
+
+    def issue_for_hosts(self, hosts: Sequence[str]) -> tuple[bytes, bytes]:
+        """A serving certificate for exactly these DNS names (no localhost, no addresses), as
+        (certificate PEM, key PEM): what a Secret of type kubernetes.io/tls holds."""
+        names: list[x509.GeneralName] = [x509.DNSName(h) for h in hosts]
+        key, cert = self._sign(x509.Name([_cn(hosts[0])]), names)
+        return cert.public_bytes(serialization.Encoding.PEM), key_pem(key)
+
+    def _sign(
+        self, subject: x509.Name, names: list[x509.GeneralName]
+    ) -> tuple[rsa.RSAPrivateKey, x509.Certificate]:
         key = new_key()
         now = datetime.datetime.now(datetime.UTC)
         builder = (
@@ -109,9 +130,7 @@ class CertificateAuthority:
         )
         if names:
             builder = builder.add_extension(x509.SubjectAlternativeName(names), critical=False)
-        cert = builder.sign(self.key, hashes.SHA256())
-        cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-        write_key(key, key_path)
+        return key, builder.sign(self.key, hashes.SHA256())
 
 
 def _cn(common_name: str) -> x509.NameAttribute[str]:

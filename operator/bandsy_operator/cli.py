@@ -27,6 +27,7 @@ from lightkube.types import PatchType
 
 from . import naming, promotion, scaffold
 from .branches import ForbiddenMergeError, InvalidBranchNameError, check_merge, classify
+from .builders.inputs import ServedKinds
 from .builders.service import build_service_objects
 from .builders.sessions import libpq_variables, pgpass_line
 from .checks import production_checks
@@ -41,12 +42,12 @@ from .constants import (
 )
 from .cost import DEFAULT_PRICES_NOTE, environment_cost
 from .credentials import CredentialStore, HashKeyMissingError
+from .exposure_status import exposure_columns
 from .github_apply import CURRENT_REPO, GitHubError, load_workflows, valid_repo
 from .github_apply import apply as apply_rulesets
 from .github_rules import UnsupportedJobError, rulesets
 from .kube import CLIENT_ERRORS, BandsyServiceResource, KubeApi, Manifest, ObjectRef
 from .manifest_yaml import dump_all
-from .monitoring import discover
 from .observation import ReadMode
 from .portforward import Forward, ForwardError, port_forward, relay_pod
 from .promotion import GateVerdict, Readiness, carry_readiness
@@ -80,6 +81,7 @@ from .restores import (
     restored_marker,
 )
 from .secrets_gen import random_secret
+from .served import discover
 from .settings import OperatorSettings
 from .world import World
 
@@ -192,11 +194,19 @@ async def cmd_status(api: KubeApi, args: argparse.Namespace) -> int:
     if args.service:
         _service(world, args.service)
     rows = status_rows(world, args.service)
+    environments = world.valid_environments()
+    for row in rows:
+        env = environments.get(row["environment"])
+        row.update(
+            await exposure_columns(api, env, row["service"])
+            if row["url"] and env is not None
+            else {"route": "", "certificate": ""}
+        )
     if args.output == "json":
         print(json.dumps(rows, indent=2))
     else:
         columns = ["service", "environment", "desired", "applied", "ready", "promoted_by"]
-        print_table(rows, [*columns, "blocked", "url"])
+        print_table(rows, [*columns, "blocked", "url", "route", "certificate"])
     return 0
 
 
@@ -751,13 +761,13 @@ async def backup_image(api: KubeApi, env: Any, service: str) -> str | None:
     return str(containers[0]["image"]) if containers else None
 
 
-async def serves_service_monitors(api: KubeApi) -> bool:
+async def served_kinds(api: KubeApi) -> ServedKinds:
     """As the operator asks it; whoever may not read CRDs (the built-in view and edit roles
-    may not) sees the objects without the ServiceMonitor."""
+    may not) sees the objects without the other projects' kinds."""
     try:
-        return (await discover(api)).service_monitors
+        return await discover(api)
     except ApiError:
-        return False
+        return ServedKinds()
 
 
 async def rendered_objects(api: KubeApi, world: World, name: str, env_name: str) -> list[Manifest]:
@@ -787,7 +797,7 @@ async def rendered_objects(api: KubeApi, world: World, name: str, env_name: str)
         restored=restored_marker(recorded.get("restore") or {}),
         mirror=MirrorStep(recorded.get("mirror"), mirrored, runs=mirror_runs),
         egress_addresses=await egress_addresses(HostResolver(), service, ReadMode.LIVE),
-        service_monitors=await serves_service_monitors(api),
+        kinds=await served_kinds(api),
     )
     objects = build_service_objects(inputs, random_secret)
     if verdict.image_to_apply is None:

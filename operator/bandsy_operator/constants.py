@@ -23,6 +23,22 @@ SERVICE_MONITOR_KIND: Final = "ServiceMonitor"
 SERVICE_MONITOR_PLURAL: Final = "servicemonitors"
 PROMETHEUS_RULE_KIND: Final = "PrometheusRule"
 PROMETHEUS_RULE_PLURAL: Final = "prometheusrules"
+# Exposure (SPEC §12): Gateway API routes, and cert-manager Certificates for their hosts; each
+# used only while the cluster serves its CRDs.
+GATEWAY_GROUP: Final = "gateway.networking.k8s.io"
+GATEWAY_API_VERSION: Final = f"{GATEWAY_GROUP}/v1"
+GATEWAY_KIND: Final = "Gateway"
+GATEWAY_PLURAL: Final = "gateways"
+HTTP_ROUTE_KIND: Final = "HTTPRoute"
+HTTP_ROUTE_PLURAL: Final = "httproutes"
+CERT_MANAGER_GROUP: Final = "cert-manager.io"
+CERT_MANAGER_API_VERSION: Final = f"{CERT_MANAGER_GROUP}/v1"
+CERTIFICATE_KIND: Final = "Certificate"
+CERTIFICATE_PLURAL: Final = "certificates"
+# Not a kind the API server knows: an inventory entry for a listener the operator added to a
+# shared Gateway (namespace: the Gateway's; name: ``<gateway>/<listener>``). Pruning it takes
+# the listener off the Gateway, which is not ours to delete.
+GATEWAY_LISTENER_KIND: Final = "GatewayListener"
 FINALIZER: Final = f"{GROUP}/finalizer"
 
 # Labels on everything the operator creates (SPEC §4).

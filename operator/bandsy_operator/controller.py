@@ -15,7 +15,7 @@ from contextlib import AsyncExitStack
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from . import inventory
+from . import inventory, served
 from .apply import Applier
 from .backends import Backend
 from .backends.mongo import MongoBackend
@@ -187,14 +187,18 @@ class Controller:
             )
 
     async def _follow_monitoring(self) -> None:
-        """Which of the Prometheus Operator's kinds the cluster serves now (SPEC §12); when
-        the API server cannot tell, what was known stays until the next resync asks again."""
+        """Which of the Prometheus Operator's, Gateway API's and cert-manager's kinds the
+        cluster serves now (SPEC §12); when the API server cannot tell, what was known stays
+        until the next resync asks again."""
         try:
-            kinds = await self.monitoring.follow()
+            await self.monitoring.follow()
+            kinds = await served.discover(self.api)
         except CLIENT_ERRORS as error:
-            log.warning("cannot tell whether the Prometheus Operator's CRDs exist: %s", error)
+            log.warning("cannot tell which other projects' CRDs exist: %s", error)
             return
-        self.services.service_monitors = kinds.service_monitors
+        if kinds != self.services.kinds:
+            log.info("other projects' kinds served: %s", kinds)
+        self.services.kinds = kinds
 
     def _rediscover(self) -> None:
         """A reconcile found a kind gone (404): its CRD may have been removed since the last

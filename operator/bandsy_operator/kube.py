@@ -21,10 +21,20 @@ from lightkube.generic_resource import create_global_resource, create_namespaced
 from lightkube.types import CascadeType, PatchType
 
 from .constants import (
+    CERT_MANAGER_GROUP,
+    CERTIFICATE_KIND,
+    CERTIFICATE_PLURAL,
     ENVIRONMENT_KIND,
     ENVIRONMENT_PLURAL,
     FIELD_MANAGER,
+    GATEWAY_API_VERSION,
+    GATEWAY_GROUP,
+    GATEWAY_KIND,
+    GATEWAY_LISTENER_KIND,
+    GATEWAY_PLURAL,
     GROUP,
+    HTTP_ROUTE_KIND,
+    HTTP_ROUTE_PLURAL,
     MONITORING_GROUP,
     PROMETHEUS_RULE_KIND,
     PROMETHEUS_RULE_PLURAL,
@@ -53,6 +63,10 @@ BandsyServiceResource = create_global_resource(GROUP, VERSION, SERVICE_KIND, SER
 # inventory may list one after its CRD is gone, and pruning it must find nothing, not fail.
 create_namespaced_resource(MONITORING_GROUP, "v1", SERVICE_MONITOR_KIND, SERVICE_MONITOR_PLURAL)
 create_namespaced_resource(MONITORING_GROUP, "v1", PROMETHEUS_RULE_KIND, PROMETHEUS_RULE_PLURAL)
+# Exposure's (SPEC §12): Gateway API's and cert-manager's, likewise.
+create_namespaced_resource(GATEWAY_GROUP, "v1", HTTP_ROUTE_KIND, HTTP_ROUTE_PLURAL)
+create_namespaced_resource(GATEWAY_GROUP, "v1", GATEWAY_KIND, GATEWAY_PLURAL)
+create_namespaced_resource(CERT_MANAGER_GROUP, "v1", CERTIFICATE_KIND, CERTIFICATE_PLURAL)
 
 
 @dataclass(frozen=True, order=True, slots=True)
@@ -129,8 +143,12 @@ def _as_dict(obj: Any) -> Manifest:
 
 
 # Kinds a pass never lists: Secrets are read one by one by name, and the operator's ClusterRole
-# grants no list on them (listing every Secret of the cluster is a power it does not need).
-UNLISTED_KINDS: frozenset[tuple[str, str]] = frozenset({("v1", "Secret")})
+# grants no list on them (listing every Secret of the cluster is a power it does not need); a
+# listener on a shared Gateway is an inventory entry, not a kind (``listeners``), and the
+# Gateway it is on is read by name.
+UNLISTED_KINDS: frozenset[tuple[str, str]] = frozenset(
+    {("v1", "Secret"), (GATEWAY_API_VERSION, GATEWAY_LISTENER_KIND)}
+)
 
 
 class Listing:

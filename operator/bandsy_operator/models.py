@@ -39,12 +39,32 @@ class ImagePolicy(ApiModel):
     tag_pattern: str | None = None
 
 
+ExposureMode = Literal["Gateway", "Ingress"]
+
+
 class IngressSettings(ApiModel):
+    """How external services are reached (SPEC §12): through the shared Gateway of
+    ``EnvironmentSpec.gateway`` (the default), or an Ingress per service (``mode: Ingress``,
+    for clusters that keep a maintained Ingress controller)."""
+
+    mode: ExposureMode = "Gateway"
     domain: str = "bandsy.app"
     class_name: str | None = None
     cluster_issuer: str | None = None
     controller_namespace: str = "ingress-nginx"
     allowed_services: tuple[str, ...] = ("web",)
+
+
+class GatewayRef(ApiModel):
+    """The shared Gateway exposed services attach to; the platform team owns it. Without
+    ``section_name`` the operator adds an HTTPS listener per host on ``port``, with its
+    certificate from cert-manager; with it, routes attach to that listener, whose TLS is the
+    Gateway owner's (a wildcard certificate, say)."""
+
+    name: str
+    namespace: str
+    section_name: str | None = None
+    port: int = Field(default=443, ge=1, le=65535)
 
 
 class SecretRef(ApiModel):
@@ -194,6 +214,7 @@ class EnvironmentSpec(ApiModel):
     promotion: Promotion = Promotion()
     image_policy: ImagePolicy = ImagePolicy()
     ingress: IngressSettings = IngressSettings()
+    gateway: GatewayRef | None = None
     postgres: PostgresServer | None = None
     redis: RedisServer | None = None
     mongo: MongoServer | None = None
@@ -238,6 +259,18 @@ class Environment(ApiModel):
             for backend, settings in zip(BACKENDS, servers, strict=True)
             if settings is not None
         ]
+
+    @property
+    def exposure_mode(self) -> ExposureMode:
+        return self.spec.ingress.mode
+
+    @property
+    def entry_namespace(self) -> str | None:
+        """Where external traffic comes from: the Gateway's namespace, or the Ingress
+        controller's (None: Gateway mode without a Gateway, so nothing comes in)."""
+        if self.exposure_mode == "Ingress":
+            return self.spec.ingress.controller_namespace
+        return self.spec.gateway.namespace if self.spec.gateway else None
 
     @property
     def protected(self) -> bool:

@@ -11,12 +11,11 @@ from dataclasses import dataclass
 from .apply import Applier
 from .builders.monitoring import PROMETHEUS_RULE_NAME, build_prometheus_rule
 from .constants import MONITORING_API_VERSION, PROMETHEUS_RULE_PLURAL, SERVICE_MONITOR_PLURAL
-from .kube import KubeApi, Manifest, ObjectRef
+from .kube import KubeApi
 from .observation import Basis
+from .served import serves
 
 log = logging.getLogger(__name__)
-
-CRD_API_VERSION = "apiextensions.k8s.io/v1"
 
 
 @dataclass(frozen=True)
@@ -27,27 +26,12 @@ class MonitoringKinds:
     prometheus_rules: bool = False
 
 
-def served(crd: Manifest | None, api_version: str = MONITORING_API_VERSION) -> bool:
-    """The CRD is established and serves ``api_version``'s version."""
-    if crd is None:
-        return False
-    version = api_version.rpartition("/")[2]
-    conditions = (crd.get("status") or {}).get("conditions") or []
-    versions = (crd.get("spec") or {}).get("versions") or []
-    return any(
-        c.get("type") == "Established" and c.get("status") == "True" for c in conditions
-    ) and any(v.get("name") == version and v.get("served") for v in versions)
-
-
 async def discover(api: KubeApi) -> MonitoringKinds:
-    group = MONITORING_API_VERSION.partition("/")[0]
-
-    async def crd(plural: str) -> Manifest | None:
-        ref = ObjectRef(CRD_API_VERSION, "CustomResourceDefinition", "", f"{plural}.{group}")
-        return await api.get(ref)
-
-    monitors, rules = await asyncio.gather(crd(SERVICE_MONITOR_PLURAL), crd(PROMETHEUS_RULE_PLURAL))
-    return MonitoringKinds(served(monitors), served(rules))
+    monitors, rules = await asyncio.gather(
+        serves(api, SERVICE_MONITOR_PLURAL, MONITORING_API_VERSION),
+        serves(api, PROMETHEUS_RULE_PLURAL, MONITORING_API_VERSION),
+    )
+    return MonitoringKinds(monitors, rules)
 
 
 class Monitoring:

@@ -131,6 +131,36 @@ def public_url(environment: str, service: str, domain: str) -> str:
     return f"https://{external_host(environment, service, domain)}"
 
 
+MAX_LISTENER_NAME = 253  # Gateway API's SectionName
+MAX_FIELD_MANAGER = 128  # the API server's limit
+
+
+def _within(name: str, limit: int, prefix: str = "") -> str:
+    """``prefix + name``, or, when that is too long, ``prefix`` and a hash of ``name``."""
+    if len(prefix + name) <= limit:
+        return prefix + name
+    return prefix + hashlib.sha256(name.encode()).hexdigest()[:32]
+
+
+def gateway_listener(environment: str, service: str, domain: str) -> str:
+    """A listener the operator adds to the shared Gateway: named after its host, which no
+    other environment or service has."""
+    return _within(external_host(environment, service, domain), MAX_LISTENER_NAME)
+
+
+def listener_field_manager(listener: str) -> str:
+    """Each listener on the shared Gateway is applied by a field manager of its own, so
+    applying one leaves the others' alone and an empty apply takes exactly it away."""
+    return _within(listener, MAX_FIELD_MANAGER, prefix="bandsy-operator/")
+
+
+def gateway_certificate(environment: str, service: str) -> str:
+    """A host's Certificate (and its Secret) in the Gateway's namespace, which every
+    environment shares. A dot joins the two: environment names have none, so no two pairs
+    meet (``a-b`` + ``c`` and ``a`` + ``b-c`` would, with a dash)."""
+    return f"{environment}.{service}-tls"
+
+
 def internal_host(service: str, namespace: str) -> str:
     """The resolvable in-cluster name (the wiki's ``<svc>.<env>.cluster.local`` needs a rewrite)."""
     return f"{service}.{namespace}.svc.cluster.local"

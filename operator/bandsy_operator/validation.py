@@ -75,7 +75,7 @@ def exposure_refused(service: Service, env: Environment) -> str | None:
     allowed = ", ".join(env.spec.ingress.allowed_services) or "none"
     return (
         f"environment {env.name!r} does not allow {service.name!r} to be external "
-        f"(allowedServices: {allowed}); it runs without an Ingress there"
+        f"(allowedServices: {allowed}); it runs without a way in from outside there"
     )
 
 

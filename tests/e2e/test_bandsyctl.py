@@ -81,6 +81,8 @@ async def test_status_promote_render_dotenv(
         "PROMOTED BY",
         "BLOCKED",
         "URL",
+        "ROUTE",
+        "CERTIFICATE",
     ]
     # Who promoted what runs: the admin who applied the service (SPEC §10).
     assert table[1].split()[5] == "bandsy-admin", table

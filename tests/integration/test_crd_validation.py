@@ -109,6 +109,20 @@ INVALID_ENVIRONMENTS: list[tuple[str, dict[str, Any], str]] = [
         environment_body("e1", ingress={"allowedServices": ["Web"]}),
         "should match",
     ),
+    ("exposure mode", environment_body("e1", ingress={"mode": "Nginx"}), "Unsupported value"),
+    (
+        "gateway without a namespace",
+        environment_body("e1", gateway={"name": "shared"}),
+        "namespace: Required value",
+    ),
+    (
+        "a port for the owner's listener",
+        environment_body(
+            "e1",
+            gateway={"name": "shared", "namespace": "gw", "sectionName": "https", "port": 8443},
+        ),
+        "port is that of the listeners the operator adds per host",
+    ),
 ]
 
 WEB = {"image": {"repository": "ghcr.io/feinwaru/web"}}

@@ -17,7 +17,7 @@ import yaml
 from lightkube.core.resource_registry import resource_registry
 
 from bandsy_operator.builders.environment import build_environment_objects
-from bandsy_operator.builders.inputs import ServiceInputs
+from bandsy_operator.builders.inputs import ServedKinds, ServiceInputs
 from bandsy_operator.builders.monitoring import build_prometheus_rule
 from bandsy_operator.builders.service import build_service_objects
 from bandsy_operator.constants import (
@@ -277,7 +277,7 @@ def test_cluster_role_covers_every_kind_the_builders_produce(rendered: list[Mani
                     env,
                     Image(svc.spec.image.repository, tag),
                     b"key",
-                    service_monitors=True,
+                    kinds=ServedKinds(service_monitors=True, http_routes=True, certificates=True),
                 )
                 objects += build_service_objects(inputs, lambda length: "x" * length)
     kinds = {(obj["apiVersion"], obj["kind"]) for obj in objects}

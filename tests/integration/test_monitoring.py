@@ -19,7 +19,7 @@ import pytest
 from bandsy_dev.kubelet import make_deployment_ready
 from bandsy_dev.monitoring_crds import crd_files
 from bandsy_operator.apply import is_subset
-from bandsy_operator.builders.inputs import ServiceInputs
+from bandsy_operator.builders.inputs import ServedKinds, ServiceInputs
 from bandsy_operator.builders.monitoring import (
     ALERTS,
     PROMETHEUS_RULE_NAME,
@@ -117,7 +117,7 @@ async def test_monitoring_objects_follow_the_crds(
         parse_environment(environment or {}),
         Image(stored.spec.image.repository, "v1"),
         b"key",
-        service_monitors=True,
+        kinds=ServedKinds(service_monitors=True),
     )
     built = [build_service_monitor(inputs), build_prometheus_rule(OPERATOR_NAMESPACE)]
     for desired, live in zip(built, (monitor, rule), strict=True):

@@ -235,6 +235,7 @@ async def test_external_service_gets_https_ingress(
         environment_body(
             env,
             ingress={
+                "mode": "Ingress",
                 "domain": "example.test",
                 "allowedServices": [web],
                 "className": "nginx",
@@ -673,7 +674,7 @@ async def test_revoked_exposure_removes_the_ingress_at_once(
     Ingress goes and its pods leave the ingress controller's NetworkPolicy allowance; the
     service keeps running, and says why it is not exposed."""
     env, web = f"rev-{uid()}", f"web-{uid()}"
-    ingress = {"domain": "example.test", "allowedServices": [web]}
+    ingress = {"mode": "Ingress", "domain": "example.test", "allowedServices": [web]}
     kubectl.apply(
         environment_body(env, ingress=ingress, deletionPolicy="Delete"),
         service_body(web, tags(**{env: "v1"}), port=8080, external=True),

@@ -1,17 +1,19 @@
 from __future__ import annotations
 
 from bandsy_operator.builders.environment import build_environment_objects
+from bandsy_operator.builders.meta import Manifest
+from bandsy_operator.models import Environment
 from factories import environment
 
 
 def test_minimal_environment() -> None:
     objects = build_environment_objects(environment("develop"))
     names = [(o["kind"], o["metadata"]["name"]) for o in objects]
+    # Gateway mode (the default) without a Gateway: nothing comes in from outside.
     assert names == [
         ("Namespace", "develop"),
         ("NetworkPolicy", "bandsy-default-deny"),
         ("NetworkPolicy", "bandsy-allow-dns"),
-        ("NetworkPolicy", "bandsy-allow-ingress-controller"),
     ]
     namespace = objects[0]
     assert "namespace" not in namespace["metadata"]
@@ -19,7 +21,41 @@ def test_minimal_environment() -> None:
     assert namespace["metadata"]["labels"]["bandsy.app/environment"] == "develop"
     deny = objects[1]["spec"]
     assert deny == {"podSelector": {}, "policyTypes": ["Ingress", "Egress"]}
-    controller = objects[3]["spec"]["ingress"][0]["from"][0]["namespaceSelector"]
+
+
+def entry_policy(env: Environment) -> Manifest:
+    objects = {o["metadata"]["name"]: o for o in build_environment_objects(env)}
+    return objects["bandsy-allow-ingress-controller"]
+
+
+def test_external_services_are_let_in_from_the_gateways_namespace() -> None:
+    gateway = environment("develop", gateway={"name": "shared", "namespace": "gateway-system"})
+    policy = entry_policy(gateway)
+    assert policy["spec"] == {
+        "podSelector": {"matchLabels": {"bandsy.app/external": "true"}},
+        "policyTypes": ["Ingress"],
+        "ingress": [
+            {
+                "from": [
+                    {
+                        "namespaceSelector": {
+                            "matchLabels": {"kubernetes.io/metadata.name": "gateway-system"}
+                        }
+                    }
+                ]
+            }
+        ],
+    }
+
+
+def test_in_ingress_mode_from_the_ingress_controllers_namespace() -> None:
+    # The Gateway named too (a migration half done): the mode decides.
+    env = environment(
+        "develop",
+        ingress={"mode": "Ingress"},
+        gateway={"name": "shared", "namespace": "gateway-system"},
+    )
+    controller = entry_policy(env)["spec"]["ingress"][0]["from"][0]["namespaceSelector"]
     assert controller == {"matchLabels": {"kubernetes.io/metadata.name": "ingress-nginx"}}
 
 

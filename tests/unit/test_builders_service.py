@@ -58,7 +58,12 @@ def web_inputs(**overrides: Any) -> ServiceInputs:
     env = environment(
         overrides.pop("env_name", "develop"),
         config={"LOG_LEVEL": "info", "REGION": "eu"},
-        ingress={"domain": "bandsy.app", "className": "nginx", "clusterIssuer": "letsencrypt"},
+        ingress={
+            "mode": "Ingress",
+            "domain": "bandsy.app",
+            "className": "nginx",
+            "clusterIssuer": "letsencrypt",
+        },
     )
     defaults: dict[str, Any] = {
         "service": web,
@@ -217,7 +222,7 @@ def test_two_replicas_or_more_get_a_disruption_budget() -> None:
     assert "PodDisruptionBudget" not in kinds
 
 
-def test_ingress_only_when_external_and_allowed() -> None:
+def test_ingress_only_when_external_and_allowed_in_ingress_mode() -> None:
     objects = by_kind(build_service_objects(web_inputs(), generator))
     ingress = objects[("Ingress", "web")]
     assert ingress["spec"]["tls"] == [
@@ -226,7 +231,7 @@ def test_ingress_only_when_external_and_allowed() -> None:
     assert ingress["spec"]["ingressClassName"] == "nginx"
     assert ingress["metadata"]["annotations"]["cert-manager.io/cluster-issuer"] == "letsencrypt"
 
-    closed = environment("develop", ingress={"allowedServices": ["api"]})
+    closed = environment("develop", ingress={"mode": "Ingress", "allowedServices": ["api"]})
     objects = by_kind(build_service_objects(web_inputs(env=closed), generator))
     assert ("Ingress", "web") not in objects
     assert "PUBLIC_URL" not in objects[("ConfigMap", "web-config")]["data"]

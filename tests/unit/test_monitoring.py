@@ -9,7 +9,7 @@ from typing import Any
 
 from prometheus_client import REGISTRY, CollectorRegistry, generate_latest
 
-from bandsy_operator.builders.inputs import ServiceInputs
+from bandsy_operator.builders.inputs import ServedKinds, ServiceInputs
 from bandsy_operator.builders.monitoring import (
     ALERTS,
     build_prometheus_rule,
@@ -19,8 +19,8 @@ from bandsy_operator.builders.service import build_service_objects
 from bandsy_operator.constants import APPLIED_HASH_ANNOTATION, MANAGED_BY_LABEL
 from bandsy_operator.metrics import WorldCollector
 from bandsy_operator.models import server_key
-from bandsy_operator.monitoring import served
 from bandsy_operator.promotion import Image
+from bandsy_operator.served import served
 from bandsy_operator.world import World
 from factories import environment, environment_body, service, service_body, tags
 from promql import metric_names, served_names
@@ -38,7 +38,7 @@ def objects(service_monitors: bool = True, **spec: Any) -> dict[str, Manifest]:
         environment("develop"),
         Image(svc.spec.image.repository, "v1"),
         b"k" * 32,
-        service_monitors=service_monitors,
+        kinds=ServedKinds(service_monitors=service_monitors),
     )
     return {o["kind"]: o for o in build_service_objects(inputs, lambda n: "g" * n)}
 

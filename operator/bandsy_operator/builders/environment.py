@@ -80,26 +80,21 @@ def build_network_policies(env: Environment) -> list[Manifest]:
                 ],
             },
         ),
-        _policy(
-            env,
-            naming.ALLOW_INGRESS_CONTROLLER_POLICY,
-            {
-                "podSelector": {"matchLabels": {EXTERNAL_LABEL: "true"}},
-                "policyTypes": ["Ingress"],
-                "ingress": [
-                    {
-                        "from": [
-                            {
-                                "namespaceSelector": namespace_selector(
-                                    env.spec.ingress.controller_namespace
-                                )
-                            }
-                        ]
-                    }
-                ],
-            },
-        ),
     ]
+    # External services are let in from the Gateway's namespace (its data plane's pods), or
+    # the Ingress controller's; in Gateway mode without a Gateway, from nowhere.
+    if (entry := env.entry_namespace) is not None:
+        policies.append(
+            _policy(
+                env,
+                naming.ALLOW_INGRESS_CONTROLLER_POLICY,
+                {
+                    "podSelector": {"matchLabels": {EXTERNAL_LABEL: "true"}},
+                    "policyTypes": ["Ingress"],
+                    "ingress": [{"from": [{"namespaceSelector": namespace_selector(entry)}]}],
+                },
+            )
+        )
     allowed = env.spec.network_policy.allow_from_namespaces
     if allowed:
         policies.append(

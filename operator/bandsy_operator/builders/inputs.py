@@ -42,6 +42,16 @@ class MirrorPlan:
 
 
 @dataclass(frozen=True)
+class ServedKinds:
+    """The kinds of other projects the cluster serves now (their CRDs are established), asked
+    at start and at every resync: the operator writes an object only while its kind is."""
+
+    service_monitors: bool = False  # the Prometheus Operator's (SPEC §12)
+    http_routes: bool = False  # Gateway API's
+    certificates: bool = False  # cert-manager's
+
+
+@dataclass(frozen=True)
 class ServiceInputs:
     """Everything, besides the two CRs, that decides a service's objects in one environment."""
 
@@ -62,8 +72,7 @@ class ServiceInputs:
     # The last restore, and the last mirror, swapped in here: the pods start after them.
     restored: str | None = None
     mirrored: str | None = None
-    # The cluster serves the Prometheus Operator's ServiceMonitors (SPEC §12).
-    service_monitors: bool = False
+    kinds: ServedKinds = ServedKinds()
 
     @property
     def name(self) -> str:

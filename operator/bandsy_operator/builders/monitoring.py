@@ -31,7 +31,7 @@ def build_service_monitor(inputs: ServiceInputs) -> Manifest | None:
     """Scrapes the service's pods through its Service, on the port its metrics are served."""
     metrics = inputs.service.spec.metrics
     port = metrics_port_name(inputs.service.spec)
-    if not inputs.service_monitors or metrics is None or port is None:
+    if not inputs.kinds.service_monitors or metrics is None or port is None:
         return None
     return {
         "apiVersion": MONITORING_API_VERSION,

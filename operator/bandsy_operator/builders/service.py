@@ -11,7 +11,6 @@ from typing import Any
 
 from .. import naming
 from ..constants import (
-    CLUSTER_ISSUER_ANNOTATION,
     CONFIG_HASH_ANNOTATION,
     EXTERNAL_LABEL,
     MIRRORED_ANNOTATION,
@@ -20,6 +19,7 @@ from ..constants import (
 )
 from ..models import Environment, Service
 from .backup import build_backup_objects
+from .exposure import build_exposure_objects
 from .inputs import ServiceInputs
 from .meta import (
     Manifest,
@@ -232,46 +232,6 @@ def build_service(inputs: ServiceInputs) -> Manifest | None:
     }
 
 
-def build_ingress(inputs: ServiceInputs) -> Manifest | None:
-    if not inputs.exposed or inputs.service.spec.port is None:
-        return None
-    ingress = inputs.env.spec.ingress
-    host = naming.external_host(inputs.env.name, inputs.name, ingress.domain)
-    annotations = (
-        {CLUSTER_ISSUER_ANNOTATION: ingress.cluster_issuer} if ingress.cluster_issuer else None
-    )
-    spec: dict[str, Any] = {
-        "tls": [{"hosts": [host], "secretName": naming.tls_secret(inputs.name)}],
-        "rules": [
-            {
-                "host": host,
-                "http": {
-                    "paths": [
-                        {
-                            "path": "/",
-                            "pathType": "Prefix",
-                            "backend": {
-                                "service": {
-                                    "name": inputs.name,
-                                    "port": {"name": CONTAINER_PORT_NAME},
-                                }
-                            },
-                        }
-                    ]
-                },
-            }
-        ],
-    }
-    if ingress.class_name:
-        spec["ingressClassName"] = ingress.class_name
-    return {
-        "apiVersion": "networking.k8s.io/v1",
-        "kind": "Ingress",
-        "metadata": inputs.meta(inputs.name, annotations),
-        "spec": spec,
-    }
-
-
 def build_network_policy(inputs: ServiceInputs) -> Manifest:
     """Ingress from the services that depend on this one; egress to its dependencies and
     databases. Everything else stays closed by the environment's default-deny policy."""
@@ -422,7 +382,7 @@ def build_service_objects(inputs: ServiceInputs, generate: SecretGenerator) -> l
         build_disruption_budget(inputs),
         build_autoscaler(inputs),
         build_service_monitor(inputs),
-        build_ingress(inputs),
+        *build_exposure_objects(inputs),
         build_network_policy(inputs),
         build_migration_network_policy(inputs),
         build_db_session_network_policy(inputs),

@@ -11,7 +11,7 @@ import asyncio
 import base64
 import datetime
 import logging
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence, Set
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -20,14 +20,21 @@ from ..apply import Applied, Applier, is_managed
 from ..backup.outcome import BACKUP_READY
 from ..backup.outcome import condition as backup_condition
 from ..builders.backup import build_restore_job
-from ..builders.inputs import BackupPlan, MirrorPlan, ServiceInputs
+from ..builders.exposure import build_listener, exposure_problem
+from ..builders.inputs import BackupPlan, MirrorPlan, ServedKinds, ServiceInputs
 from ..builders.meta import selector_labels
 from ..builders.migration import build_migration_job
 from ..builders.service import build_service_objects, missing_provided_secrets
 from ..checks import production_checks, production_ready
-from ..constants import CHANGE_CAUSE_ANNOTATION, SERVICE_KIND, SKIP_GATES_ANNOTATION
+from ..constants import (
+    CERTIFICATE_KIND,
+    CHANGE_CAUSE_ANNOTATION,
+    SERVICE_KIND,
+    SKIP_GATES_ANNOTATION,
+)
 from ..events import EventRecorder, EventType
 from ..kube import KubeApi, Manifest, ObjectRef, packed, unpacked, without_managed_fields
+from ..listeners import GatewayListeners, is_listener, listener_ref
 from ..migrations import Migration, succeeded
 from ..models import Environment, Service, parse_identity
 from ..observation import Basis, Observed, ReadMode, basis
@@ -141,9 +148,28 @@ class EnvironmentPlan:
     restore: RestoreStep | None = None
     mirror: MirrorStep | None = None
     restore_job: Manifest | None = None  # to create once the objects are applied
+    # The HTTPS listener for the service's host on the shared Gateway (not an object of ours).
+    listener: Manifest | None = None
+    # (reason, message): why the service, let out here, is not reachable from outside.
+    unreachable: tuple[str, str] | None = None
 
     def refs(self) -> frozenset[ObjectRef]:
-        return frozenset(ObjectRef.of(obj) for obj in self.objects)
+        refs = {ObjectRef.of(obj) for obj in self.objects}
+        if self.listener is not None:
+            refs.add(listener_ref(self.listener))
+        return frozenset(refs)
+
+
+def _without_gateway(plan: EnvironmentPlan) -> None:
+    """The Gateway named is not there: no listener for it (its owner creates it first)."""
+    plan.listener = None
+    gateway = plan.env.spec.gateway if plan.env else None
+    assert gateway is not None  # a listener is built for a Gateway only
+    plan.unreachable = (
+        "GatewayNotFound",
+        f"no Gateway {gateway.namespace}/{gateway.name} (environment {plan.name!r}): "
+        "its owner creates it",
+    )
 
 
 def service_secret(namespace: str, service: str) -> ObjectRef:
@@ -281,7 +307,7 @@ def service_inputs(
     restored: str | None = None,
     mirror: MirrorStep | None = None,
     egress_addresses: Mapping[str, Sequence[str]] | None = None,
-    service_monitors: bool = False,
+    kinds: ServedKinds | None = None,
 ) -> ServiceInputs:
     """Everything the builders need, from the world view and what was read from the cluster.
     Shared by the reconciler and ``bandsyctl render`` so both produce the same objects.
@@ -310,7 +336,7 @@ def service_inputs(
         restored=restored,
         mirrored=mirror.marker if mirror else None,
         egress_addresses=egress_addresses or {},
-        service_monitors=service_monitors,
+        kinds=kinds or ServedKinds(),
     )
 
 
@@ -384,14 +410,26 @@ class ServiceReconciler:
         self.databases = databases
         self.hash_key = hash_key
         self.job_image: str | None = None  # set at start (controller)
-        # The cluster serves ServiceMonitors: asked at start and every resync (controller).
-        self.service_monitors = False
+        # The other projects' kinds the cluster serves: asked at start and every resync
+        # (controller).
+        self.kinds = ServedKinds()
         self.migrations = MigrationRunner(api)
         self.restores = RestoreRunner(api, databases)
         self.mirrors = MirrorRunner(api, databases)
         self.backups = BackupObserver(api, world)
         self._secrets: dict[ObjectRef, str] = {}  # each service Secret as last seen, packed
         self.resolver = HostResolver()
+        self.listeners = GatewayListeners(api)
+
+    async def _prune(self, stale: Set[ObjectRef]) -> list[ObjectRef]:
+        """Objects are deleted; listeners on shared Gateways are taken off them."""
+        listeners = {ref for ref in stale if is_listener(ref)}
+        released = await self.listeners.release(sorted(listeners))
+        return released + await self.applier.prune(stale - listeners)
+
+    async def _ensure_listener(self, plan: EnvironmentPlan, mode: ReadMode) -> None:
+        if plan.listener is not None and not await self.listeners.ensure(plan.listener, mode):
+            _without_gateway(plan)  # deleted since the build: the next reconcile prunes
 
     async def reconcile(self, name: str, mode: ReadMode = ReadMode.LIVE) -> Outcome:
         """Converge one service, reading what ``mode`` says (see ``observation``)."""
@@ -464,6 +502,7 @@ class ServiceReconciler:
             if mode is ReadMode.LIVE:
                 raise ObjectChangedError(f"{name}: an object changed while it was reconciled")
             return await self.reconcile(name, ReadMode.LIVE)
+        await asyncio.gather(*(self._ensure_listener(plan, mode) for plan in plans))
         # The objects a migration reads (ConfigMap, Secrets, its NetworkPolicy) exist now.
         jobs = [job for p in plans for job in (p.migration_job, p.restore_job) if job]
         await asyncio.gather(*(self.migrations.start(job) for job in jobs))
@@ -475,7 +514,7 @@ class ServiceReconciler:
         accounts = planned_accounts
         if healthy and all(not plan.problems for plan in plans):
             stale = inventory.stale(previous, wanted)
-            pruned = await self.applier.prune(stale)
+            pruned = await self._prune(stale)
             self._forget(stale)
             if pruned:
                 log.info("%s: pruned %s", name, ", ".join(map(str, pruned)))
@@ -560,7 +599,7 @@ class ServiceReconciler:
         name = body["metadata"]["name"]
         status = body.get("status") or {}
         stale = inventory.stale(inventory.parse(status.get("inventory") or []), {})
-        pruned = await self.applier.prune(stale)
+        pruned = await self._prune(stale)
         self._forget(stale)
         log.info("%s deleted: removed %d objects", name, len(pruned))
         accounts = {AccountRef.parse(a) for a in status.get("databases") or []}
@@ -739,9 +778,16 @@ class ServiceReconciler:
             restored=plan.restore.marker,
             mirror=plan.mirror,
             egress_addresses=await egress_addresses(self.resolver, service, mode),
-            service_monitors=self.service_monitors,
+            kinds=self.kinds,
         )
         plan.objects = build_service_objects(plan.inputs, random_secret)
+        plan.listener = build_listener(plan.inputs)
+        plan.unreachable = exposure_problem(plan.inputs)
+        if plan.listener is not None and not await self.listeners.gateway_exists(
+            plan.listener, mode
+        ):
+            _without_gateway(plan)
+            plan.objects = [o for o in plan.objects if o["kind"] != CERTIFICATE_KIND]
         guard_secret(plan.objects, secret)
         if plan.inputs.backup is not None:
             plan.backup = await self.backups.status(
@@ -856,7 +902,8 @@ class ServiceReconciler:
 
     def _exposure(self, service: Service, plans: list[EnvironmentPlan]) -> ConditionUpdate | None:
         """An external service's exposure: where an environment does not allow it, it runs
-        without an Ingress (and without the ingress controller's way in)."""
+        without a route in (nor the gateway's way in); where the cluster lacks what routes it
+        (a Gateway, the Gateway API or cert-manager), it says which."""
         if not service.spec.external:
             return None
         refused = [
@@ -867,6 +914,10 @@ class ServiceReconciler:
         ]
         if refused:
             return ConditionUpdate(EXPOSED, FALSE, EXTERNAL_NOT_ALLOWED, "; ".join(refused))
+        unreachable = [plan.unreachable for plan in plans if plan.unreachable is not None]
+        if unreachable:
+            message = "; ".join(message for _, message in unreachable)
+            return ConditionUpdate(EXPOSED, FALSE, unreachable[0][0], message)
         return ConditionUpdate(EXPOSED, TRUE, "Exposed", "")
 
     def _environment_status(
