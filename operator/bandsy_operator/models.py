@@ -47,7 +47,8 @@ class IngressSettings(ApiModel):
     ``EnvironmentSpec.gateway`` (the default), or an Ingress per service (``mode: Ingress``,
     for clusters that keep a maintained Ingress controller)."""
 
-    mode: ExposureMode = "Gateway"
+    # None: unsaid, see ``Environment.exposure_mode``.
+    mode: ExposureMode | None = None
     domain: str = "bandsy.app"
     class_name: str | None = None
     cluster_issuer: str | None = None
@@ -262,7 +263,14 @@ class Environment(ApiModel):
 
     @property
     def exposure_mode(self) -> ExposureMode:
-        return self.spec.ingress.mode
+        """The mode it says; unsaid, Gateway, but for an environment that names an Ingress
+        class and no Gateway: one made before Gateway mode existed keeps its Ingresses
+        through an upgrade instead of losing them."""
+        if self.spec.ingress.mode is not None:
+            return self.spec.ingress.mode
+        if self.spec.gateway is None and self.spec.ingress.class_name is not None:
+            return "Ingress"
+        return "Gateway"
 
     @property
     def entry_namespace(self) -> str | None:

@@ -170,3 +170,18 @@ def test_long_hosts_still_make_valid_listener_names_and_field_managers() -> None
     assert naming.listener_field_manager(short) == "bandsy-operator/develop.web.bandsy.app"
     # No two environment/service pairs share a certificate in the Gateway's namespace.
     assert naming.gateway_certificate("a-b", "c") != naming.gateway_certificate("a", "b-c")
+
+
+def test_an_environment_that_does_not_say_its_mode_keeps_an_ingress_it_had() -> None:
+    gateway = {"name": "bandsy", "namespace": "gateway-system"}
+    assert environment("develop").exposure_mode == "Gateway"
+    assert environment("develop", gateway=gateway).exposure_mode == "Gateway"
+    # Made before Gateway mode: an Ingress class and no Gateway.
+    old = environment("develop", ingress={"className": "nginx"})
+    assert old.exposure_mode == "Ingress"
+    assert environment(
+        "develop", ingress={"className": "nginx"}, gateway=gateway
+    ).exposure_mode == ("Gateway")
+    said = environment("develop", ingress={"className": "nginx", "mode": "Gateway"})
+    assert said.exposure_mode == "Gateway"
+    assert environment("develop", ingress={"mode": "Ingress"}).exposure_mode == "Ingress"
