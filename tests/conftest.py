@@ -24,6 +24,7 @@ from bandsy_dev.operator_process import (
 )
 from bandsy_dev.users import USERS
 from bandsy_operator.kube import KubeApi
+from rbac_denials import rbac_denials
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -121,7 +122,7 @@ def operator(
         proc.stop()
         log = working_lives(proc.log())
         assert "Traceback" not in log, "the operator logged an unexpected exception"
-        assert "forbidden" not in log.lower(), "the shipped ClusterRole lacks a permission"
+        assert not rbac_denials(log), "the shipped ClusterRole lacks a permission"
 
 
 def working_lives(log: str) -> str:

@@ -33,6 +33,7 @@ from leases import (
     takeover,
     writes_of,
 )
+from rbac_denials import rbac_denials
 from waiting import eventually
 
 pytestmark = [pytest.mark.integration, pytest.mark.asyncio(loop_scope="session")]
@@ -84,7 +85,7 @@ def pair(
         for each in (a, b):
             log = each.process.log_of_its_own()
             assert "Traceback" not in log, f"{each.name} logged an exception"
-            assert "forbidden" not in log.lower(), "the shipped RBAC lacks a permission"
+            assert not rbac_denials(log), "the shipped RBAC lacks a permission"
 
 
 async def reconciling(who: Candidate) -> bool:
