@@ -411,6 +411,10 @@ class Controller:
             RECONCILES.labels(key.kind, result).inc()
 
     def _pass_done(self, key: Key) -> None:
+        """``key`` ended: the last of its pass clears the pass's listing. Others do not: a
+        reconcile a watch event triggered may end while the next pass is still listing."""
+        if key not in self._pass_running:
+            return
         self._pass_running.discard(key)
         if not self._pass_pending and not self._pass_running:
             self.api.listing.clear()

@@ -15,7 +15,7 @@ from bandsy_dev.kubelet import make_deployment_ready
 from bandsy_dev.operator_process import KubectlRunner, OperatorProcess
 from bandsy_operator import inventory
 from bandsy_operator.constants import API_VERSION, SERVICE_KIND
-from bandsy_operator.controller import Controller
+from bandsy_operator.controller import Controller, service_key
 from bandsy_operator.kube import KubeApi, ObjectRef
 from bandsy_operator.settings import OperatorSettings
 from factories import environment_body, service_body, tags
@@ -154,3 +154,22 @@ async def test_a_listed_body_answers_one_read_and_never_hides_a_write(
     finally:
         await api.close()
         kubectl("delete", "namespace", namespace, "--wait=false")
+
+
+async def test_only_the_last_reconcile_of_a_pass_ends_its_listing(servers: dict[str, str]) -> None:
+    """A reconcile outside the pass (a watch event's) that ends while the next pass is still
+    listing leaves the listing be; the pass's last reconcile clears it."""
+    api = KubeApi.from_kubeconfig(servers["KUBECONFIG"])
+    controller = Controller(api, OperatorSettings())
+    try:
+        api.listing.add(
+            {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "c", "namespace": "n"}}
+        )
+        controller._pass_done(service_key("triggered-by-a-watch-event"))
+        assert len(api.listing) == 1
+        controller._pass_running.add(service_key("of-the-pass"))
+        controller._pass_done(service_key("of-the-pass"))
+        assert len(api.listing) == 0
+    finally:
+        await controller.stop()
+        await api.close()
