@@ -40,7 +40,8 @@ def crds_later(kubectl: KubectlRunner) -> Iterator[list[Path]]:
     names = [f"crd/{p.stem.partition('_')[2]}.{p.stem.partition('_')[0]}" for p in files]
     assert kubectl("get", *names, check=False).returncode != 0, "installed before the test"
     yield files
-    kubectl("delete", *names, "--ignore-not-found", "--wait=true", "--timeout=60s")
+    # Deleting a CRD waits for every object of it to go: slow on a busy machine.
+    kubectl("delete", *names, "--ignore-not-found", "--wait=true", "--timeout=300s")
     kubectl("delete", "namespace", GATEWAY_NAMESPACE, "--ignore-not-found", "--wait=false")
     kubectl("delete", "ingressclass", "traefik", "--ignore-not-found")
 
