@@ -8,7 +8,6 @@ from pathlib import Path
 
 from .go_module_files import module_files
 from .kube import REPO_ROOT
-from .operator_process import KubectlRunner
 
 PINNED = REPO_ROOT / "hack" / "gateway"
 GATEWAY_API = "sigs.k8s.io/gateway-api"
@@ -42,11 +41,3 @@ def gateway_api_crd_files() -> list[Path]:
 
 def cert_manager_crd_files() -> list[Path]:
     return module_files(PINNED, CERT_MANAGER, "deploy/crds", CERT_MANAGER_CRDS, "cert-manager-crds")
-
-
-def install(kubectl: KubectlRunner, files: list[Path]) -> None:
-    """Apply the CRDs and wait until the API server serves them."""
-    kubectl("apply", "--server-side", *(f"--filename={path}" for path in files))
-    # <group>_<plural>.yaml holds the CRD <plural>.<group>.
-    names = [f"crd/{p.stem.partition('_')[2]}.{p.stem.partition('_')[0]}" for p in files]
-    kubectl("wait", "--for=condition=Established", *names, "--timeout=60s")

@@ -19,7 +19,8 @@ from typing import Any
 
 import pytest
 
-from bandsy_dev.gateway_crds import cert_manager_crd_files, gateway_api_crd_files, install
+from bandsy_dev.crd_files import crd_names, install, remove
+from bandsy_dev.gateway_crds import cert_manager_crd_files, gateway_api_crd_files
 from bandsy_dev.traefik import platform_objects
 from bandsy_operator.kube import KubeApi, Manifest, ObjectRef
 from conftest import KubectlRunner, OperatorProcess
@@ -37,11 +38,9 @@ def crds_later(kubectl: KubectlRunner) -> Iterator[list[Path]]:
     """The CRD files, not installed yet; removed afterwards (with every object of theirs):
     the other tests run without them."""
     files = [*gateway_api_crd_files(), *cert_manager_crd_files()]
-    names = [f"crd/{p.stem.partition('_')[2]}.{p.stem.partition('_')[0]}" for p in files]
-    assert kubectl("get", *names, check=False).returncode != 0, "installed before the test"
+    assert kubectl("get", *crd_names(files), check=False).returncode != 0, "installed before"
     yield files
-    # Deleting a CRD waits for every object of it to go: slow on a busy machine.
-    kubectl("delete", *names, "--ignore-not-found", "--wait=true", "--timeout=300s")
+    remove(kubectl, files)
     kubectl("delete", "namespace", GATEWAY_NAMESPACE, "--ignore-not-found", "--wait=false")
     kubectl("delete", "ingressclass", "traefik", "--ignore-not-found")
 

@@ -16,6 +16,7 @@ from typing import Any
 
 import pytest
 
+from bandsy_dev.crd_files import crd_names, install, remove
 from bandsy_dev.kubelet import make_deployment_ready
 from bandsy_dev.monitoring_crds import crd_files
 from bandsy_operator.apply import is_subset
@@ -47,11 +48,6 @@ OPERATOR_NAMESPACE = OperatorSettings().operator_namespace
 MONITORING = REPO_ROOT / "deploy" / "monitoring"
 
 
-def crd_names(files: list[Path]) -> list[str]:
-    """monitoring.coreos.com_servicemonitors.yaml defines servicemonitors.monitoring.coreos.com."""
-    return [f"crd/{plural}.{group}" for group, _, plural in (p.stem.partition("_") for p in files)]
-
-
 @pytest.fixture
 def crds_later(kubectl: KubectlRunner) -> Iterator[list[Path]]:
     """The CRD files, not installed yet; whatever the test installed is removed afterwards
@@ -60,7 +56,7 @@ def crds_later(kubectl: KubectlRunner) -> Iterator[list[Path]]:
     names = crd_names(files)
     assert kubectl("get", *names, check=False).returncode != 0, "installed before the test"
     yield files
-    kubectl("delete", *names, "--ignore-not-found", "--wait=true", "--timeout=60s")
+    remove(kubectl, files)
 
 
 def condition(body: Manifest | None, type_: str) -> dict[str, Any]:
@@ -100,8 +96,7 @@ async def test_monitoring_objects_follow_the_crds(
 
     # The CRDs installed while the operator runs: within a resync, no restart.
     pid = operator.pid
-    kubectl("apply", "--server-side", *[arg for f in crds_later for arg in ("-f", str(f))])
-    kubectl("wait", "--for=condition=Established", *crd_names(crds_later), "--timeout=60s")
+    install(kubectl, crds_later)
     monitor = await eventually(lambda: kube.get(monitor_ref))
     rule = await eventually(lambda: kube.get(rule_ref))
     assert operator.pid == pid
@@ -147,7 +142,7 @@ async def test_monitoring_objects_follow_the_crds(
     body["spec"]["metrics"] = {"port": 9102}
     kubectl.apply(body)
     await eventually(lambda: kube.get(monitor_ref))
-    kubectl("delete", *crd_names(crds_later), "--wait=true", "--timeout=60s")
+    remove(kubectl, crds_later)
     body["spec"]["metrics"]["path"] = "/internal/metrics"
     kubectl.apply(body)
 

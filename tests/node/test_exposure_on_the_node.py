@@ -25,7 +25,7 @@ from typing import Any, TypeVar
 
 import pytest
 
-from bandsy_dev import gateway_crds, rights, testapp
+from bandsy_dev import crd_files, gateway_crds, rights, testapp
 from bandsy_dev.certificate_issuer import LocalCertificateIssuer
 from bandsy_dev.images import TEST_IMAGE_REPOSITORY
 from bandsy_dev.kube import REPO_ROOT
@@ -157,7 +157,7 @@ def exposure(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Exposure]:
         kubectl("wait", "--for=condition=Established", "crd", "--all", "--timeout=60s")
         rights.install(kubectl)
         files = [*gateway_crds.gateway_api_crd_files(), *gateway_crds.cert_manager_crd_files()]
-        gateway_crds.install(kubectl, files)
+        crd_files.install(kubectl, files)
         traefik = Traefik(workdir / "traefik", env.kube.kubeconfig, NODE_IP)
         kubectl.apply(*platform_objects(GATEWAY, GATEWAY_NAMESPACE, traefik.http_port))
         traefik.start()
