@@ -21,6 +21,7 @@ from .backends import Backend
 from .backends.mongo import MongoBackend
 from .backends.postgres import PostgresBackend
 from .backends.redis import RedisBackend
+from .builders.environment import rbac_subject
 from .constants import (
     ACTIONABLE_ANNOTATIONS,
     API_VERSION,
@@ -36,9 +37,11 @@ from .events import EventRecorder
 from .jobs import job_news
 from .kube import (
     CLIENT_ERRORS,
+    SECRET,
     UNLISTED_KINDS,
     KubeApi,
     ObjectRef,
+    is_forbidden,
     is_not_found,
     is_unreachable,
 )
@@ -143,6 +146,7 @@ class Controller:
         await self._follow_monitoring()
         self.services.hash_key = await self.store.config_hash_key(create=True)
         self.services.job_image = self.environments.job_image = await self._job_image()
+        self.environments.operator_subject = await self._operator_subject()
         for body in environments:
             self.world.observe_environment(body)
         for body in services:
@@ -177,6 +181,18 @@ class Controller:
                 "no container 'operator' in pod %s: backups cannot run", self.settings.pod_name
             )
         return str(image) if image else None
+
+    async def _operator_subject(self) -> dict[str, str] | None:
+        """Whom the environments' RoleBindings let list Secrets: this process's own identity."""
+        try:
+            username = await self.api.username()
+        except CLIENT_ERRORS as error:
+            username = None
+            log.warning("cannot tell who this operator is (%s)", error)
+        if username is None:
+            log.warning("no RoleBinding of ours in environments: Secrets are read one by one")
+            return None
+        return rbac_subject(username)
 
     async def _ensure_operator_namespace(self) -> None:
         """The credential store lives there; deploy/ creates it, a local run may not have."""
@@ -234,30 +250,44 @@ class Controller:
 
     async def _list_for_pass(self) -> None:
         """Every object a pass reads, by a few paged LISTs of the kinds our inventories record
-        rather than a GET per object (SPEC §9: a restart with 1000 services), Secrets excepted
-        (``UNLISTED_KINDS``). Should a LIST fail, the reconciles read one by one, as they
-        would anyway."""
+        rather than a GET per object (SPEC §9: a restart with 1000 services): everywhere, and
+        Secrets in each environment's namespace (``UNLISTED_KINDS``). What a LIST could not
+        give, the reconciles read one by one, as they would anyway."""
         known: list[Known[Any]] = [*self.world.environments.values(), *self.world.services.values()]
-        kinds = sorted(
-            {
-                (ref.api_version, ref.kind)
-                for k in known
-                for ref in inventory.refs(inventory.parse(k.status.get("inventory") or []))
-            }
-            - UNLISTED_KINDS
+        recorded = {
+            (ref.api_version, ref.kind)
+            for k in known
+            for ref in inventory.refs(inventory.parse(k.status.get("inventory") or []))
+        }
+        namespaces = sorted(
+            {k.model.namespace for k in self.world.environments.values() if k.model is not None}
+            if SECRET in recorded
+            else ()
         )
+        labels = {MANAGED_BY_LABEL: FIELD_MANAGER}
         started = time.perf_counter()
+        self.api.listing.clear()
         try:
-            count = await self.api.list_into_listing(kinds, {MANAGED_BY_LABEL: FIELD_MANAGER})
+            count = await self.api.list_into_listing(sorted(recorded - UNLISTED_KINDS), labels)
         except CLIENT_ERRORS as error:
             self.api.listing.clear()
             log.warning("cannot list our objects for the pass (%s): reading one by one", error)
             return
+        unlisted: list[str] = []
+        for namespace in namespaces:
+            try:
+                count += await self.api.list_into_listing([SECRET], labels, namespace)
+            except CLIENT_ERRORS as error:
+                unlisted.append(namespace)
+                # Forbidden until the environment's reconcile has made our RoleBinding.
+                if not is_forbidden(error):
+                    log.warning("cannot list the Secrets of namespace %s: %s", namespace, error)
         log.info(
-            "listed %d objects of %d kinds in %.1f s",
+            "listed %d objects of %d kinds in %.1f s%s",
             count,
-            len(kinds),
+            len(recorded - UNLISTED_KINDS) + bool(namespaces),
             time.perf_counter() - started,
+            f"; Secrets read one by one in {len(unlisted)} namespaces" if unlisted else "",
         )
 
     def enqueue_all(self) -> None:

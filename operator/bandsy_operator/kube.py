@@ -18,6 +18,7 @@ from lightkube.core.exceptions import ApiError
 from lightkube.core.resource import NamespacedResource, NamespacedResourceG
 from lightkube.core.resource_registry import resource_registry
 from lightkube.generic_resource import create_global_resource, create_namespaced_resource
+from lightkube.resources.authentication_v1 import SelfSubjectReview
 from lightkube.types import CascadeType, PatchType
 
 from .constants import (
@@ -107,6 +108,10 @@ def is_conflict(error: ApiError) -> bool:
     return error.status.code == 409
 
 
+def is_forbidden(error: BaseException) -> bool:
+    return isinstance(error, ApiError) and error.status.code == 403
+
+
 def is_unreachable(error: BaseException) -> bool:
     """The API server was not there to answer (down, restarting, behind a proxy that could not
     reach it), as opposed to answering no or "slow down" (429): worth retrying once it is back."""
@@ -142,12 +147,13 @@ def _as_dict(obj: Any) -> Manifest:
     return data
 
 
-# Kinds a pass never lists: Secrets are read one by one by name, and the operator's ClusterRole
-# grants no list on them (listing every Secret of the cluster is a power it does not need); a
-# listener on a shared Gateway is an inventory entry, not a kind (``listeners``), and the
-# Gateway it is on is read by name.
+# Kinds a pass never lists everywhere: the operator's ClusterRole grants no list on Secrets
+# (every Secret of the cluster is a power it does not need), so they are listed per environment
+# namespace, where a RoleBinding of its own allows it; a listener on a shared Gateway is an
+# inventory entry, not a kind (``listeners``), and the Gateway it is on is read by name.
+SECRET = ("v1", "Secret")
 UNLISTED_KINDS: frozenset[tuple[str, str]] = frozenset(
-    {("v1", "Secret"), (GATEWAY_API_VERSION, GATEWAY_LISTENER_KIND)}
+    {SECRET, (GATEWAY_API_VERSION, GATEWAY_LISTENER_KIND)}
 )
 
 
@@ -236,15 +242,25 @@ class KubeApi:
             yield _as_dict(obj)
 
     async def list_into_listing(
-        self, kinds: Iterable[tuple[str, str]], labels: dict[str, str]
+        self,
+        kinds: Iterable[tuple[str, str]],
+        labels: dict[str, str],
+        namespace: str | None = None,
     ) -> int:
-        """Replace the listing with every object of ``kinds`` (everywhere) that has ``labels``,
-        page by page; returns how many were listed."""
-        self.listing.clear()
+        """Add to the listing every object of ``kinds`` that has ``labels``, in ``namespace`` or
+        (``None``) everywhere, page by page; returns how many were listed."""
+        listed = 0
         for api_version, kind in kinds:
-            async for body in self._pages(api_version, kind, None, labels):
+            async for body in self._pages(api_version, kind, namespace, labels):
                 self.listing.add(body)
-        return len(self.listing)
+                listed += 1
+        return listed
+
+    async def username(self) -> str | None:
+        """Who the API server takes us for (a SelfSubjectReview, which anyone may ask)."""
+        review = await self.client.create(SelfSubjectReview())
+        user = review.status.userInfo if review.status else None
+        return str(user.username) if user is not None and user.username else None
 
     async def apply(self, manifest: Manifest, field_manager: str = FIELD_MANAGER) -> Manifest:
         """Server-side apply as ``bandsy-operator``, forcing: these fields are ours."""

@@ -16,6 +16,10 @@ QUOTA = "bandsy-quota"
 LIMIT_RANGE = "bandsy-defaults"
 VIEWERS_BINDING = "bandsy-viewers"
 EDITORS_BINDING = "bandsy-editors"
+# The operator's own: it may list Secrets there, and only there (a pass lists them instead of
+# reading one by one), through deploy/rbac.yaml's ClusterRole of that single right.
+OPERATOR_SECRETS_BINDING = "bandsy-operator-secrets"
+SECRET_LISTER_CLUSTER_ROLE = "bandsy-operator-secret-lister"  # noqa: S105
 DNS_NAMESPACE = "kube-system"
 # In the operator's namespace: the key of the pods' config hash.
 CONFIG_HASH_KEY_SECRET = "bandsy-config-hash-key"  # noqa: S105 (a name, not a secret)

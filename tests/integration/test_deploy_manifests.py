@@ -16,7 +16,7 @@ import pytest
 import yaml
 from lightkube.core.resource_registry import resource_registry
 
-from bandsy_operator.builders.environment import build_environment_objects
+from bandsy_operator.builders.environment import build_environment_objects, rbac_subject
 from bandsy_operator.builders.inputs import ServedKinds, ServiceInputs
 from bandsy_operator.builders.monitoring import build_prometheus_rule
 from bandsy_operator.builders.service import build_service_objects
@@ -30,6 +30,7 @@ from bandsy_operator.constants import (
 )
 from bandsy_operator.kube import UNLISTED_KINDS
 from bandsy_operator.models import Metrics, parse_environment, parse_service
+from bandsy_operator.naming import SECRET_LISTER_CLUSTER_ROLE
 from bandsy_operator.promotion import Image
 from bandsy_operator.settings import OperatorSettings
 from conftest import REPO_ROOT, KubectlRunner
@@ -221,10 +222,13 @@ def test_cluster_roles_have_no_wildcards(rendered: list[Manifest]) -> None:
             assert not {"escalate", "impersonate"} & set(rule["verbs"]), rule
             if "bind" in rule["verbs"]:
                 assert rule["resources"] == ["clusterroles"]
-                assert set(rule["resourceNames"]) <= {"view", "edit"}
+                assert set(rule["resourceNames"]) <= {"view", "edit", SECRET_LISTER_CLUSTER_ROLE}
     role = operator_role(rendered)
-    # Secrets are read one by one; never listed or watched cluster-wide.
+    # Secrets are never listed or watched cluster-wide ...
     assert not {"list", "watch"} & granted(role, "", "secrets")
+    # ... only where the operator binds this role (environment namespaces): it holds no more.
+    (lister,) = [r for r in roles if r["metadata"]["name"] == SECRET_LISTER_CLUSTER_ROLE]
+    assert lister["rules"] == [{"apiGroups": [""], "resources": ["secrets"], "verbs": ["list"]}]
 
     binding = only(rendered, "ClusterRoleBinding")
     account = only(rendered, "ServiceAccount")
@@ -263,7 +267,10 @@ def test_cluster_role_covers_every_kind_the_builders_produce(rendered: list[Mani
         parse_service(_stored(doc))
         for doc in yaml.safe_load_all((SAMPLES / "services.yaml").read_text())
     ]
-    objects = [obj for env in environments for obj in build_environment_objects(env)]
+    operator = rbac_subject("system:serviceaccount:bandsy-system:bandsy-operator")
+    objects = [
+        obj for env in environments for obj in build_environment_objects(env, None, operator)
+    ]
     for svc in services:
         for env in environments:
             if env.name in svc.spec.environments:
@@ -286,7 +293,8 @@ def test_cluster_role_covers_every_kind_the_builders_produce(rendered: list[Mani
     role = operator_role(rendered)
     for api_version, kind in sorted(kinds):
         info = resource_registry.load(api_version, kind)._api_info
-        # A pass lists what it reads (Secrets excepted: read one by one).
+        # A pass lists what it reads everywhere (Secrets: in environment namespaces, by the
+        # lister role).
         listed = set() if (api_version, kind) in UNLISTED_KINDS else {"list"}
         missing = {"get", "create", "patch", "delete", *listed} - granted(
             role, info.resource.group, info.plural

@@ -14,9 +14,10 @@ import pytest
 from bandsy_dev.kubelet import make_deployment_ready
 from bandsy_dev.operator_process import KubectlRunner, OperatorProcess
 from bandsy_operator import inventory
-from bandsy_operator.constants import API_VERSION, SERVICE_KIND
+from bandsy_operator.constants import API_VERSION, ENVIRONMENT_KIND, SERVICE_KIND
 from bandsy_operator.controller import Controller, service_key
 from bandsy_operator.kube import KubeApi, ObjectRef
+from bandsy_operator.naming import OPERATOR_SECRETS_BINDING
 from bandsy_operator.settings import OperatorSettings
 from factories import environment_body, service_body, tags
 from waiting import eventually
@@ -26,8 +27,10 @@ pytestmark = [pytest.mark.integration, pytest.mark.asyncio(loop_scope="session")
 SERVICES = 3
 
 
-async def recorded_objects(kube: KubeApi, name: str) -> frozenset[ObjectRef]:
-    body = await kube.get(ObjectRef(API_VERSION, SERVICE_KIND, "", name))
+async def recorded_objects(
+    kube: KubeApi, name: str, kind: str = SERVICE_KIND
+) -> frozenset[ObjectRef]:
+    body = await kube.get(ObjectRef(API_VERSION, kind, "", name))
     entries = ((body or {}).get("status") or {}).get("inventory") or []
     return inventory.refs(inventory.parse(entries))
 
@@ -78,8 +81,15 @@ async def test_a_start_up_pass_reads_by_list_and_still_repairs_drift(
     assert live_config is not None
     key, value = next(iter(live_config["data"].items()))
 
+    # The environment's reconcile let the operator list its Secrets (its ServiceAccount's own).
+    binding = ObjectRef(
+        "rbac.authorization.k8s.io/v1", "RoleBinding", env, OPERATOR_SECRETS_BINDING
+    )
+    assert binding in await eventually(lambda: recorded_objects(kube, env, ENVIRONMENT_KIND))
+
     operator.stop()
-    api = KubeApi.from_kubeconfig(servers["KUBECONFIG"])
+    # As the session's operator: its ServiceAccount, under the shipped RBAC.
+    api = KubeApi.from_kubeconfig(operator.env["KUBECONFIG"])
     controller = Controller(api, OperatorSettings())
     try:
         # Drift while no operator runs: a value of one of our ConfigMaps changed by hand.
@@ -106,10 +116,9 @@ async def test_a_start_up_pass_reads_by_list_and_still_repairs_drift(
         await api.close()
         operator.start()
 
-    # Secrets are read one by one by design (UNLISTED_KINDS); everything else came listed.
-    read_one_by_one = sorted(ref for ref in gets if ref in ours and ref[0] != "Secret")
+    read_one_by_one = sorted(ref for ref in gets if ref in ours)
     assert read_one_by_one == [], "the pass read our objects one by one"
-    assert lists["Secret"] == 0
+    assert lists["Secret"] >= 1, "Secrets are listed in the environment's namespace"
     assert lists["ConfigMap"] >= 1
     assert lists["Deployment"] >= 1
     repaired = await kube.get(config)

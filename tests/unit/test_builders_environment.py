@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from bandsy_operator.builders.environment import build_environment_objects
+from bandsy_operator.builders.environment import build_environment_objects, rbac_subject
 from bandsy_operator.builders.meta import Manifest
 from bandsy_operator.models import Environment
 from factories import environment
@@ -124,3 +124,34 @@ def test_container_defaults_become_a_limit_range() -> None:
     assert limit_range["spec"]["limits"][0]["defaultRequest"] == {"cpu": "1", "memory": "1Gi"}
     for without in (environment("develop"), environment("develop", defaults={"limits": {}})):
         assert "LimitRange" not in {o["kind"] for o in build_environment_objects(without)}
+
+
+def test_the_operator_may_list_secrets_in_the_environment_namespace_by_its_own_binding() -> None:
+    account = rbac_subject("system:serviceaccount:bandsy-system:bandsy-operator")
+    assert account == {
+        "kind": "ServiceAccount",
+        "name": "bandsy-operator",
+        "namespace": "bandsy-system",
+    }
+    # A local run, as a person or a certificate's user: bound as that user.
+    for username in ("kubernetes-admin", "system:serviceaccount:", "system:kube-controller"):
+        assert rbac_subject(username) == {
+            "apiGroup": "rbac.authorization.k8s.io",
+            "kind": "User",
+            "name": username,
+        }
+    env = environment("preprod")
+    objects = {
+        (o["kind"], o["metadata"]["name"]): o for o in build_environment_objects(env, None, account)
+    }
+    binding = objects[("RoleBinding", "bandsy-operator-secrets")]
+    assert binding["metadata"]["namespace"] == "preprod"
+    assert binding["metadata"]["ownerReferences"][0]["kind"] == "BandsyEnvironment"
+    assert binding["roleRef"] == {
+        "apiGroup": "rbac.authorization.k8s.io",
+        "kind": "ClusterRole",
+        "name": "bandsy-operator-secret-lister",
+    }
+    assert binding["subjects"] == [account]
+    # Unknown who it is: no binding (its Secrets are read by name).
+    assert "RoleBinding" not in {o["kind"] for o in build_environment_objects(env)}

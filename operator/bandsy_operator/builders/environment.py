@@ -186,6 +186,40 @@ def build_access_bindings(env: Environment) -> list[Manifest]:
     return bindings
 
 
+SERVICE_ACCOUNT_USER_PREFIX = "system:serviceaccount:"
+
+
+def rbac_subject(username: str) -> dict[str, str]:
+    """The RBAC subject of an authenticated user: a ServiceAccount by its object (what
+    ``kubectl`` and audits show), anyone else (a local run) as a User."""
+    namespace, _, name = username.removeprefix(SERVICE_ACCOUNT_USER_PREFIX).partition(":")
+    if username.startswith(SERVICE_ACCOUNT_USER_PREFIX) and name:
+        return {"kind": "ServiceAccount", "name": name, "namespace": namespace}
+    return {"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": username}
+
+
+def build_operator_secrets_binding(env: Environment, operator: Mapping[str, str]) -> Manifest:
+    """Lets the operator (``operator``: its subject) list the environment's Secrets: a resync
+    reads thousands of them with one request per namespace (SPEC §9), where a ClusterRole would
+    grant every Secret of the cluster."""
+    return {
+        "apiVersion": "rbac.authorization.k8s.io/v1",
+        "kind": "RoleBinding",
+        "metadata": object_meta(
+            naming.OPERATOR_SECRETS_BINDING,
+            environment_labels(env.name),
+            owner_reference(ENVIRONMENT_KIND, env.meta),
+            namespace=env.namespace,
+        ),
+        "roleRef": {
+            "apiGroup": "rbac.authorization.k8s.io",
+            "kind": "ClusterRole",
+            "name": naming.SECRET_LISTER_CLUSTER_ROLE,
+        },
+        "subjects": [dict(operator)],
+    }
+
+
 def build_backup_storage_secret(env: Environment, values: Mapping[str, str]) -> Manifest:
     """The S3 keys (and CA) of the environment's backups, where its backup Jobs read them:
     copied from the Secrets ``spec.backups.storage.s3`` names, which may live elsewhere."""
@@ -206,13 +240,18 @@ def build_backup_storage_secret(env: Environment, values: Mapping[str, str]) -> 
 
 
 def build_environment_objects(
-    env: Environment, backup_storage: Mapping[str, str] | None = None
+    env: Environment,
+    backup_storage: Mapping[str, str] | None = None,
+    operator: Mapping[str, str] | None = None,
 ) -> list[Manifest]:
     """Everything the environment owns, namespace first. ``backup_storage``: the values of
-    the backups' storage Secret, read by the reconciler (None: no backups, or not readable)."""
+    the backups' storage Secret, read by the reconciler (None: no backups, or not readable);
+    ``operator``: the operator's RBAC subject (None: unknown, no binding of its own)."""
     objects = [build_namespace(env), *build_network_policies(env)]
     objects += [obj for obj in (build_quota(env), build_limit_range(env)) if obj is not None]
     objects.extend(build_access_bindings(env))
+    if operator is not None:
+        objects.append(build_operator_secrets_binding(env, operator))
     if env.spec.backups is not None and backup_storage is not None:
         objects.append(build_backup_storage_secret(env, backup_storage))
     return [stamp_applied_hash(obj) for obj in objects]

@@ -90,6 +90,7 @@ class EnvironmentReconciler:
         self.world = world
         self.databases = databases
         self.job_image: str | None = None  # set at start (controller)
+        self.operator_subject: dict[str, str] | None = None  # set at start (controller)
 
     async def reconcile(self, name: str, mode: ReadMode = ReadMode.LIVE) -> None:
         """Converge one environment, reading what ``mode`` says (see ``observation``): a
@@ -105,7 +106,7 @@ class EnvironmentReconciler:
         env = known.model
         previous = inventory.parse(known.status.get("inventory") or [])
         storage, storage_condition = await self._backup_storage(env)
-        objects = build_environment_objects(env, storage)
+        objects = build_environment_objects(env, storage, self.operator_subject)
         wanted = {env.name: frozenset(ObjectRef.of(obj) for obj in objects)}
         grown = inventory.union(previous, wanted)
         if grown != previous:
@@ -244,6 +245,8 @@ class EnvironmentReconciler:
             log.info("environment %s deleted: removed %d objects", env.name, len(pruned))
             return
         released = 0
+        # Without the operator's subject: its own RoleBinding keeps its ownerReference, and the
+        # garbage collector removes it with the environment.
         for obj in build_environment_objects(env):
             live = await self.api.get(ObjectRef.of(obj))
             if live is None or not (live.get("metadata", {}).get("ownerReferences")):
