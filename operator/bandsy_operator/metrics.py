@@ -48,8 +48,18 @@ class WorldCollector(Collector):
 
     def __init__(self, world: World) -> None:
         self.world = world
+        # The families of the last scrape, and of which world at which revision.
+        self._last: tuple[World, int, list[GaugeMetricFamily]] | None = None
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
+        # All from the custom resources' statuses: a scrape before the world's next change
+        # reuses the last one's (thousands of inventory entries are counted otherwise).
+        world, revision = self.world, self.world.revision
+        if self._last is None or self._last[:2] != (world, revision):
+            self._last = (world, revision, list(self._families()))
+        yield from self._last[2]
+
+    def _families(self) -> Iterator[GaugeMetricFamily]:
         blocked = GaugeMetricFamily(
             "bandsy_blocked_promotions", "Service environments whose promotion a gate holds"
         )

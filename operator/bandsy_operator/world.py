@@ -128,12 +128,16 @@ class World:
         # asks (its NetworkPolicy), so this is built once after a change of anyone's
         # dependencies or environments instead of scanning every service per question.
         self._dependents: dict[str, list[tuple[str, frozenset[str]]]] | None = None
+        # Counts the changes of the custom resources and database servers known, so that what is
+        # computed from them alone (a scrape's gauges) is computed again only after one.
+        self.revision = 0
 
     def observe_environment(self, body: dict[str, Any]) -> Known[Environment]:
         name = body["metadata"]["name"]
         if _not_newer(body, self.environments.get(name)):
             return self.environments[name]
         known = _known(without_managed_fields(body), parse_environment)
+        self.revision += 1
         self.environments[name] = known
         if known.model is not None and not known.deleting:
             self._valid_environments[name] = known.model
@@ -146,6 +150,7 @@ class World:
         name = body["metadata"]["name"]
         if _other_object(body, self.environments.get(name)):
             return self.environments[name]
+        self.revision += 1
         self.environments.pop(name, None)
         self._valid_environments.pop(name, None)
         return None
@@ -155,6 +160,7 @@ class World:
         if _not_newer(body, self.services.get(name)):
             return self.services[name]
         known = _known(without_managed_fields(body), parse_service)
+        self.revision += 1
         if _links(known) != _links(self.services.get(name)):
             self._dependents = None
         self.services[name] = known
@@ -170,6 +176,7 @@ class World:
         if _other_object(body, self.services.get(name)):
             return self.services[name]
         self._dependents = None
+        self.revision += 1
         self.services.pop(name, None)
         self._valid_services.pop(name, None)
         return None
@@ -280,8 +287,11 @@ class World:
     # -- database servers --------------------------------------------------------------------
 
     def note_database_servers(self, reached: Iterable[str], unreachable: Iterable[str]) -> None:
-        self._database_servers.update(dict.fromkeys(reached, True))
-        self._database_servers.update(dict.fromkeys(unreachable, False))
+        answers = {**dict.fromkeys(reached, True), **dict.fromkeys(unreachable, False)}
+        if all(self._database_servers.get(key) == up for key, up in answers.items()):
+            return
+        self.revision += 1
+        self._database_servers.update(answers)
 
     def database_servers(self) -> dict[str, bool]:
         """The last answer of each server an environment names now: one it no longer names

@@ -2,6 +2,8 @@ from __future__ import annotations
 
 import base64
 import dataclasses
+import hashlib
+import json
 from typing import Any
 
 import pytest
@@ -444,3 +446,22 @@ def test_declared_egress_opens_exactly_its_addresses() -> None:
 def test_bad_autoscaling_and_egress_are_refused(spec: dict[str, Any], message: str) -> None:
     with pytest.raises(ValidationError, match=message):
         service("web", {"develop": {"image": {"tag": "v1"}}}, **spec)
+
+
+def test_the_applied_hash_is_that_of_json_dumps_so_no_recorded_hash_changes() -> None:
+    """Hashes recorded on live objects by earlier versions (json.dumps, sorted keys, compact,
+    non-ASCII escaped) must still match: a different hash re-applies every object once."""
+
+    def recorded(value: object) -> str:
+        encoded = json.dumps(value, sort_keys=True, separators=(",", ":")).encode()
+        return hashlib.sha256(encoded).hexdigest()[:16]
+
+    svc = service("web", tags(develop="v1"), port=8000, config={"GREETING": "grüß dich"})
+    inputs = ServiceInputs(
+        svc, environment("develop"), Image(svc.spec.image.repository, "v1"), b"k"
+    )
+    manifests = build_service_objects(inputs, lambda length: "g" * length)
+    values: list[object] = [*manifests, {"b": [1, 2.5, None, True], "a": 'q"\\/\n\t\x01'}, "ü"]
+    assert any("grüß" in json.dumps(m, ensure_ascii=False) for m in manifests)
+    for value in values:
+        assert content_hash(value) == recorded(value)

