@@ -7,12 +7,12 @@ print exactly what is applied.
 
 from __future__ import annotations
 
-import json
 from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import httpx2 as httpx
+import msgspec
 from lightkube import AsyncClient, KubeConfig, codecs
 from lightkube.core.exceptions import ApiError
 from lightkube.core.resource import NamespacedResource, NamespacedResourceG
@@ -126,14 +126,18 @@ def without_managed_fields(body: Mapping[str, Any]) -> Manifest:
     return {**body, "metadata": meta}
 
 
-def packed(body: Mapping[str, Any]) -> str:
-    """A body kept for a while as compact JSON, without managedFields: a Deployment takes about
-    3 KiB so against 16 KiB as Python objects, and is read back (``unpacked``) in about 30 µs."""
-    return json.dumps(without_managed_fields(body), separators=(",", ":"))
+# A body kept for a while (the listing, the world's Deployments, service Secrets): compact
+# JSON without managedFields. A Deployment takes about 3 KiB so against 16 KiB as Python
+# objects; msgspec packs it in about 40 µs and reads it back in about 10 µs.
+Packed = bytes
 
 
-def unpacked(text: str) -> Manifest:
-    body: Manifest = json.loads(text)
+def packed(body: Mapping[str, Any]) -> Packed:
+    return msgspec.json.encode(without_managed_fields(body))
+
+
+def unpacked(data: Packed) -> Manifest:
+    body: Manifest = msgspec.json.decode(data)
     return body
 
 
@@ -167,7 +171,7 @@ class Listing:
     label, so its read goes to the server."""
 
     def __init__(self) -> None:
-        self._bodies: dict[ObjectRef, str] = {}  # packed
+        self._bodies: dict[ObjectRef, Packed] = {}
 
     def __len__(self) -> int:
         return len(self._bodies)

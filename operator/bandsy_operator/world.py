@@ -10,7 +10,7 @@ from typing import Any, Generic, TypeVar
 from pydantic import ValidationError
 
 from .constants import SERVICE_LABEL
-from .kube import packed, unpacked, without_managed_fields
+from .kube import Packed, packed, unpacked, without_managed_fields
 from .models import Environment, Service, parse_environment, parse_service
 from .status import pod_failure
 
@@ -115,7 +115,7 @@ class World:
         self._valid_services: dict[str, Service] = {}
         # The newest body of each of our Deployments (its resourceVersion, and the body packed):
         # from its watch events and our own writes.
-        self._workloads: dict[WorkloadKey, tuple[str, str]] = {}
+        self._workloads: dict[WorkloadKey, tuple[str, Packed]] = {}
         # Our pods that fail (status.pod_failure), by service and pod name, from their watch
         # events: healthy pods, nearly all of them, cost nothing to remember.
         self._failing_pods: dict[ServiceKey, dict[str, dict[str, Any]]] = {}

@@ -33,7 +33,15 @@ from ..constants import (
     SKIP_GATES_ANNOTATION,
 )
 from ..events import EventRecorder, EventType
-from ..kube import KubeApi, Manifest, ObjectRef, packed, unpacked, without_managed_fields
+from ..kube import (
+    KubeApi,
+    Manifest,
+    ObjectRef,
+    Packed,
+    packed,
+    unpacked,
+    without_managed_fields,
+)
 from ..listeners import GatewayListeners, is_listener, listener_ref
 from ..migrations import Migration, succeeded
 from ..models import Environment, Service, parse_identity
@@ -417,7 +425,7 @@ class ServiceReconciler:
         self.restores = RestoreRunner(api, databases)
         self.mirrors = MirrorRunner(api, databases)
         self.backups = BackupObserver(api, world)
-        self._secrets: dict[ObjectRef, str] = {}  # each service Secret as last seen, packed
+        self._secrets: dict[ObjectRef, Packed] = {}  # each service Secret as last seen
         self.resolver = HostResolver()
         self.listeners = GatewayListeners(api)
 
