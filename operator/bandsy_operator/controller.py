@@ -61,6 +61,9 @@ API_SERVER = "the API server"
 # a rollout reports each step, the pods of one bad image fail together): one reconcile after a
 # burst instead of one per event.
 WORKLOAD_SETTLE_SECONDS = 0.5
+# A pass's LISTs in flight at once: the API server encodes one while this process decodes
+# another (each a page at a time), without every kind's page in memory together.
+PASS_LISTS_AT_ONCE = 3
 
 
 @dataclass(frozen=True)
@@ -265,29 +268,31 @@ class Controller:
             else ()
         )
         labels = {MANAGED_BY_LABEL: FIELD_MANAGER}
+        scopes = [((kind,), "") for kind in sorted(recorded - UNLISTED_KINDS)]
+        scopes += [((SECRET,), namespace) for namespace in namespaces]
+        at_once = asyncio.Semaphore(PASS_LISTS_AT_ONCE)
+
+        async def list_scope(kinds: tuple[tuple[str, str], ...], namespace: str) -> int | None:
+            async with at_once:
+                try:
+                    return await self.api.list_into_listing(kinds, labels, namespace or None)
+                except CLIENT_ERRORS as error:
+                    # Secrets: forbidden until the environment's reconcile makes our RoleBinding.
+                    if not (namespace and is_forbidden(error)):
+                        where = f" in {namespace}" if namespace else ""
+                        log.warning("cannot list %s%s for the pass: %s", kinds[0][1], where, error)
+                    return None
+
         started = time.perf_counter()
         self.api.listing.clear()
-        try:
-            count = await self.api.list_into_listing(sorted(recorded - UNLISTED_KINDS), labels)
-        except CLIENT_ERRORS as error:
-            self.api.listing.clear()
-            log.warning("cannot list our objects for the pass (%s): reading one by one", error)
-            return
-        unlisted: list[str] = []
-        for namespace in namespaces:
-            try:
-                count += await self.api.list_into_listing([SECRET], labels, namespace)
-            except CLIENT_ERRORS as error:
-                unlisted.append(namespace)
-                # Forbidden until the environment's reconcile has made our RoleBinding.
-                if not is_forbidden(error):
-                    log.warning("cannot list the Secrets of namespace %s: %s", namespace, error)
+        counts = await asyncio.gather(*(list_scope(kinds, ns) for kinds, ns in scopes))
+        unlisted = sum(count is None for count in counts)
         log.info(
-            "listed %d objects of %d kinds in %.1f s%s",
-            count,
-            len(recorded - UNLISTED_KINDS) + bool(namespaces),
+            "listed %d objects by %d LISTs in %.1f s%s",
+            sum(count or 0 for count in counts),
+            len(scopes),
             time.perf_counter() - started,
-            f"; Secrets read one by one in {len(unlisted)} namespaces" if unlisted else "",
+            f"; {unlisted} could not: their objects are read one by one" if unlisted else "",
         )
 
     def enqueue_all(self) -> None:
