@@ -9,6 +9,7 @@ import uuid
 from collections import Counter
 from typing import Any
 
+import httpx2 as httpx
 import pytest
 
 from bandsy_dev.kubelet import make_deployment_ready
@@ -127,6 +128,44 @@ async def test_a_start_up_pass_reads_by_list_and_still_repairs_drift(
     kubectl("delete", "benv", env, "--wait=false")
     for name in names:
         kubectl("delete", "bsvc", name, "--wait=false")
+
+
+async def test_a_list_that_fails_leaves_only_its_own_kind_to_be_read_one_by_one(
+    kube: KubeApi, kubectl: KubectlRunner, operator: OperatorProcess
+) -> None:
+    s = uuid.uuid4().hex[:6]
+    env, name = f"fail-{s}", f"fail-{s}-0"
+    kubectl.apply(
+        environment_body(env, deletionPolicy="Delete"),
+        service_body(name, tags(**{env: "v1"}), port=8000),
+    )
+    await eventually(lambda: make_deployment_ready(kube, env, name))
+    recorded = await eventually(lambda: recorded_objects(kube, name))
+    api = KubeApi.from_kubeconfig(operator.env["KUBECONFIG"])
+    controller = Controller(api, OperatorSettings())
+    try:
+        for body in await api.list(API_VERSION, ENVIRONMENT_KIND):
+            controller.world.observe_environment(body)
+        for body in await api.list(API_VERSION, SERVICE_KIND):
+            controller.world.observe_service(body)
+        list_ = api.client.list
+
+        def config_maps_unreachable(res: Any, **kw: Any) -> Any:
+            if res._api_info.resource.kind == "ConfigMap":
+                raise httpx.ConnectError("the API server went away")
+            return list_(res, **kw)
+
+        api.client.list = config_maps_unreachable  # type: ignore[method-assign]
+        await controller._list_for_pass()
+        deployment = next(r for r in recorded if r.kind == "Deployment")
+        config = next(r for r in recorded if r.kind == "ConfigMap")
+        assert api.listing.take(deployment) is not None, "the other kinds are listed"
+        assert api.listing.take(config) is None
+    finally:
+        await controller.stop()
+        await api.close()
+    kubectl("delete", "benv", env, "--wait=false")
+    kubectl("delete", "bsvc", name, "--wait=false")
 
 
 async def test_a_listed_body_answers_one_read_and_never_hides_a_write(
