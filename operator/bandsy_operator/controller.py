@@ -7,6 +7,7 @@ change to one object can re-reconcile others (an environment edit re-renders all
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import time
 from collections import defaultdict
@@ -155,6 +156,9 @@ class Controller:
         for body in services:
             self.world.observe_service(body)
         await self._list_for_pass()
+        # What start-up loaded lives on (the world) or dies by reference count (the listing):
+        # the collector need not walk it at each full collection (SPEC §9: 1000 services).
+        gc.freeze()
         self.enqueue_all()
         self._tasks = [
             asyncio.create_task(run_workers(self.queue, self._handle, self.settings.workers)),

@@ -4,6 +4,7 @@ a liveness endpoint."""
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import logging
 import sys
@@ -55,6 +56,10 @@ def main(argv: list[str] | None = None) -> None:
     configure_logging(args.json_logs or settings.json_logs, args.verbose)
 
     from . import handlers  # noqa: F401  registers the kopf handlers
+
+    # Modules, classes and functions live as long as the process: out of the collector's sight,
+    # a full collection no longer walks their few hundred thousand objects (SPEC §9).
+    gc.freeze()
 
     memo = kopf.Memo()
     # The gate: a standby starts no watch and no reconcile until it holds the Lease.
