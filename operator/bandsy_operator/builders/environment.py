@@ -154,36 +154,45 @@ def build_limit_range(env: Environment) -> Manifest | None:
     }
 
 
+def _binding(
+    env: Environment, name: str, cluster_role: str, subjects: list[dict[str, str]]
+) -> Manifest:
+    """A RoleBinding in the environment's namespace of a ClusterRole."""
+    return {
+        "apiVersion": "rbac.authorization.k8s.io/v1",
+        "kind": "RoleBinding",
+        "metadata": object_meta(
+            name,
+            environment_labels(env.name),
+            owner_reference(ENVIRONMENT_KIND, env.meta),
+            namespace=env.namespace,
+        ),
+        "roleRef": {
+            "apiGroup": "rbac.authorization.k8s.io",
+            "kind": "ClusterRole",
+            "name": cluster_role,
+        },
+        "subjects": subjects,
+    }
+
+
 def build_access_bindings(env: Environment) -> list[Manifest]:
-    bindings = []
-    for name, cluster_role, groups in (
-        (naming.VIEWERS_BINDING, "view", env.spec.access.viewers),
-        (naming.EDITORS_BINDING, "edit", env.spec.access.editors),
-    ):
-        if not groups:
-            continue
-        bindings.append(
-            {
-                "apiVersion": "rbac.authorization.k8s.io/v1",
-                "kind": "RoleBinding",
-                "metadata": object_meta(
-                    name,
-                    environment_labels(env.name),
-                    owner_reference(ENVIRONMENT_KIND, env.meta),
-                    namespace=env.namespace,
-                ),
-                "roleRef": {
-                    "apiGroup": "rbac.authorization.k8s.io",
-                    "kind": "ClusterRole",
-                    "name": cluster_role,
-                },
-                "subjects": [
-                    {"apiGroup": "rbac.authorization.k8s.io", "kind": "Group", "name": group}
-                    for group in groups
-                ],
-            }
+    return [
+        _binding(
+            env,
+            name,
+            cluster_role,
+            [
+                {"apiGroup": "rbac.authorization.k8s.io", "kind": "Group", "name": group}
+                for group in groups
+            ],
         )
-    return bindings
+        for name, cluster_role, groups in (
+            (naming.VIEWERS_BINDING, "view", env.spec.access.viewers),
+            (naming.EDITORS_BINDING, "edit", env.spec.access.editors),
+        )
+        if groups
+    ]
 
 
 SERVICE_ACCOUNT_USER_PREFIX = "system:serviceaccount:"
@@ -202,22 +211,9 @@ def build_operator_secrets_binding(env: Environment, operator: Mapping[str, str]
     """Lets the operator (``operator``: its subject) list the environment's Secrets: a resync
     reads thousands of them with one request per namespace (SPEC §9), where a ClusterRole would
     grant every Secret of the cluster."""
-    return {
-        "apiVersion": "rbac.authorization.k8s.io/v1",
-        "kind": "RoleBinding",
-        "metadata": object_meta(
-            naming.OPERATOR_SECRETS_BINDING,
-            environment_labels(env.name),
-            owner_reference(ENVIRONMENT_KIND, env.meta),
-            namespace=env.namespace,
-        ),
-        "roleRef": {
-            "apiGroup": "rbac.authorization.k8s.io",
-            "kind": "ClusterRole",
-            "name": naming.SECRET_LISTER_CLUSTER_ROLE,
-        },
-        "subjects": [dict(operator)],
-    }
+    return _binding(
+        env, naming.OPERATOR_SECRETS_BINDING, naming.SECRET_LISTER_CLUSTER_ROLE, [dict(operator)]
+    )
 
 
 def build_backup_storage_secret(env: Environment, values: Mapping[str, str]) -> Manifest:
