@@ -272,24 +272,26 @@ class Controller:
             else ()
         )
         labels = {MANAGED_BY_LABEL: FIELD_MANAGER}
-        scopes = [((kind,), "") for kind in sorted(recorded - UNLISTED_KINDS)]
-        scopes += [((SECRET,), namespace) for namespace in namespaces]
+        scopes: list[tuple[tuple[str, str], str | None]] = [
+            *((kind, None) for kind in sorted(recorded - UNLISTED_KINDS)),
+            *((SECRET, namespace) for namespace in namespaces),
+        ]
         at_once = asyncio.Semaphore(PASS_LISTS_AT_ONCE)
 
-        async def list_scope(kinds: tuple[tuple[str, str], ...], namespace: str) -> int | None:
+        async def list_scope(kind: tuple[str, str], namespace: str | None) -> int | None:
             async with at_once:
                 try:
-                    return await self.api.list_into_listing(kinds, labels, namespace or None)
+                    return await self.api.list_into_listing([kind], labels, namespace)
                 except CLIENT_ERRORS as error:
                     # Secrets: forbidden until the environment's reconcile makes our RoleBinding.
                     if not (namespace and is_forbidden(error)):
                         where = f" in {namespace}" if namespace else ""
-                        log.warning("cannot list %s%s for the pass: %s", kinds[0][1], where, error)
+                        log.warning("cannot list %s%s for the pass: %s", kind[1], where, error)
                     return None
 
         started = time.perf_counter()
         self.api.listing.clear()
-        counts = await asyncio.gather(*(list_scope(kinds, ns) for kinds, ns in scopes))
+        counts = await asyncio.gather(*(list_scope(kind, ns) for kind, ns in scopes))
         unlisted = sum(count is None for count in counts)
         log.info(
             "listed %d objects by %d LISTs in %.1f s%s",
