@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import secrets
 import signal
 import socket
 import subprocess
@@ -17,10 +18,36 @@ class StartupError(RuntimeError):
     """A server did not become ready; the message points at its log file."""
 
 
+EPHEMERAL_PORTS = Path("/proc/sys/net/ipv4/ip_local_port_range")
+# Ports handed out by this process: each server gets its own, even before any of them binds.
+_handed_out: set[int] = set()
+
+
+def _ephemeral_start() -> int:
+    try:
+        return int(EPHEMERAL_PORTS.read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768  # Linux's default
+
+
 def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+    """A port nothing listens on, for a server that binds it later. Chosen below the kernel's
+    ephemeral range: a port from ``bind(0)`` lies in that range, where every outgoing
+    connection takes its local port, and one did take a kubelet's between the choice and the
+    kubelet's bind ("address already in use")."""
+    end = _ephemeral_start()
+    for _ in range(1000):
+        port = secrets.SystemRandom().randrange(max(1024, end - 12000), end)
+        if port in _handed_out:
+            continue
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            try:
+                sock.bind(("", port))  # every address: a server may listen on any of them
+            except OSError:
+                continue
+        _handed_out.add(port)
+        return port
+    raise RuntimeError(f"no free port below {end}")
 
 
 def tail(path: Path, lines: int = 30) -> str:

@@ -17,6 +17,7 @@ from typing import Any
 
 from lightkube.core.exceptions import ApiError
 
+from .concurrently import all_of
 from .constants import (
     APPLIED_HASH_ANNOTATION,
     FIELD_MANAGER,
@@ -261,7 +262,7 @@ class Applier:
         results: dict[int, Applied] = {}
         for first in (True, False):
             batch = [i for i, obj in enumerate(objects) if (obj["kind"] == "Namespace") == first]
-            applied = await asyncio.gather(*(one(objects[i]) for i in batch))
+            applied = await all_of(*(one(objects[i]) for i in batch))
             results.update(zip(batch, applied, strict=True))
         return [results[i] for i in range(len(objects))]
 
@@ -276,5 +277,5 @@ class Applier:
                 self._confirmed.pop(ref, None)
                 return ref if await self.api.delete(ref) else None
 
-        results = await asyncio.gather(*(prune_one(ref) for ref in sorted(stale)))
+        results = await all_of(*(prune_one(ref) for ref in sorted(stale)))
         return [ref for ref in results if ref is not None]

@@ -7,7 +7,6 @@ inventory. Nothing is pruned when any input failed to load or validate.
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import datetime
 import logging
@@ -26,6 +25,7 @@ from ..builders.meta import selector_labels
 from ..builders.migration import build_migration_job
 from ..builders.service import build_service_objects, missing_provided_secrets
 from ..checks import production_checks, production_ready
+from ..concurrently import all_of
 from ..constants import (
     CERTIFICATE_KIND,
     CHANGE_CAUSE_ANNOTATION,
@@ -216,7 +216,7 @@ async def read_pods(api: KubeApi, env: Environment, service: str) -> list[Manife
 
 async def read_replicasets(api: KubeApi, namespace: str, pods: list[Manifest]) -> list[Manifest]:
     """The ReplicaSets of the failing ``pods``: none, and no request, when nothing fails."""
-    found = await asyncio.gather(
+    found = await all_of(
         *(
             api.get(ObjectRef("apps/v1", "ReplicaSet", namespace, name))
             for name in sorted(failing_replicasets(pods))
@@ -299,7 +299,7 @@ async def egress_addresses(
 ) -> dict[str, tuple[str, ...]]:
     """The service's egress hosts resolved: afresh when everything is read (a resync)."""
     hosts = sorted({e.host for e in service.spec.egress if e.host is not None})
-    found = await asyncio.gather(*(resolver.addresses(h, mode is ReadMode.LIVE) for h in hosts))
+    found = await all_of(*(resolver.addresses(h, mode is ReadMode.LIVE) for h in hosts))
     return dict(zip(hosts, found, strict=True))
 
 
@@ -472,7 +472,7 @@ class ServiceReconciler:
         await self._observe_workloads(service, plans, applied_before, mode)
         readiness = self._readiness_now(service, plans, known.status, now)
         # Environments are independent until the status is written: build them together.
-        await asyncio.gather(
+        await all_of(
             *(
                 self._build(
                     service,
@@ -499,7 +499,7 @@ class ServiceReconciler:
                 known, {**status, "inventory": inventory.serialize(grown)}
             )
 
-        applied = await asyncio.gather(
+        applied = await all_of(
             *(
                 self.applier.ensure_all(plan.objects, mode, applied_before, plan.observed)
                 for plan in plans
@@ -510,10 +510,10 @@ class ServiceReconciler:
             if mode is ReadMode.LIVE:
                 raise ObjectChangedError(f"{name}: an object changed while it was reconciled")
             return await self.reconcile(name, ReadMode.LIVE)
-        await asyncio.gather(*(self._ensure_listener(plan, mode) for plan in plans))
+        await all_of(*(self._ensure_listener(plan, mode) for plan in plans))
         # The objects a migration reads (ConfigMap, Secrets, its NetworkPolicy) exist now.
         jobs = [job for p in plans for job in (p.migration_job, p.restore_job) if job]
-        await asyncio.gather(*(self.migrations.start(job) for job in jobs))
+        await all_of(*(self.migrations.start(job) for job in jobs))
         for plan, results in zip(plans, applied, strict=True):
             plan.applied = results
             self._remember_inputs(plan)
@@ -662,7 +662,7 @@ class ServiceReconciler:
                 plan.pods = await self._observe_pods(env, service.name, found.body, mode)
                 plan.replicasets = await read_replicasets(self.api, env.namespace, plan.pods)
 
-        await asyncio.gather(*(observe(p, p.env) for p in plans if p.env is not None))
+        await all_of(*(observe(p, p.env) for p in plans if p.env is not None))
 
     async def _observe_pods(
         self, env: Environment, service: str, deployment: Manifest, mode: ReadMode
