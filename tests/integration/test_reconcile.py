@@ -225,6 +225,15 @@ async def test_three_environments_and_three_services_converge(
         "True",
         "Ready",
     ]
+    # Status lists are applied whole: managedFields record each list, not each of its items.
+    (status_fields,) = [
+        entry["fieldsV1"]["f:status"]
+        for entry in (await bsvc(kube, api))["metadata"]["managedFields"]
+        if entry.get("subresource") == "status"
+    ]
+    assert status_fields["f:conditions"] == {}
+    assert status_fields["f:inventory"] == {}
+    assert status_fields["f:environments"]["f:develop"]["f:conditions"] == {}
 
 
 async def test_external_service_gets_https_ingress(

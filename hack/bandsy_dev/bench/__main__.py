@@ -464,6 +464,11 @@ class Bench:
                     await self.step("restart", lambda: self.restart(kubeconfig, crs))
                     self.memory("restart", self.args.large, False)
                     return self.results
+                if self.args.large_only:
+                    await self.step("converge_large", self.converge_large)
+                    peak = self.results["converge_large"]["peak_rss_bytes"]
+                    self.memory("large", self.args.large, False, peak)
+                    return self.results
                 # The shipped resync interval, so no resync runs into converge or latency.
                 await self.step("converge", self.converge)
                 if self.args.converge_only:
@@ -657,6 +662,11 @@ def main() -> int:
         "--converge-only", action="store_true", help="the converge scenario and its floor only"
     )
     parser.add_argument(
+        "--large-only",
+        action="store_true",
+        help="the large converge scenario (no databases) and its floor only",
+    )
+    parser.add_argument(
         "--restart-only",
         action="store_true",
         help="set up the large count without databases, then the restart scenario only",
@@ -678,7 +688,7 @@ def main() -> int:
             results = asyncio.run(Bench(args, env, workdir).run())
         finally:
             env.stop()
-        if not (args.converge_only or args.restart_only):
+        if not (args.converge_only or args.large_only or args.restart_only):
             # Real pods, on a node of their own once the node-less servers are gone.
             print("bench: node ...", file=sys.stderr, flush=True)
             results["node_latency"] = node_latency.measure(workdir, args.node_services, args.edits)
