@@ -262,9 +262,7 @@ class Controller:
         give, the reconciles read one by one, as they would anyway."""
         known: list[Known[Any]] = [*self.world.environments.values(), *self.world.services.values()]
         recorded = {
-            (ref.api_version, ref.kind)
-            for k in known
-            for ref in inventory.refs(inventory.parse(k.status.get("inventory") or []))
+            inventory.type_of(entry) for k in known for entry in k.status.get("inventory") or []
         }
         namespaces = sorted(
             {k.model.namespace for k in self.world.environments.values() if k.model is not None}

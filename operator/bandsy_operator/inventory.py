@@ -22,9 +22,11 @@ def parse(entries: Iterable[str]) -> Inventory:
     return {env: frozenset(refs) for env, refs in grouped.items()}
 
 
-def kind_of(entry: str) -> str:
-    """The kind of an entry without parsing all of it (a scrape counts thousands)."""
-    return entry.split("|", 3)[2]
+def type_of(entry: str) -> tuple[str, str]:
+    """The apiVersion and kind of an entry without parsing all of it (a scrape counts
+    thousands, a pass lists by them)."""
+    _, api_version, kind, _ = entry.split("|", 3)
+    return api_version, kind
 
 
 def serialize(inventory: Mapping[str, Iterable[ObjectRef]]) -> list[str]:

@@ -56,10 +56,10 @@ class WorldCollector(Collector):
         # reuses the last one's (thousands of inventory entries are counted otherwise).
         world, revision = self.world, self.world.revision
         if self._last is None or self._last[:2] != (world, revision):
-            self._last = (world, revision, list(self._families()))
+            self._last = (world, revision, list(self._families(world)))
         yield from self._last[2]
 
-    def _families(self) -> Iterator[GaugeMetricFamily]:
+    def _families(self, world: World) -> Iterator[GaugeMetricFamily]:
         blocked = GaugeMetricFamily(
             "bandsy_blocked_promotions", "Service environments whose promotion a gate holds"
         )
@@ -70,8 +70,8 @@ class WorldCollector(Collector):
         kinds: Tally[str] = Tally()
         # Scrapes run on the HTTP server's thread: list() copies the views in one step under
         # the GIL, so the event loop cannot resize them mid-iteration.
-        statuses = [k.status for k in list(self.world.services.values())]
-        statuses += [k.status for k in list(self.world.environments.values())]
+        statuses = [k.status for k in list(world.services.values())]
+        statuses += [k.status for k in list(world.environments.values())]
         for status in statuses:
             for env in (status.get("environments") or {}).values():
                 held += any(
@@ -79,17 +79,17 @@ class WorldCollector(Collector):
                     for c in env.get("conditions") or []
                 )
             for entry in status.get("inventory") or []:
-                kinds[inventory.kind_of(entry)] += 1
+                kinds[inventory.type_of(entry)[1]] += 1
         blocked.add_metric([], held)
         for kind, count in sorted(kinds.items()):
             objects.add_metric([kind], count)
         yield blocked
         yield objects
-        yield self._costs()
-        yield from self._service_environments()
-        yield self._database_servers()
+        yield self._costs(world)
+        yield from self._service_environments(world)
+        yield self._database_servers(world)
 
-    def _service_environments(self) -> Iterator[GaugeMetricFamily]:
+    def _service_environments(self, world: World) -> Iterator[GaugeMetricFamily]:
         """Timestamps from each service's status per environment: since when a gate holds its
         promotion (the PromotionBlocked condition's transition), and its newest verified backup."""
         blocked = GaugeMetricFamily(
@@ -107,8 +107,8 @@ class WorldCollector(Collector):
             "How old a service's newest verified backup may be: two of the environment's schedules",
             labels=["service", "environment"],
         )
-        environments = self.world.valid_environments()
-        for service, known in sorted(self.world.services.items()):
+        environments = world.valid_environments()
+        for service, known in sorted(world.services.items()):
             for env, status in sorted((known.status.get("environments") or {}).items()):
                 if status.get("backup") and env in environments:
                     with contextlib.suppress(CronError):
@@ -127,24 +127,24 @@ class WorldCollector(Collector):
         yield verified
         yield allowed
 
-    def _database_servers(self) -> GaugeMetricFamily:
+    def _database_servers(self, world: World) -> GaugeMetricFamily:
         servers = GaugeMetricFamily(
             "bandsy_database_server_up",
             "Whether a database server an environment names answered the operator last time (1)",
             labels=["backend", "server"],
         )
-        for key, up in self.world.database_servers().items():
+        for key, up in world.database_servers().items():
             backend, _, server = key.partition("|")
             servers.add_metric([backend, server], 1.0 if up else 0.0)
         return servers
 
-    def _costs(self) -> GaugeMetricFamily:
+    def _costs(self, world: World) -> GaugeMetricFamily:
         costs = GaugeMetricFamily(
             "bandsy_environment_cost_monthly",
             "An environment's projected monthly cost (status.cost.monthly, SPEC §12)",
             labels=["environment"],
         )
-        for name, known in sorted(self.world.environments.items()):
+        for name, known in sorted(world.environments.items()):
             monthly = (known.status.get("cost") or {}).get("monthly")
             if monthly is not None:
                 costs.add_metric([name], float(monthly))

@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
+from bandsy_operator.backends import scram
 from bandsy_operator.backends.scram import scram_sha256_verifier, verifier_matches
 from bandsy_operator.builders.inputs import DatabasePeer, ServiceInputs
 from bandsy_operator.builders.meta import content_hash
@@ -324,6 +325,21 @@ def test_scram_verifier_matches_only_its_password() -> None:
     changed = scram_sha256_verifier("changed-by-hand")
     assert not verifier_matches("correct-horse", changed)
     assert verifier_matches("changed-by-hand", changed)
+
+
+def test_a_verifier_made_here_is_known_to_match_without_the_rounds(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The role just created with it is checked by the next reconcile: no PBKDF2 again."""
+    verifier = scram_sha256_verifier("fresh-horse")
+
+    def recomputed(password: str, verifier: str) -> bool:
+        raise AssertionError("PBKDF2 rounds run again for a verifier made here")
+
+    monkeypatch.setattr(scram, "_compute_match", recomputed)
+    assert verifier_matches("fresh-horse", verifier)
+    with pytest.raises(AssertionError, match="rounds run again"):
+        verifier_matches("other-horse", verifier)
 
 
 def test_service_inputs_skip_a_dependency_deleted_since_validation() -> None:

@@ -11,6 +11,6 @@ def test_an_entry_round_trips_and_tells_its_kind() -> None:
     (entry,) = inventory.serialize({"develop": [ref]})
     assert entry == "develop|apps/v1|Deployment|develop|web"
     assert inventory.parse([entry]) == {"develop": frozenset({ref})}
-    assert inventory.kind_of(entry) == "Deployment"
+    assert inventory.type_of(entry) == ("apps/v1", "Deployment")
     cluster_scoped = inventory.serialize({"develop": [ObjectRef("v1", "Namespace", "", "dev")]})
-    assert inventory.kind_of(cluster_scoped[0]) == "Namespace"
+    assert inventory.type_of(cluster_scoped[0]) == ("v1", "Namespace")

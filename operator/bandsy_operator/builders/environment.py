@@ -42,16 +42,21 @@ def build_namespace(env: Environment) -> Manifest:
     }
 
 
+def _meta(env: Environment, name: str) -> dict[str, Any]:
+    """Metadata of an object the environment owns in its namespace."""
+    return object_meta(
+        name,
+        environment_labels(env.name),
+        owner_reference(ENVIRONMENT_KIND, env.meta),
+        namespace=env.namespace,
+    )
+
+
 def _policy(env: Environment, name: str, spec: dict[str, Any]) -> Manifest:
     return {
         "apiVersion": "networking.k8s.io/v1",
         "kind": "NetworkPolicy",
-        "metadata": object_meta(
-            name,
-            environment_labels(env.name),
-            owner_reference(ENVIRONMENT_KIND, env.meta),
-            namespace=env.namespace,
-        ),
+        "metadata": _meta(env, name),
         "spec": spec,
     }
 
@@ -119,12 +124,7 @@ def build_quota(env: Environment) -> Manifest | None:
     return {
         "apiVersion": "v1",
         "kind": "ResourceQuota",
-        "metadata": object_meta(
-            naming.QUOTA,
-            environment_labels(env.name),
-            owner_reference(ENVIRONMENT_KIND, env.meta),
-            namespace=env.namespace,
-        ),
+        "metadata": _meta(env, naming.QUOTA),
         "spec": {"hard": {key: str(value) for key, value in sorted(env.spec.quota.items())}},
     }
 
@@ -144,12 +144,7 @@ def build_limit_range(env: Environment) -> Manifest | None:
     return {
         "apiVersion": "v1",
         "kind": "LimitRange",
-        "metadata": object_meta(
-            naming.LIMIT_RANGE,
-            environment_labels(env.name),
-            owner_reference(ENVIRONMENT_KIND, env.meta),
-            namespace=env.namespace,
-        ),
+        "metadata": _meta(env, naming.LIMIT_RANGE),
         "spec": {"limits": [limit]},
     }
 
@@ -161,12 +156,7 @@ def _binding(
     return {
         "apiVersion": "rbac.authorization.k8s.io/v1",
         "kind": "RoleBinding",
-        "metadata": object_meta(
-            name,
-            environment_labels(env.name),
-            owner_reference(ENVIRONMENT_KIND, env.meta),
-            namespace=env.namespace,
-        ),
+        "metadata": _meta(env, name),
         "roleRef": {
             "apiGroup": "rbac.authorization.k8s.io",
             "kind": "ClusterRole",
@@ -223,12 +213,7 @@ def build_backup_storage_secret(env: Environment, values: Mapping[str, str]) -> 
         "apiVersion": "v1",
         "kind": "Secret",
         "type": "Opaque",
-        "metadata": object_meta(
-            naming.BACKUP_STORAGE_SECRET,
-            environment_labels(env.name),
-            owner_reference(ENVIRONMENT_KIND, env.meta),
-            namespace=env.namespace,
-        ),
+        "metadata": _meta(env, naming.BACKUP_STORAGE_SECRET),
         "data": {
             key: base64.b64encode(value.encode()).decode() for key, value in sorted(values.items())
         },
