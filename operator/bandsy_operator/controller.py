@@ -18,10 +18,8 @@ from typing import Any, Literal
 
 from . import inventory, served
 from .apply import Applier
-from .backends import Backend
-from .backends.mongo import MongoBackend
+from .backends import Backend, Backends
 from .backends.postgres import PostgresBackend
-from .backends.redis import RedisBackend
 from .builders.environment import rbac_subject
 from .constants import (
     ACTIONABLE_ANNOTATIONS,
@@ -115,11 +113,13 @@ class Controller:
         )
         applier = Applier(api, concurrency=settings.workers)
         recorder = EventRecorder(api)
-        self.backends: dict[str, Backend] = {
-            "postgres": PostgresBackend(pool_size=settings.workers),
-            "redis": RedisBackend(),
-            "mongo": MongoBackend(),
-        }
+        self.backends = Backends(
+            {
+                "postgres": lambda: PostgresBackend(pool_size=settings.workers),
+                "redis": _redis_backend,
+                "mongo": _mongo_backend,
+            }
+        )
         self.store = CredentialStore(api, settings.operator_namespace)
         databases = DatabaseReconciler(api, self.store, self.backends, concurrency=settings.workers)
         self.environments = EnvironmentReconciler(api, applier, recorder, self.world, databases)
@@ -171,7 +171,7 @@ class Controller:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         self.api.listing.clear()
-        await asyncio.gather(*(b.close() for b in self.backends.values()))
+        await asyncio.gather(*(b.close() for b in self.backends.made()))
 
     async def _job_image(self) -> str | None:
         """The image backup Jobs run: the operator's own (it has pg_dump), as its pod names it;
@@ -490,6 +490,18 @@ class Controller:
             # Not observed: the deletion event may already have made the world forget it.
             await self.api.set_finalizers(key.kind, meta, [f for f in finalizers if f != FINALIZER])
         return True
+
+
+def _redis_backend() -> Backend:
+    from .backends.redis import RedisBackend  # its driver loads on first use
+
+    return RedisBackend()
+
+
+def _mongo_backend() -> Backend:
+    from .backends.mongo import MongoBackend  # its driver loads on first use
+
+    return MongoBackend()
 
 
 def _environments(known: Known[Any] | None) -> set[str]:

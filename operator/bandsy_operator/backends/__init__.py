@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -97,3 +97,27 @@ class Backend(Protocol):
     async def close(self) -> None:
         """Release pooled connections (the operator is stopping)."""
         ...
+
+
+class Backends(Mapping[str, Backend]):
+    """The backends by name, each made (and its driver imported) when first used: an operator
+    whose services use no Redis or MongoDB never loads those drivers (12 MiB of its memory)."""
+
+    def __init__(self, factories: Mapping[str, Callable[[], Backend]]) -> None:
+        self._factories = dict(factories)
+        self._made: dict[str, Backend] = {}
+
+    def __getitem__(self, name: str) -> Backend:
+        if name not in self._made:
+            self._made[name] = self._factories[name]()
+        return self._made[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._factories)
+
+    def __len__(self) -> int:
+        return len(self._factories)
+
+    def made(self) -> list[Backend]:
+        """Those in use: the only ones with connections to close."""
+        return list(self._made.values())
