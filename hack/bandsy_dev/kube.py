@@ -41,13 +41,19 @@ OPERATOR_USER = "system:serviceaccount:bandsy-system:bandsy-operator"
 AUDITED_VERBS = ("create", "update", "patch", "delete", "deletecollection")
 # Who wrote what and when, as the API server saw it (metadata only: no bodies, no secrets),
 # once a request completed: the high-availability tests prove from it that two replicas never
-# wrote at once (each process has a token of its own: user.extra names its credential).
+# wrote at once (each process has a token of its own: user.extra names its credential). Anyone's
+# deletion of a Job or CronJob too: the node tests show who took a Job away when one goes missing.
 AUDIT_POLICY = {
     "apiVersion": "audit.k8s.io/v1",
     "kind": "Policy",
     "omitStages": ["RequestReceived", "ResponseStarted", "Panic"],
     "rules": [
         {"level": "Metadata", "users": [OPERATOR_USER], "verbs": list(AUDITED_VERBS)},
+        {
+            "level": "Metadata",
+            "verbs": ["delete", "deletecollection"],
+            "resources": [{"group": "batch", "resources": ["jobs", "cronjobs"]}],
+        },
         {"level": "None"},
     ],
 }

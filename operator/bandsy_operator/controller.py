@@ -184,8 +184,11 @@ class Controller:
         containers = ((pod or {}).get("spec") or {}).get("containers") or []
         image = next((c.get("image") for c in containers if c.get("name") == "operator"), None)
         if image is None:
+            why = "not found (deleted?)" if pod is None else "without a container 'operator'"
             log.warning(
-                "no container 'operator' in pod %s: backups cannot run", self.settings.pod_name
+                "pod %s %s: the backup and mirror CronJobs that exist are kept as they are",
+                self.settings.pod_name,
+                why,
             )
         return str(image) if image else None
 

@@ -40,6 +40,8 @@ pytestmark = [pytest.mark.integration, pytest.mark.asyncio(loop_scope="session")
 
 RUN = uuid.uuid4().hex[:4]
 ENVIRONMENT = f"ha-{RUN}"
+# A SIGTERMed leader's last reconciles end, then it hands over and exits.
+SIGTERM_EXIT_SECONDS = 10.0
 
 
 def say(config: pytest.Config, line: str) -> None:
@@ -154,6 +156,13 @@ async def test_sigterm_hands_over_at_once(
     signal_group(a.process.pid, signal.SIGTERM)  # as the kubelet sends it
     seconds = await takeover(kube, b, signalled, timeout=SIGTERM_TAKEOVER_SECONDS)
     say(pytestconfig, f"SIGTERM: the standby held the Lease {seconds:.2f} s after the signal")
+
+    async def ended() -> bool:
+        return not a.process.running()
+
+    # Gone too, well within a pod's grace period: the kubelet need not SIGKILL it.
+    await eventually(ended, timeout=SIGTERM_EXIT_SECONDS, interval=0.05)
+    say(pytestconfig, f"SIGTERM: the old leader ended {time.monotonic() - signalled:.2f} s after")
     await eventually(lambda: reconciling(b), timeout=30)
 
     deploy(kubectl, name, "v2")

@@ -137,17 +137,18 @@ async def _gone(kube: KubeApi, ref: ObjectRef) -> bool:
     return await kube.get(ref) is None
 
 
-async def test_backup_outcomes_reach_the_status(
-    kube: KubeApi, kubectl: KubectlRunner, servers: dict[str, str], operator: OperatorProcess
-) -> None:
-    env, name = f"bk-{uid()}", f"bk-{uid()}"
-    keys = {"AWS_ACCESS_KEY_ID": "id", "AWS_SECRET_ACCESS_KEY": "not-a-real-secret-1234"}
+S3_KEYS = {"AWS_ACCESS_KEY_ID": "id", "AWS_SECRET_ACCESS_KEY": "not-a-real-secret-1234"}
+
+
+def backed_up_environment(kubectl: KubectlRunner, servers: dict[str, str], env: str) -> None:
+    """``env`` on the session's PostgreSQL, backed up to its S3 API; the CA Secret it names,
+    ``<env>-ca``, is the test's to make."""
     kubectl.apply(
         {
             "apiVersion": "v1",
             "kind": "Secret",
             "metadata": {"name": f"{env}-s3", "namespace": "default"},
-            "stringData": keys,
+            "stringData": S3_KEYS,
         },
         {
             "apiVersion": "v1",
@@ -166,7 +167,7 @@ async def test_backup_outcomes_reach_the_status(
                 "endpoint": servers["BANDSY_S3_ENDPOINT"],
                 "bucket": "bandsy-backups",
                 "credentialsSecretRef": {"namespace": "default", "name": f"{env}-s3"},
-                "caSecretRef": {"namespace": "default", "name": f"{env}-missing-ca"},
+                "caSecretRef": {"namespace": "default", "name": f"{env}-ca"},
             }
         },
     }
@@ -179,6 +180,24 @@ async def test_backup_outcomes_reach_the_status(
         environment_body(env, postgres=postgres, backups=backups, deletionPolicy="Delete")
     )
 
+
+def ca_secret(env: str) -> dict[str, Any]:
+    ca = "-----BEGIN CERTIFICATE-----\nnot checked here\n-----END CERTIFICATE-----\n"
+    return {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": {"name": f"{env}-ca", "namespace": "default"},
+        "stringData": {"ca.crt": ca},
+    }
+
+
+async def test_backup_outcomes_reach_the_status(
+    kube: KubeApi, kubectl: KubectlRunner, servers: dict[str, str], operator: OperatorProcess
+) -> None:
+    env, name = f"bk-{uid()}", f"bk-{uid()}"
+    keys = S3_KEYS
+    backed_up_environment(kubectl, servers, env)
+
     async def environment_condition(reason: str) -> bool:
         found = await kube.get(ObjectRef(BANDSY, "BandsyEnvironment", "", env))
         conditions = ((found or {}).get("status") or {}).get("conditions") or []
@@ -188,21 +207,13 @@ async def test_backup_outcomes_reach_the_status(
 
     # The CA Secret it names is missing: said so, and nothing is copied.
     await eventually(lambda: environment_condition("BackupStorageSecretMissing"))
-    ca = "-----BEGIN CERTIFICATE-----\nnot checked here\n-----END CERTIFICATE-----\n"
-    kubectl.apply(
-        {
-            "apiVersion": "v1",
-            "kind": "Secret",
-            "metadata": {"name": f"{env}-missing-ca", "namespace": "default"},
-            "stringData": {"ca.crt": ca},
-        }
-    )
+    kubectl.apply(ca_secret(env))
     kubectl("annotate", "benv", env, f"test/touch={uid()}")  # Secrets are not watched
     await eventually(lambda: environment_condition("BackupStorageReady"))
     copied = await kube.get(ObjectRef("v1", "Secret", env, naming.BACKUP_STORAGE_SECRET))
     assert copied is not None
     decoded = {k: base64.b64decode(v).decode() for k, v in copied["data"].items()}
-    assert decoded == {**keys, "ca.crt": ca}
+    assert decoded == {**keys, "ca.crt": ca_secret(env)["stringData"]["ca.crt"]}
 
     kubectl.apply(service_body(name, tags(**{env: "v1"}), postgres={"enabled": True}))
     cronjob_ref = ObjectRef("batch/v1", "CronJob", env, naming.backup_cronjob(name))
@@ -254,5 +265,43 @@ async def test_backup_outcomes_reach_the_status(
     top = condition(obj["status"], "BackupReady")
     assert (top.get("status"), top.get("reason")) == ("False", "BackupFailed")
     assert keys["AWS_SECRET_ACCESS_KEY"] not in json.dumps(obj)
+    kubectl("delete", "bsvc", name, "--wait=true", "--timeout=60s")
+    kubectl("delete", "benv", env, "--wait=true", "--timeout=60s")
+
+
+async def test_an_operator_that_does_not_know_its_image_keeps_the_backup_cronjob(
+    kube: KubeApi, kubectl: KubectlRunner, servers: dict[str, str], operator: OperatorProcess
+) -> None:
+    """The image runs the backups: an operator that cannot tell it (its own pod already gone,
+    say, as a standby's that takes the Lease while its pod is deleted) says so and deletes
+    nothing, neither the CronJob nor, with it, the Jobs whose outcomes it has not taken in."""
+    env, name = f"bki-{uid()}", f"bki-{uid()}"
+    kubectl.apply(ca_secret(env))
+    backed_up_environment(kubectl, servers, env)
+    kubectl.apply(service_body(name, tags(**{env: "v1"}), postgres={"enabled": True}))
+    cronjob_ref = ObjectRef("batch/v1", "CronJob", env, naming.backup_cronjob(name))
+    policy_ref = ObjectRef("networking.k8s.io/v1", "NetworkPolicy", env, naming.backup_policy(name))
+    cronjob = await eventually(lambda: kube.get(cronjob_ref))
+    assert cronjob is not None
+
+    image = operator.env.pop("BANDSY_JOB_IMAGE")
+    operator.stop()
+    operator.start()
+    try:
+
+        async def image_unknown() -> bool:
+            ready = condition(await env_status(kube, name, env), "BackupReady")
+            assert ready.get("reason") == "BackupImageUnknown", ready
+            return True
+
+        await eventually(image_unknown)
+        kept = await kube.get(cronjob_ref)
+        assert kept is not None
+        assert kept["metadata"]["uid"] == cronjob["metadata"]["uid"]
+        assert await kube.get(policy_ref) is not None
+    finally:
+        operator.stop()
+        operator.env["BANDSY_JOB_IMAGE"] = image
+        operator.start()
     kubectl("delete", "bsvc", name, "--wait=true", "--timeout=60s")
     kubectl("delete", "benv", env, "--wait=true", "--timeout=60s")

@@ -56,6 +56,7 @@ EXTRA_TAGS = (
     "release-1.7.4",
 )
 MISSING_TAG = "develop-0000000"  # never imported: nothing can pull it
+OPERATOR_PODS = "app.kubernetes.io/name=bandsy-operator"
 
 
 @dataclass
@@ -96,6 +97,28 @@ class Cluster:
         assert ips, f"no Ready pod of {service} in {namespace}"
         return ips
 
+    def evidence(self) -> str:
+        """Every Job and pod, and the operator replicas' recent log (tests/node/conftest.py)."""
+        shown = []
+        for args in (
+            ("get", "cronjobs,jobs", "-A", "-o", "wide"),
+            ("get", "pods", "-A", "-o", "wide"),
+            ("-n", "bandsy-system", "logs", "-l", OPERATOR_PODS, "--prefix", "--tail=150"),
+        ):
+            done = self.kubectl(*args, check=False)
+            shown.append(f"$ kubectl {' '.join(args)}\n{done.stdout}{done.stderr}")
+        shown.append("Jobs and CronJobs deleted (the API server's audit log):")
+        for line in self.env.kube.audit_log.read_text().splitlines():
+            event = json.loads(line)
+            ref = event.get("objectRef") or {}
+            if event["verb"].startswith("delete") and ref.get("resource") in ("jobs", "cronjobs"):
+                who = event["user"]["username"]
+                at = event["requestReceivedTimestamp"]
+                shown.append(
+                    f"{at} {who} {ref['resource']} {ref.get('namespace')}/{ref.get('name')}"
+                )
+        return "\n".join(shown)
+
 
 def eventually(probe: Callable[[], T], timeout: float, what: str, interval: float = 0.5) -> T:
     """``probe``'s first truthy result; an AssertionError meanwhile is retried."""
@@ -134,7 +157,8 @@ def environment_condition(obj: Any, env: str, type_: str) -> dict[str, Any]:
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     assert os.geteuid() == 0, "the node tests need root (bridge, firewall, mounts, cgroups)"
-    env = LocalEnvironment(tmp_path_factory.mktemp("operator-node"), with_node=True)
+    # The audit log tells who wrote what (Cluster.evidence).
+    env = LocalEnvironment(tmp_path_factory.mktemp("operator-node"), with_node=True, audit=True)
     try:
         env.start()
         node = env.node
@@ -185,9 +209,7 @@ def test_the_operator_runs_in_cluster_from_its_image(cluster: Cluster) -> None:
     deployment = cluster.json("-n", "bandsy-system", "get", "deploy", "bandsy-operator")
     # Its probes pass, the leader's and the standby's.
     assert deployment["status"].get("readyReplicas") == deployment["spec"]["replicas"] == 2
-    pod = cluster.json(
-        "-n", "bandsy-system", "get", "pods", "-l", "app.kubernetes.io/name=bandsy-operator"
-    )["items"][0]
+    pod = cluster.json("-n", "bandsy-system", "get", "pods", "-l", OPERATOR_PODS)["items"][0]
     container = pod["spec"]["containers"][0]
     assert container["image"] == "localhost/bandsy/operator:dev"
     assert container["securityContext"]["readOnlyRootFilesystem"] is True
@@ -571,7 +593,7 @@ def kill_operator(cluster: Cluster) -> None:
         "delete",
         "pod",
         "-l",
-        "app.kubernetes.io/name=bandsy-operator",
+        OPERATOR_PODS,
         "--grace-period=0",
         "--force",
     )
@@ -607,7 +629,7 @@ def test_an_operator_killed_during_a_migration_neither_repeats_nor_loses_it(
         "--for=delete",
         "pod",
         "-l",
-        "app.kubernetes.io/name=bandsy-operator",
+        OPERATOR_PODS,
         "--timeout=60s",
     )
     cluster.kubectl(

@@ -160,9 +160,11 @@ class EnvironmentPlan:
     listener: Manifest | None = None
     # (reason, message): why the service, let out here, is not reachable from outside.
     unreachable: tuple[str, str] | None = None
+    # Objects of ours that this build could not make but that must not be pruned.
+    kept: frozenset[ObjectRef] = frozenset()
 
     def refs(self) -> frozenset[ObjectRef]:
-        refs = {ObjectRef.of(obj) for obj in self.objects}
+        refs = {ObjectRef.of(obj) for obj in self.objects} | self.kept
         if self.listener is not None:
             refs.add(listener_ref(self.listener))
         return frozenset(refs)
@@ -346,6 +348,20 @@ def service_inputs(
         egress_addresses=egress_addresses or {},
         kinds=kinds or ServedKinds(),
     )
+
+
+def job_runners(namespace: str, service: str, *, mirrors: bool) -> frozenset[ObjectRef]:
+    """The CronJobs a service's backups (and mirror) run from, with their pods' policy: what
+    ``build_backup_objects`` makes when the operator knows its image."""
+    refs = {
+        ObjectRef("batch/v1", "CronJob", namespace, naming.backup_cronjob(service)),
+        ObjectRef(
+            "networking.k8s.io/v1", "NetworkPolicy", namespace, naming.backup_policy(service)
+        ),
+    }
+    if mirrors:
+        refs.add(ObjectRef("batch/v1", "CronJob", namespace, naming.mirror_cronjob(service)))
+    return frozenset(refs)
 
 
 def backup_plan(
@@ -789,6 +805,12 @@ class ServiceReconciler:
             kinds=self.kinds,
         )
         plan.objects = build_service_objects(plan.inputs, random_secret)
+        if self.job_image is None and env.spec.backups is not None and postgres is not None:
+            # Not knowing the image they run (its own pod not found: being deleted, say), the
+            # operator cannot build the backup and mirror CronJobs. Those that exist stay, and
+            # with them their Jobs: pruning a CronJob deletes its Jobs, outcomes not yet taken in.
+            runs = job_runners(env.namespace, service.name, mirrors=plan.mirror.runs)
+            plan.kept = runs & applied_before
         plan.listener = build_listener(plan.inputs)
         plan.unreachable = exposure_problem(plan.inputs)
         if plan.listener is not None and not await self.listeners.gateway_exists(
