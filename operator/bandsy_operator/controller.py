@@ -171,7 +171,7 @@ class Controller:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         self.api.listing.clear()
-        await asyncio.gather(*(b.close() for b in self.backends.made()))
+        await self.backends.close()
 
     async def _job_image(self) -> str | None:
         """The image backup Jobs run: the operator's own (it has pg_dump), as its pod names it;

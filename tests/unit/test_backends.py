@@ -11,6 +11,9 @@ from bandsy_operator.backends import Account, Backend, Backends, Server
 class Made:
     name = "made"
 
+    def __init__(self) -> None:
+        self.closed = False
+
     async def ensure(self, server: Server, account: Account, password: str) -> list[str]:
         return []
 
@@ -21,27 +24,30 @@ class Made:
         return None
 
     async def close(self) -> None:
-        return None
+        self.closed = True
 
 
-def test_a_backend_is_made_once_and_only_when_used() -> None:
+async def test_a_backend_is_made_once_and_only_when_used() -> None:
     calls: list[str] = []
+    made: list[Made] = []
 
     def factory(name: str) -> Backend:
         calls.append(name)
-        return Made()
+        made.append(Made())
+        return made[-1]
 
     backends = Backends(
         {"postgres": lambda: factory("postgres"), "redis": lambda: factory("redis")}
     )
     assert sorted(backends) == ["postgres", "redis"]
     assert len(backends) == 2
-    assert backends.made() == []
     assert calls == []
     first = backends["redis"]
     assert backends["redis"] is first
     assert calls == ["redis"]
-    assert backends.made() == [first]
+    await backends.close()  # closes the one made, and makes no other to close it
+    assert calls == ["redis"]
+    assert [backend.closed for backend in made] == [True]
 
 
 def test_the_operator_starts_without_the_redis_and_mongodb_drivers() -> None:

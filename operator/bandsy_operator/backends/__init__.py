@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Protocol
@@ -118,6 +119,6 @@ class Backends(Mapping[str, Backend]):
     def __len__(self) -> int:
         return len(self._factories)
 
-    def made(self) -> list[Backend]:
-        """Those in use: the only ones with connections to close."""
-        return list(self._made.values())
+    async def close(self) -> None:
+        """Close those made: the others hold no connection (and were never imported)."""
+        await asyncio.gather(*(backend.close() for backend in self._made.values()))
