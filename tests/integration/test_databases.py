@@ -6,8 +6,11 @@ The PostgreSQL tests run twice: with a superuser admin, and with a least-privile
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import secrets
 import uuid
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -22,7 +25,8 @@ from redis.exceptions import NoPermissionError
 from bandsy_dev.local_env import LocalEnvironment, postgres_admin_args
 from bandsy_operator.backends.scram import scram_sha256_verifier
 from bandsy_operator.constants import CONFIG_HASH_ANNOTATION
-from bandsy_operator.kube import KubeApi, ObjectRef
+from bandsy_operator.kube import BandsyServiceResource, KubeApi, ObjectRef
+from bandsy_operator.reconcile.databases import DATABASE_READY
 from conftest import KubectlRunner, OperatorProcess
 from factories import environment_body, service_body, tags
 from recorded_events import events_about
@@ -471,6 +475,66 @@ async def test_drift_is_repaired(
     # The Events follow the repairs; a login can win that race.
     await eventually(lambda: drift_reported(kube, name, "reset password", "reset attributes"))
     await eventually(lambda: drift_reported(kube, name, "created role"))
+
+
+@contextlib.asynccontextmanager
+async def statuses_written(kube: KubeApi, name: str) -> AsyncIterator[list[dict[str, Any]]]:
+    """Every status the service ``name`` has while the block runs, from a watch that starts
+    before the block (at the version of an object written just now)."""
+    marker = await kube.create(
+        {
+            "apiVersion": "v1",
+            "kind": "ConfigMap",
+            "metadata": {"name": f"watch-{uid()}", "namespace": "default"},
+        }
+    )
+    seen: list[dict[str, Any]] = []
+
+    async def watch() -> None:
+        async for _, obj in kube.client.watch(
+            BandsyServiceResource,
+            fields={"metadata.name": name},
+            resource_version=marker["metadata"]["resourceVersion"],
+        ):
+            status = obj.to_dict().get("status") or {}  # type: ignore[no-untyped-call]
+            if not seen or seen[-1] != status:
+                seen.append(status)
+
+    task = asyncio.create_task(watch())
+    try:
+        yield seen
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        await kube.delete(ObjectRef.of(marker))
+
+
+async def test_new_accounts_and_objects_are_recorded_in_one_write_before_they_exist(
+    kube: KubeApi, kubectl: KubectlRunner, pg_env: str
+) -> None:
+    """A crash leaves no role nor object that no status names, and that costs one status write
+    of a new service: its accounts and its inventory are recorded together."""
+    name = f"rec-{uid()}"
+    async with statuses_written(kube, name) as seen:
+        kubectl.apply(service_body(name, tags(**{pg_env: "v1"}), postgres={"enabled": True}))
+
+        async def database_ready() -> bool:
+            condition = env_condition(await bsvc(kube, name), pg_env, DATABASE_READY)
+            assert condition.get("status") == "True", condition
+            return True
+
+        await eventually(database_ready)
+    recording = [s for s in seen if s.get("databases")]
+    assert recording, seen
+    first = recording[0]
+    # Before any server or object learned of them: no condition, no environment status yet.
+    assert "environments" not in first, first
+    assert [a.split("|")[:2] for a in first["databases"]] == [[pg_env, "postgres"]]
+    assert f"{pg_env}|apps/v1|Deployment|{pg_env}|{name}" in first["inventory"], first
+    assert f"{pg_env}|v1|Secret|{pg_env}|{name}-postgres" in first["inventory"], first
+    assert all("inventory" in s for s in recording), recording
+    kubectl("delete", "bsvc", name, "--wait=true", "--timeout=60s")
 
 
 async def test_database_outage_is_reported_and_recovers(

@@ -29,6 +29,7 @@ from bandsy_dev.local_env import postgres_admin_args
 from bandsy_operator import naming
 from bandsy_operator.constants import RESTORED_ANNOTATION
 from bandsy_operator.kube import KubeApi, ObjectRef
+from bandsy_operator.restores import RestoreRequest, annotation_key
 from conftest import KubectlRunner, OperatorProcess
 from factories import environment_body, service_body, tags
 from waiting import eventually
@@ -213,6 +214,7 @@ class Restorable:
 
     env: str
     name: str
+    environment: dict[str, Any]  # as applied
     creds: dict[str, str]  # its projection
     backup: dict[str, Any]  # the backup Job's outcome
     work: Path
@@ -234,9 +236,8 @@ async def restorable(
     bucket = f"bandsy-{env}"
     backups = storage_for(kubectl, servers, bucket)
     postgres = postgres_for(servers, bucket)
-    kubectl.apply(
-        environment_body(env, postgres=postgres, backups=backups, deletionPolicy="Delete")
-    )
+    environment = environment_body(env, postgres=postgres, backups=backups, deletionPolicy="Delete")
+    kubectl.apply(environment)
     kubectl.apply(
         service_body(
             name, tags(**{env: "v1"}), postgres={"enabled": True, "reclaimPolicy": "Delete"}
@@ -252,7 +253,9 @@ async def restorable(
     ca_file = servers["BANDSY_S3_CA_FILE"]
     backed_up = await back_up_here(kube, env, name, tmp_path, ca_file, f"{name}-backup-1")
 
-    yield Restorable(env, name, creds, backed_up, tmp_path, servers["BANDSY_S3_CA_FILE"])
+    yield Restorable(
+        env, name, environment, creds, backed_up, tmp_path, servers["BANDSY_S3_CA_FILE"]
+    )
     kubectl("delete", "bsvc", name, "--wait=true", "--timeout=60s")
     kubectl("delete", "benv", env, "--wait=true", "--timeout=60s")
 
@@ -334,6 +337,46 @@ async def test_a_restore_brings_back_the_backup_and_keeps_the_replaced_data_unti
         await service_sql({**creds, "PGDATABASE": previous}, "select 1")
     # The pods do not restart for a cleanup.
     await pods_restart()
+
+
+async def test_a_restore_asked_for_with_its_environment_runs_once_the_account_exists(
+    kube: KubeApi, kubectl: KubectlRunner, restorable: Restorable
+) -> None:
+    """The service enters an environment, asking at once for a restore there: its account
+    there is new, so its server learns it only after the status records it; the restore,
+    which works on that server, waits for that and then runs."""
+    env, name = f"rs2-{uid()}", restorable.name
+    spec = restorable.environment["spec"]
+    # A role of its own there, as new as the database.
+    postgres = {**spec["postgres"], "userTemplate": "{service}-{env}"}
+    kubectl.apply(
+        environment_body(env, postgres=postgres, backups=spec["backups"], deletionPolicy="Delete")
+    )
+    body = service_body(
+        name,
+        tags(**{restorable.env: "v1", env: "v1"}),
+        postgres={"enabled": True, "reclaimPolicy": "Delete"},
+    )
+    request = RestoreRequest(f"{uid()}-0001", restorable.env)
+    body["metadata"]["annotations"] = {annotation_key(env): request.to_annotation()}
+    kubectl.apply(body)
+
+    restore_job = await requested(kube, name, env)
+    restored = await restorable.run(kube, restore_job)
+    assert restored["restored"] is True, restored
+
+    async def swapped() -> dict[str, Any]:
+        found = await restore_record(kube, name, env)
+        assert found.get("phase") == "Restored", found
+        return found
+
+    await eventually(swapped)
+    creds = await projection(kube, env, name)
+    rows = await service_sql(creds, "select count(*) as n from notes")
+    assert rows[0]["n"] == 300
+    del body["spec"]["environments"][env]
+    kubectl.apply(body)
+    kubectl("delete", "benv", env, "--wait=true", "--timeout=60s")
 
 
 async def test_a_restore_that_fails_or_is_refused_changes_nothing(

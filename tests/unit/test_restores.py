@@ -322,6 +322,21 @@ async def test_restore_requests_the_operator_refuses_or_has_done() -> None:
     assert "nothing to clean up" in nothing.record["message"]
 
 
+def test_a_restore_for_an_account_not_recorded_yet_waits_and_changes_nothing() -> None:
+    env = environment("develop", backups=BACKUPS)
+    done = {"id": "r0", "phase": "Restored", "restoredId": "r0"}
+    quiet = RestoreRunner.deferred(_requesting(None), env, done)
+    assert (quiet.record, quiet.marker, quiet.start, quiet.deferred) == (done, "r0", None, False)
+    asked = RestoreRequest("r1", "develop", "latest").to_annotation()
+    waiting = RestoreRunner.deferred(_requesting(asked), env, None)
+    assert (waiting.record, waiting.marker, waiting.start, waiting.deferred) == (
+        None,
+        None,
+        None,
+        True,
+    )
+
+
 def test_what_a_job_wrote_as_it_ended() -> None:
     assert job_outcome(None) == {}
     assert job_outcome('{"restored": true}') == {"restored": True}

@@ -5,8 +5,14 @@ from typing import Any
 import pytest
 
 from bandsy_operator import naming
+from bandsy_operator.backends import Account, ServerUnreachableError
 from bandsy_operator.models import Environment
-from bandsy_operator.reconcile.databases import AccountRef, DatabaseReconciler
+from bandsy_operator.reconcile.databases import (
+    AccountRef,
+    DatabaseReconciler,
+    DatabaseResult,
+    PendingAccount,
+)
 from bandsy_operator.validation import (
     environment_problems,
     exposure_refused,
@@ -170,3 +176,20 @@ def test_a_quota_on_what_no_default_covers_refuses_pods(
 ) -> None:
     env = environment("production", quota=quota, defaults=defaults)
     assert quota_without_defaults(env) == uncovered
+
+
+def test_database_ready_is_said_once_every_server_was_asked() -> None:
+    ref = AccountRef("develop", "postgres", "10.99.0.1:5432", "api-user", "api-develop")
+    result = DatabaseResult(accounts=[ref])
+    result.pending = [PendingAccount(ref, Account("api-user", database="api-develop"), "pw")]
+    assert result.condition is None  # credentials only: no server asked yet
+    assert "pw" not in repr(result.pending)
+    result.pending = []
+    assert result.condition is not None
+    assert (result.condition.status, result.condition.reason) == ("True", "DatabaseReady")
+    assert not result.retry
+    result.failures.append(ServerUnreachableError("10.99.0.1:5432 did not answer"))
+    assert result.condition is not None
+    assert (result.condition.status, result.condition.reason) == ("False", "DatabaseUnreachable")
+    assert result.retry
+    assert DatabaseResult().condition is None

@@ -96,17 +96,50 @@ class AccountRef:
         return cls(env, backend, server, user, scope)
 
 
+@dataclass(frozen=True)
+class PendingAccount:
+    """An account whose server has not been asked yet to match it."""
+
+    ref: AccountRef
+    account: Account
+    password: str = field(repr=False)
+
+
 @dataclass
 class DatabaseResult:
     credentials: dict[str, dict[str, str]] = field(default_factory=dict)
     peers: list[DatabasePeer] = field(default_factory=list)
     accounts: list[AccountRef] = field(default_factory=list)
-    condition: ConditionUpdate | None = None
     repairs: list[str] = field(default_factory=list)
-    retry: bool = False
+    # Asked for by ``DatabaseReconciler.credentials``, taken off by ``ensure``.
+    pending: list[PendingAccount] = field(default_factory=list)
+    failures: list[BackendUnavailableError] = field(default_factory=list)
     # Servers ("backend|host:port") that did not answer, and those that did (even to refuse).
     unreachable: set[str] = field(default_factory=set)
     reached: set[str] = field(default_factory=set)
+
+    @property
+    def retry(self) -> bool:
+        return bool(self.failures)
+
+    @property
+    def condition(self) -> ConditionUpdate | None:
+        """DatabaseReady, once every server was asked (None before, or without accounts)."""
+        if self.pending:
+            return None
+        if self.failures:
+            reason = self.failures[0].reason
+            return ConditionUpdate(
+                DATABASE_READY, FALSE, reason, "; ".join(map(str, self.failures))
+            )
+        if not self.accounts:
+            return None
+        return ConditionUpdate(
+            DATABASE_READY,
+            TRUE,
+            "DatabaseReady",
+            ", ".join(f"{a.backend} {a.user}@{a.server}" for a in self.accounts),
+        )
 
 
 def _enabled(service: Service) -> list[str]:
@@ -253,23 +286,24 @@ class DatabaseReconciler:
                 accounts.append(ref)
         return accounts, problems
 
-    async def reconcile(
+    async def credentials(
         self,
         service: Service,
         env: Environment,
-        known_accounts: Set[AccountRef] = frozenset(),
+        recorded: Set[AccountRef] = frozenset(),
         mode: ReadMode = ReadMode.LIVE,
     ) -> DatabaseResult:
-        """Credentials, server state and projections of every account ``plan`` allowed; with
-        ``TRUSTED``, credentials already read or written are not read again."""
+        """The credential of every account ``plan`` allowed (made if new, rotated when asked)
+        and what the pods get: the credential store only, no database server is asked (see
+        ``ensure``). With ``TRUSTED``, credentials of ``recorded`` accounts already read or
+        written are not read again."""
         result = DatabaseResult()
-        failures: list[BackendUnavailableError] = []
         for backend in _enabled(service):
             settings = _settings(env, backend)
             assert settings is not None, "plan() refuses environments without the server"
             ref, account = account_for(service, env, backend)
             credential = await self.store.get_or_create(
-                backend, ref.server, ref.user, basis(mode, ref in known_accounts)
+                backend, ref.server, ref.user, basis(mode, ref in recorded)
             )
             token = service.meta.annotations.get(ROTATE_CREDENTIALS_ANNOTATION, "")
             if token and token != credential.rotation:
@@ -289,34 +323,36 @@ class DatabaseReconciler:
             result.credentials[backend] = self._projection(settings, ref, credential.password)
             if settings.egress_to is not None:
                 result.peers.append(DatabasePeer(settings.port, settings.egress_to))
+            result.pending.append(PendingAccount(ref, account, credential.password))
+        return result
+
+    async def ensure(
+        self, env: Environment, result: DatabaseResult, only: Set[AccountRef] | None = None
+    ) -> list[str]:
+        """Each pending account of ``result`` (of ``only``, when given) is made on its server,
+        or repaired to match: returns the repairs. A server that fails is on ``result``."""
+        chosen = [p for p in result.pending if only is None or p.ref in only]
+        result.pending = [p for p in result.pending if p not in chosen]
+        repairs: list[str] = []
+        for pending in chosen:
+            backend, ref = pending.ref.backend, pending.ref
             try:
                 # Environments of one service run concurrently and may share a user.
                 async with self._user_locks[(backend, ref.server, ref.user)], self._limit:
-                    result.repairs += await self.backends[backend].ensure(
-                        self.server(env, backend), account, credential.password
+                    repairs += await self.backends[backend].ensure(
+                        self.server(env, backend), pending.account, pending.password
                     )
             except BackendUnavailableError as error:
                 DATABASE_OPERATIONS.labels(backend, "ensure", "unreachable").inc()
-                failures.append(type(error)(_redact(str(error), credential.password)))
+                result.failures.append(type(error)(_redact(str(error), pending.password)))
                 answered = not isinstance(error, ServerUnreachableError)
             else:
                 DATABASE_OPERATIONS.labels(backend, "ensure", "success").inc()
                 answered = True
             answers = result.reached if answered else result.unreachable
             answers.add(server_key(backend, ref.server))
-        if failures:
-            result.retry = True
-            result.condition = ConditionUpdate(
-                DATABASE_READY, FALSE, failures[0].reason, "; ".join(map(str, failures))
-            )
-        elif result.accounts:
-            result.condition = ConditionUpdate(
-                DATABASE_READY,
-                TRUE,
-                "DatabaseReady",
-                ", ".join(f"{a.backend} {a.user}@{a.server}" for a in result.accounts),
-            )
-        return result
+        result.repairs += repairs
+        return repairs
 
     async def projections(self, service: Service, env: Environment) -> DatabaseResult:
         """What ``reconcile`` would project, from stored credentials only: no server is

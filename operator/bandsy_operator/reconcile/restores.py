@@ -51,6 +51,7 @@ class RestoreStep:
     marker: str | None
     start: RestoreRequest | None = None
     target: str = ""  # the database the Job fills
+    deferred: bool = False  # a request waits for the next reconcile
 
 
 class PostgresJobs:
@@ -72,6 +73,17 @@ class PostgresJobs:
 
 
 class RestoreRunner(PostgresJobs):
+    @staticmethod
+    def deferred(
+        service: Service, env: Environment, before: Mapping[str, Any] | None
+    ) -> RestoreStep:
+        """The step while the server does not know the service's account yet: nothing
+        changes, and a request waits for the next reconcile."""
+        waiting = request_for(service.meta.annotations, env.name) is not None
+        return RestoreStep(
+            dict(before) if before else None, restored_marker(before or {}), deferred=waiting
+        )
+
     async def step(
         self,
         service: Service,

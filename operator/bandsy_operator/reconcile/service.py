@@ -1,7 +1,9 @@
 """BandsyService reconciler: every environment's objects applied, stale ones pruned, status.
 
-Order of effects, chosen for crash safety: (1) the inventory grows to include everything about
-to be applied, (2) apply, (3) prune what is no longer wanted, (4) status with the final
+Order of effects, chosen for crash safety: (1) the build, which asks the credential store but
+no database server about new accounts, (2) one status write: the inventory grows to include
+everything about to be applied, the accounts list to include every new account, (3) new accounts
+made on their servers, (4) apply, (5) prune what is no longer wanted, (6) status with the final
 inventory. Nothing is pruned when any input failed to load or validate.
 """
 
@@ -478,13 +480,6 @@ class ServiceReconciler:
             for env in sorted(service.spec.environments)
         ]
         planned_accounts = {a for plan in plans for a in plan.accounts}
-        # Record every account before any server learns about it: no orphan after a crash.
-        if not planned_accounts <= previous_accounts:
-            status = await self._write_status(
-                known, {**status, "databases": _accounts(previous_accounts | planned_accounts)}
-            )
-            known = self.world.services[name]
-
         await self._observe_workloads(service, plans, applied_before, mode)
         readiness = self._readiness_now(service, plans, known.status, now)
         # Environments are independent until the status is written: build them together.
@@ -510,10 +505,21 @@ class ServiceReconciler:
         if not healthy:
             wanted = inventory.union(previous, wanted)
         grown = inventory.union(previous, wanted)
-        if grown != previous:
+        recorded = previous_accounts | planned_accounts
+        # Every object and account is recorded before it is created, in one write: a crash
+        # leaves no orphan that no inventory names.
+        if grown != previous or recorded != previous_accounts:
             status = await self._write_status(
-                known, {**status, "inventory": inventory.serialize(grown)}
+                known,
+                {
+                    **status,
+                    "inventory": inventory.serialize(grown),
+                    "databases": _accounts(recorded),
+                },
             )
+        await all_of(
+            *(self.databases.ensure(p.env, p.database) for p in plans if p.env and p.database)
+        )
 
         applied = await all_of(
             *(
@@ -601,6 +607,8 @@ class ServiceReconciler:
         waits = [p.verdict.retry_after for p in plans if p.verdict and p.verdict.retry_after]
         if any(p.missing_secrets for p in plans):  # soon after a person fills them in
             waits.append(SECRET_RECHECK_SECONDS)
+        if any(p.restore is not None and p.restore.deferred for p in plans):
+            waits.append(0.0)
         old_envs, new_envs = before.get("environments") or {}, after.get("environments") or {}
         # What runs Ready upstream changed (came or went): downstream gates decide again now.
         if any(
@@ -743,8 +751,10 @@ class ServiceReconciler:
                 statuses,
             )
         )
-        plan.database = await self.databases.reconcile(service, env, known_accounts, mode)
-        drift = [r for r in plan.database.repairs if set(plan.accounts) & known_accounts]
+        plan.database = await self.databases.credentials(service, env, known_accounts, mode)
+        # Accounts recorded before are made sure of now, before the steps that work on their
+        # servers; their repairs are drift. New ones wait for the status write that records them.
+        drift = await self.databases.ensure(env, plan.database, known_accounts)
         if drift:
             await self.recorder.post(
                 SERVICE_KIND,
@@ -778,15 +788,18 @@ class ServiceReconciler:
             )
         image = plan.verdict.image_to_apply or desired_image(service, env.name)
         postgres = next((a for a in plan.database.accounts if a.backend == "postgres"), None)
-        plan.restore = await self.restores.step(
-            service,
-            env,
-            self.world.valid_environments(),
-            postgres,
-            old_status.get("restore"),
-            now,
-            self.job_image,
-        )
+        if postgres is None or postgres in known_accounts:
+            plan.restore = await self.restores.step(
+                service,
+                env,
+                self.world.valid_environments(),
+                postgres,
+                old_status.get("restore"),
+                now,
+                self.job_image,
+            )
+        else:  # its server learns the account only after this reconcile's status write
+            plan.restore = self.restores.deferred(service, env, old_status.get("restore"))
         plan.mirror = await self.mirrors.step(
             service, env, self.world.valid_environments(), postgres, old_status.get("mirror")
         )
