@@ -14,7 +14,8 @@ from typing import Any
 import httpx2 as httpx
 import msgspec
 from lightkube import AsyncClient, KubeConfig, codecs
-from lightkube.core.exceptions import ApiError
+from lightkube.config.client_adapter import verify_cluster
+from lightkube.core.exceptions import ApiError, ConfigError
 from lightkube.core.resource import NamespacedResource, NamespacedResourceG
 from lightkube.core.resource_registry import resource_registry
 from lightkube.generic_resource import create_global_resource, create_namespaced_resource
@@ -52,6 +53,10 @@ NEVER_STORED_VERSION = "1"
 # Objects per LIST response: a large listing comes in pages, so neither the API server nor we
 # hold it all in one response.
 LIST_PAGE_SIZE = 500
+# Connections to the API server, every one kept alive between requests. httpx keeps 20 of its
+# 100: at a reconcile's concurrency the others were closed after each request and opened again,
+# a TLS handshake each (1.8 ms of client CPU per apply against 1.3 ms, bench of 1500 applies).
+API_CONNECTIONS = 32
 # What a request can fail with: an API error status, or the connection itself.
 CLIENT_ERRORS: tuple[type[Exception], ...] = (ApiError, httpx.HTTPError)
 
@@ -198,11 +203,24 @@ class KubeApi:
     @classmethod
     def from_environment(cls) -> KubeApi:
         """$KUBECONFIG / ~/.kube/config, or the in-cluster service account."""
-        return cls(AsyncClient(KubeConfig.from_env(), field_manager=FIELD_MANAGER))
+        return cls.from_config(KubeConfig.from_env())
 
     @classmethod
     def from_kubeconfig(cls, path: str) -> KubeApi:
-        return cls(AsyncClient(KubeConfig.from_file(path), field_manager=FIELD_MANAGER))
+        return cls.from_config(KubeConfig.from_file(path))
+
+    @classmethod
+    def from_config(cls, config: KubeConfig) -> KubeApi:
+        single = config.get()
+        if single is None or single.user is None:
+            raise ConfigError("the kubeconfig has no current context with a user")
+        # lightkube takes no pool limits, only a transport: ours verifies as lightkube would.
+        verify = verify_cluster(single.cluster, single.user, single.abs_file)
+        limits = httpx.Limits(
+            max_connections=API_CONNECTIONS, max_keepalive_connections=API_CONNECTIONS
+        )
+        transport = httpx.AsyncHTTPTransport(verify=verify, limits=limits)
+        return cls(AsyncClient(config, field_manager=FIELD_MANAGER, transport=transport))
 
     async def close(self) -> None:
         await self.client.close()
