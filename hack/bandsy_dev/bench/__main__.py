@@ -147,8 +147,10 @@ class Bench:
     # -- scenarios ------------------------------------------------------------------------------
 
     async def measured(self, work: Callable[[], Awaitable[Any]]) -> dict[str, Any]:
-        """Run ``work``: its seconds, where the machine's CPU went (with 2 cores every component
-        competes for them) and the API requests served meanwhile, by verb."""
+        """Run ``work`` from a settled PostgreSQL: its seconds, where the machine's CPU went
+        (with 2 cores every component competes for them) and the API requests served
+        meanwhile, by verb."""
+        await probes.settle_postgres(self.pg)
         pid = self.operator.pid if self.operator is not None and self.operator.running() else 0
         cpu, requests = probes.cpu_ticks(pid), probes.api_requests(self.kubectl)
         sql = await probes.sql_time(self.pg)

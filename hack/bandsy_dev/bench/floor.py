@@ -203,9 +203,3 @@ async def clean_up(api: KubeApi, pool: asyncpg.Pool, workload: Workload) -> None
         return all([await api.get(ref) is None for ref in refs])
 
     await wait_until(gone, 300, "floor namespaces deleted")
-    # Dropping 300 databases and roles leaves dead rows in the shared catalogs and dirty
-    # buffers: without this, each repetition's CREATE DATABASEs cost PostgreSQL more CPU than
-    # the last (30, 39, 43 CPU-seconds for the same statements in one run).
-    async with pool.acquire() as conn:
-        await conn.execute("VACUUM")
-        await conn.execute("CHECKPOINT")

@@ -355,8 +355,8 @@ class DatabaseReconciler:
         return repairs
 
     async def projections(self, service: Service, env: Environment) -> DatabaseResult:
-        """What ``reconcile`` would project, from stored credentials only: no server is
-        contacted and nothing is created (``bandsyctl render``)."""
+        """What ``credentials`` would project, without making or rotating a credential: the
+        stored ones only, and nothing is created (``bandsyctl render``)."""
         result = DatabaseResult()
         for ref in self.plan(service, env)[0]:
             settings = _settings(env, ref.backend)
