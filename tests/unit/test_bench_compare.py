@@ -7,8 +7,9 @@ from typing import Any
 from bandsy_dev.bench.compare import median_run, summary
 
 
-def run(seconds: float, machine: float, api: float) -> dict[str, Any]:
-    return {"seconds": seconds, "cpu_seconds": {"machine busy": machine, "kube-apiserver": api}}
+def run(seconds: float, machine: float, api: float, postgres: float = 0.0) -> dict[str, Any]:
+    cpu = {"machine busy": machine, "kube-apiserver": api, "postgres backends": postgres}
+    return {"seconds": seconds, "cpu_seconds": cpu}
 
 
 def test_the_median_run_is_the_middle_one_and_the_lower_middle_of_an_even_count() -> None:
@@ -29,3 +30,12 @@ def test_medians_are_compared_with_spread_and_cpu_beside_them() -> None:
     assert result["machine_cpu_ratio"] == 1.5  # 30 / 20
     assert result["api_server_cpu_ratio"] == 2.0  # medians: 10 / 5
     assert not summary(operator, floor, bar=1.1)["passed"]
+
+
+def test_cpu_outside_postgresql_is_compared_too() -> None:
+    # Operator side: 40 - 20 = 20 outside PostgreSQL; floor: 30 - 15 = 15.
+    operator = [run(20.0, 40, 12, postgres=20), run(21.0, 44, 13, postgres=26)]
+    floor = [run(15.0, 30, 8, postgres=15), run(16.0, 33, 9, postgres=14)]
+    result = summary(operator, floor, bar=1.2)
+    assert result["outside_postgres_cpu_ratio"] == round(18 / 15, 2)  # medians of 20, 18 / 15, 19
+    assert result["machine_cpu_ratio"] == round(40 / 30, 2)

@@ -632,7 +632,8 @@ def _converge_row(c: dict[str, Any]) -> tuple[str, str, str, str]:
         f"converge {c['services']} svc x 3 env ({c['objects']} objects, {c['databases']} db)",
         f"{c['operator_seconds']} s vs floor {c['floor_seconds']} s = {c['ratio']}x "
         f"(medians of {c['runs']} each; {spread}; CPU-s ratio: machine "
-        f"{c['machine_cpu_ratio']}x, API server {c['api_server_cpu_ratio']}x)",
+        f"{c['machine_cpu_ratio']}x, outside PostgreSQL {c['outside_postgres_cpu_ratio']}x, "
+        f"API server {c['api_server_cpu_ratio']}x)",
         c["bar"],
         _verdict(c),
     )
