@@ -6,7 +6,6 @@ The PostgreSQL tests run twice: with a superuser admin, and with a least-privile
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import secrets
 import uuid
@@ -31,7 +30,7 @@ from conftest import KubectlRunner, OperatorProcess
 from factories import environment_body, service_body, tags
 from recorded_events import events_about
 from secrecy import assert_not_leaked, decode, generated_passwords, haystacks
-from waiting import eventually
+from waiting import eventually, running
 
 pytestmark = [pytest.mark.integration, pytest.mark.asyncio(loop_scope="session")]
 
@@ -500,13 +499,10 @@ async def statuses_written(kube: KubeApi, name: str) -> AsyncIterator[list[dict[
             if not seen or seen[-1] != status:
                 seen.append(status)
 
-    task = asyncio.create_task(watch())
     try:
-        yield seen
+        async with running(watch()):
+            yield seen
     finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
         await kube.delete(ObjectRef.of(marker))
 
 

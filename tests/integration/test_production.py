@@ -20,7 +20,7 @@ import pytest
 from bandsy_operator.kube import KubeApi, ObjectRef
 from conftest import KubectlRunner, OperatorProcess
 from factories import environment_body, service_body
-from waiting import eventually
+from waiting import eventually, running
 
 pytestmark = [pytest.mark.integration, pytest.mark.asyncio(loop_scope="session")]
 BIN = Path(sys.executable).parent
@@ -48,13 +48,8 @@ async def replicas_seen(kube: KubeApi, env: str, name: str) -> AsyncIterator[lis
                 seen.append(replicas)
             await asyncio.sleep(0.02)
 
-    task = asyncio.create_task(watch())
-    try:
+    async with running(watch()):
         yield seen
-    finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
 
 
 async def test_the_autoscaler_owns_an_autoscaled_deployments_replicas(

@@ -266,6 +266,12 @@ async def restore_record(kube: KubeApi, name: str, env: str) -> dict[str, Any]:
     return dict(status.get("restore") or {})
 
 
+async def restore_in_phase(kube: KubeApi, name: str, env: str, phase: str) -> dict[str, Any]:
+    found = await restore_record(kube, name, env)
+    assert found.get("phase") == phase, found
+    return found
+
+
 async def requested(kube: KubeApi, name: str, env: str) -> dict[str, Any]:
     """The restore Job of the service's current request."""
     obj = await kube.get(ObjectRef(BANDSY, "BandsyService", "", name))
@@ -306,12 +312,7 @@ async def test_a_restore_brings_back_the_backup_and_keeps_the_replaced_data_unti
     restored = await restorable.run(kube, restore_job)
     assert restored["restored"] is True, restored
 
-    async def swapped() -> dict[str, Any]:
-        found = await restore_record(kube, name, env)
-        assert found.get("phase") == "Restored", found
-        return found
-
-    done = await eventually(swapped)
+    done = await eventually(lambda: restore_in_phase(kube, name, env, "Restored"))
     assert done["backup"] == restorable.backup["taken"]
     previous = naming.previous_database(creds["PGDATABASE"], request)
     assert done["previous"] == previous
@@ -365,12 +366,7 @@ async def test_a_restore_asked_for_with_its_environment_runs_once_the_account_ex
     restored = await restorable.run(kube, restore_job)
     assert restored["restored"] is True, restored
 
-    async def swapped() -> dict[str, Any]:
-        found = await restore_record(kube, name, env)
-        assert found.get("phase") == "Restored", found
-        return found
-
-    await eventually(swapped)
+    await eventually(lambda: restore_in_phase(kube, name, env, "Restored"))
     creds = await projection(kube, env, name)
     rows = await service_sql(creds, "select count(*) as n from notes")
     assert rows[0]["n"] == 300

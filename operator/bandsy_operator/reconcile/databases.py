@@ -110,7 +110,6 @@ class DatabaseResult:
     credentials: dict[str, dict[str, str]] = field(default_factory=dict)
     peers: list[DatabasePeer] = field(default_factory=list)
     accounts: list[AccountRef] = field(default_factory=list)
-    repairs: list[str] = field(default_factory=list)
     # Asked for by ``DatabaseReconciler.credentials``, taken off by ``ensure``.
     pending: list[PendingAccount] = field(default_factory=list)
     failures: list[BackendUnavailableError] = field(default_factory=list)
@@ -351,7 +350,6 @@ class DatabaseReconciler:
                 answered = True
             answers = result.reached if answered else result.unreachable
             answers.add(server_key(backend, ref.server))
-        result.repairs += repairs
         return repairs
 
     async def projections(self, service: Service, env: Environment) -> DatabaseResult:
