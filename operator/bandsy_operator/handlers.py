@@ -1,7 +1,9 @@
 """kopf wiring: thin handlers that feed the controller. No logic lives here.
 
-kopf delivers watch events; the controller does the rest, its finalizer included (kopf's own
-would cost two patches of every new object and a deep copy of every body on every event).
+kopf delivers the watch events of the custom resources, pods and Jobs (``watches`` those of our
+Deployments, without kopf's per-object queues); the controller does the rest, its finalizer
+included (kopf's own would cost two patches of every new object and a deep copy of every body on
+every event).
 """
 
 from __future__ import annotations
@@ -28,8 +30,8 @@ from .settings import OperatorSettings
 
 log = logging.getLogger(__name__)
 OURS = {MANAGED_BY_LABEL: FIELD_MANAGER}
-# Deployments and pods are watched through this label selector, so the API server sends only
-# ours (a handler's label filter alone is applied by kopf, to every object of the cluster).
+# Pods and Jobs are watched through this label selector, so the API server sends only ours (a
+# handler's label filter alone is applied by kopf, to every object of the cluster).
 OURS_SELECTOR = f"{MANAGED_BY_LABEL}={FIELD_MANAGER}"
 # kopf's retries of a failed API request, its watches' reconnects included. Its default grows to
 # 21 s between attempts (so watches came back up to 13 s after the API server did; one returning
@@ -64,11 +66,10 @@ async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> N
     settings.networking.error_backoffs = API_RETRY_BACKOFFS
     # kopf keeps a worker (and the latest body) per object until it has been idle for a while.
     # Our handlers return at once, so few short-lived workers suffice; at start-up, with every
-    # Deployment and service listed at once, this bounds memory instead of holding them all.
+    # service listed at once, this bounds the tasks, not the bodies (those wait in queues).
     settings.batching.worker_limit = 32
     settings.batching.idle_timeout = 1.0
     settings.watching.chunk_size = 200
-    settings.watching.label_selectors["apps", "v1", "deployments"] = OURS_SELECTOR
     settings.watching.label_selectors["v1", "pods"] = OURS_SELECTOR
     settings.watching.label_selectors["batch", "v1", "jobs"] = OURS_SELECTOR
     operator_settings = OperatorSettings.from_env()
@@ -100,11 +101,6 @@ async def environment_event(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> 
 @kopf.on.event(GROUP, VERSION, SERVICE_PLURAL)
 async def service_event(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> None:
     memo["controller"].service_event(event["type"], event["object"])
-
-
-@kopf.on.event("apps", "v1", "deployments", labels=OURS)
-async def deployment_event(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> None:
-    memo["controller"].workload_event(event["type"], event["object"])
 
 
 # Pods only tell when one fails or recovers (SPEC §12); the world keeps the failing ones.
