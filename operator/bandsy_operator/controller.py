@@ -1,9 +1,8 @@
 """The controller: watches feed the world view and a work queue; workers run the reconcilers.
 
-kopf delivers the watch events of the custom resources, pods and Jobs, ``watches`` those of our
-Deployments;
-everything else happens here, the finalizer included, so that a
-change to one object can re-reconcile others (an environment edit re-renders all its services).
+kopf delivers the custom resources' watch events, ``watches`` those of the objects we own;
+everything else happens here, the finalizer included, so that a change to one object can
+re-reconcile others (an environment edit re-renders all its services).
 """
 
 from __future__ import annotations
@@ -177,10 +176,14 @@ class Controller:
 
     def _owned_watches(self) -> list[OwnedWatch]:
         return [
-            # Start-up's reconciles read every Deployment (the pass lists them). Pods and Jobs
-            # are still kopf's (handlers.py): moved here, a crash loop reported by a pod's
-            # status was missed by one integration test, not understood yet.
+            # Start-up's reconciles read every Deployment (the pass lists them).
             OwnedWatch("apps/v1", "Deployment", Since.NOW, self.workload_event),
+            # Pods only tell when one fails or recovers (SPEC §12): the world keeps the failing
+            # ones, from every pod at first.
+            OwnedWatch("v1", "Pod", Since.EVERYTHING, self.pod_event),
+            # A migration Job that finished lets its rollout go on, a backup Job that ended
+            # goes into the status (SPEC §11): one that ended while no operator ran is news too.
+            OwnedWatch("batch/v1", "Job", Since.EVERYTHING, self.job_event),
         ]
 
     async def stop(self) -> None:

@@ -1,9 +1,8 @@
 """kopf wiring: thin handlers that feed the controller. No logic lives here.
 
-kopf delivers the watch events of the custom resources, pods and Jobs (``watches`` those of our
-Deployments, without kopf's per-object queues); the controller does the rest, its finalizer
-included (kopf's own would cost two patches of every new object and a deep copy of every body on
-every event).
+kopf delivers the custom resources' watch events (``watches`` those of the objects we own,
+without kopf's per-object queues); the controller does the rest, its finalizer included (kopf's
+own would cost two patches of every new object and a deep copy of every body on every event).
 """
 
 from __future__ import annotations
@@ -18,9 +17,7 @@ import kopf
 from . import metrics
 from .constants import (
     ENVIRONMENT_PLURAL,
-    FIELD_MANAGER,
     GROUP,
-    MANAGED_BY_LABEL,
     SERVICE_PLURAL,
     VERSION,
 )
@@ -29,10 +26,6 @@ from .kube import KubeApi
 from .settings import OperatorSettings
 
 log = logging.getLogger(__name__)
-OURS = {MANAGED_BY_LABEL: FIELD_MANAGER}
-# Pods and Jobs are watched through this label selector, so the API server sends only ours (a
-# handler's label filter alone is applied by kopf, to every object of the cluster).
-OURS_SELECTOR = f"{MANAGED_BY_LABEL}={FIELD_MANAGER}"
 # kopf's retries of a failed API request, its watches' reconnects included. Its default grows to
 # 21 s between attempts (so watches came back up to 13 s after the API server did; one returning
 # also refuses requests with 403 for a moment, until its RBAC cache is filled) and gives up after
@@ -70,8 +63,6 @@ async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> N
     settings.batching.worker_limit = 32
     settings.batching.idle_timeout = 1.0
     settings.watching.chunk_size = 200
-    settings.watching.label_selectors["v1", "pods"] = OURS_SELECTOR
-    settings.watching.label_selectors["batch", "v1", "jobs"] = OURS_SELECTOR
     operator_settings = OperatorSettings.from_env()
     controller = Controller(KubeApi.from_environment(), operator_settings)
     # kopf retries this handler when it fails: serving again only points /metrics at this world.
@@ -101,15 +92,3 @@ async def environment_event(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> 
 @kopf.on.event(GROUP, VERSION, SERVICE_PLURAL)
 async def service_event(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> None:
     memo["controller"].service_event(event["type"], event["object"])
-
-
-# Pods only tell when one fails or recovers (SPEC §12); the world keeps the failing ones.
-@kopf.on.event("v1", "pods", labels=OURS)
-async def pod_event(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> None:
-    memo["controller"].pod_event(event["type"], event["object"])
-
-
-# Migration Jobs (SPEC §11) tell when they finish: the rollout they held goes on.
-@kopf.on.event("batch", "v1", "jobs", labels=OURS)
-async def job_event(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> None:
-    memo["controller"].job_event(event["type"], event["object"])

@@ -317,6 +317,9 @@ class KubeApi:
                 "timeoutSeconds": server_timeout,
             },
         )
+        # Uncompressed: the API server's gzip writer holds a watch's later events back (after a
+        # start with every object, none came at all).
+        request.headers = {"Accept-Encoding": "identity"}
         # The server ends the watch in time: a read that waits longer found a dead connection.
         request.timeout = httpx.Timeout(REQUEST_TIMEOUT_SECONDS, read=server_timeout + 30)
         sent = generic.build_adapter_request(request)

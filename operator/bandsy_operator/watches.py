@@ -1,11 +1,11 @@
-"""Watches of objects the operator labels as its own, without kopf: its Deployments.
+"""Watches of the objects the operator labels as its own: Deployments, pods and Jobs.
 
 kopf keeps each object's events in a queue of their own until one of its workers takes them,
 so its start-up listing of every Deployment was decoded and held at once: 74 MiB of the
 operator's peak with 1000 services x 3 environments. Here each event goes to its handler as it
 is read (the handlers only note news and queue a reconcile, they never wait), and the watch of
 Deployments starts at the collection's version instead of with every object: start-up's pass
-has just read them. kopf still watches the custom resources, pods and Jobs.
+has just read them. kopf still watches the custom resources.
 """
 
 from __future__ import annotations

@@ -76,13 +76,19 @@ async def test_a_watch_from_now_tells_only_what_changes_after_it_starts(kube: Ku
         assert seen.events == [("ADDED", "after"), ("MODIFIED", "before")]
 
 
-async def test_a_watch_of_everything_tells_every_object_first(kube: KubeApi) -> None:
+async def test_a_watch_of_everything_tells_every_object_then_each_change(kube: KubeApi) -> None:
+    """Pods and Jobs: what is there is news too. The changes after it come as well (a gzipped
+    watch of the API server's held them back for good after the first objects)."""
     async with namespace(kube) as ns:
         await owned_config_map(kube, ns, "before")
         seen = Seen(ns)
         watch = OwnedWatch("v1", "ConfigMap", Since.EVERYTHING, seen.handle)
         async with running(follow(kube, watch, await watch.starting_version(kube))):
             await eventually(lambda: _async(seen.events == [("ADDED", "before")]), timeout=10)
+            await owned_config_map(kube, ns, "after")
+            await owned_config_map(kube, ns, "before")
+            await eventually(lambda: _async(len(seen.events) == 3), timeout=10)
+        assert seen.events == [("ADDED", "before"), ("ADDED", "after"), ("MODIFIED", "before")]
 
 
 async def test_a_watch_the_server_ends_goes_on_from_the_last_version(
