@@ -1,7 +1,7 @@
 """The controller: watches feed the world view and a work queue; workers run the reconcilers.
 
-kopf delivers the custom resources' watch events, ``watches`` those of the objects we own;
-everything else happens here, the finalizer included, so that a change to one object can
+``watches`` delivers the watch events (kopf only runs start-up and clean-up); everything else
+happens here, the finalizer included, so that a change to one object can
 re-reconcile others (an environment edit re-renders all its services).
 """
 
@@ -147,7 +147,8 @@ class Controller:
 
     async def start(self) -> None:
         """Load every custom resource first, so no reconcile sees a half-known world."""
-        environments, services = await self._initial_lists()
+        custom = self._custom_resource_watches()
+        custom_versions, environments, services = await self._initial_lists(custom)
         await self._ensure_operator_namespace()
         await self._follow_monitoring()
         self.services.hash_key = await self.store.config_hash_key(create=True)
@@ -159,7 +160,7 @@ class Controller:
             self.world.observe_service(body)
         owned = self._owned_watches()
         # Taken before the pass reads: a change after it is news, however late the watch starts.
-        versions = [await watch.starting_version(self.api) for watch in owned]
+        owned_versions = [await watch.starting_version(self.api) for watch in owned]
         await self._list_for_pass()
         # What start-up loaded lives on (the world) or dies by reference count (the listing):
         # the collector need not walk it at each full collection (SPEC §9: 1000 services).
@@ -170,8 +171,17 @@ class Controller:
             asyncio.create_task(self._resync()),
             *(
                 asyncio.create_task(follow(self.api, watch, version))
-                for watch, version in zip(owned, versions, strict=True)
+                for watch, version in zip(
+                    [*custom, *owned], [*custom_versions, *owned_versions], strict=True
+                )
             ),
+        ]
+
+    def _custom_resource_watches(self) -> list[OwnedWatch]:
+        # Start-up lists them all into the world first; they carry no label.
+        return [
+            OwnedWatch(API_VERSION, ENVIRONMENT_KIND, Since.NOW, self.environment_event, {}),
+            OwnedWatch(API_VERSION, SERVICE_KIND, Since.NOW, self.service_event, {}),
         ]
 
     def _owned_watches(self) -> list[OwnedWatch]:
@@ -253,12 +263,18 @@ class Controller:
         if self._rediscovery is None or self._rediscovery.done():
             self._rediscovery = asyncio.create_task(self._follow_monitoring())
 
-    async def _initial_lists(self) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-        """Retries while the API server or our CRDs are not there yet (fresh cluster, restart)."""
+    async def _initial_lists(
+        self, watches: list[OwnedWatch]
+    ) -> tuple[list[str | None], list[dict[str, Any]], list[dict[str, Any]]]:
+        """The starting versions of ``watches``, then every environment and service. Retries
+        while the API server or our CRDs are not there yet (fresh cluster, restart)."""
         delay = 0.5
         while True:
             try:
+                # First: a change after the lists is news, one they already hold is not newer.
+                versions = [await watch.starting_version(self.api) for watch in watches]
                 return (
+                    versions,
                     await self.api.list(API_VERSION, ENVIRONMENT_KIND),
                     await self.api.list(API_VERSION, SERVICE_KIND),
                 )

@@ -284,9 +284,9 @@ class KubeApi:
     async def collection_version(self, api_version: str, kind: str, labels: dict[str, str]) -> str:
         """The version of the collection now: a watch from it tells every later change. One
         object is listed (at most) for it, not all of them."""
-        pages = self.client.list(
-            _resource(api_version, kind), labels=dict(labels), namespace="*", chunk_size=1
-        )
+        res = _resource(api_version, kind)
+        scope: dict[str, Any] = {"namespace": "*"} if issubclass(res, NamespacedResourceG) else {}
+        pages = self.client.list(res, labels=dict(labels) or None, chunk_size=1, **scope)
         async for _ in pages:  # an empty collection's one page has the version too
             break
         return str(pages.resourceVersion)
@@ -305,13 +305,14 @@ class KubeApi:
         only a version: the server sends them so that a reconnect need not start from an old
         one. An ERROR event, a 410 Gone included, raises ``ApiError``."""
         generic = self.client._client  # lightkube's own: the URL, its auth and its transport
+        res = _resource(api_version, kind)
         request = generic.prepare_request(
             "list",
-            res=_resource(api_version, kind),
-            namespace="*",
+            res=res,
+            namespace="*" if issubclass(res, NamespacedResourceG) else None,
             watch=True,
             params={
-                "labelSelector": ",".join(f"{k}={v}" for k, v in sorted(labels.items())),
+                "labelSelector": ",".join(f"{k}={v}" for k, v in sorted(labels.items())) or None,
                 "resourceVersion": resource_version,
                 "allowWatchBookmarks": "true",
                 "timeoutSeconds": server_timeout,

@@ -1,11 +1,12 @@
-"""Watches of the objects the operator labels as its own: Deployments, pods and Jobs.
+"""Watches of the operator's objects: its custom resources, and the Deployments, pods and Jobs
+it labels as its own.
 
 kopf keeps each object's events in a queue of their own until one of its workers takes them,
 so its start-up listing of every Deployment was decoded and held at once: 74 MiB of the
 operator's peak with 1000 services x 3 environments. Here each event goes to its handler as it
-is read (the handlers only note news and queue a reconcile, they never wait), and the watch of
-Deployments starts at the collection's version instead of with every object: start-up's pass
-has just read them. kopf still watches the custom resources.
+is read (the handlers only note news and queue a reconcile, they never wait), and a watch of
+what start-up has just read starts at the collection's version instead of with every object.
+kopf only runs the start-up and clean-up handlers.
 """
 
 from __future__ import annotations
@@ -13,8 +14,8 @@ from __future__ import annotations
 import asyncio
 import enum
 import logging
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 
 import msgspec
 from lightkube.core.exceptions import ApiError
@@ -53,11 +54,13 @@ class OwnedWatch:
     kind: str
     since: Since
     handle: EventHandler
+    # Our custom resources are all ours, unlabelled.
+    labels: Mapping[str, str] = field(default_factory=lambda: OWNED)
 
     async def starting_version(self, api: KubeApi) -> str | None:
         if self.since is Since.EVERYTHING:
             return None
-        return await api.collection_version(self.api_version, self.kind, OWNED)
+        return await api.collection_version(self.api_version, self.kind, dict(self.labels))
 
 
 async def follow(api: KubeApi, watch: OwnedWatch, version: str | None) -> None:
@@ -69,7 +72,7 @@ async def follow(api: KubeApi, watch: OwnedWatch, version: str | None) -> None:
     while True:
         try:
             async for event_type, body in api.watch(
-                watch.api_version, watch.kind, OWNED, version, SERVER_TIMEOUT_SECONDS
+                watch.api_version, watch.kind, dict(watch.labels), version, SERVER_TIMEOUT_SECONDS
             ):
                 version = str(body["metadata"]["resourceVersion"])
                 if event_type != "BOOKMARK":
