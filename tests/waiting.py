@@ -31,6 +31,16 @@ async def eventually(
         await asyncio.sleep(interval)
 
 
+async def until(condition: Callable[[], bool], timeout: float = 30.0) -> None:
+    """Let the event loop's other tasks run until ``condition()`` holds: for state that a task
+    of this test process changes, which no server needs asking about."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"not true within {timeout} s")
+        await asyncio.sleep(0.05)
+
+
 @contextlib.asynccontextmanager
 async def running(work: Coroutine[Any, Any, None]) -> AsyncIterator[None]:
     """Run ``work`` in the background while the block runs, and cancel it after."""

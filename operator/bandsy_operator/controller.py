@@ -52,7 +52,7 @@ from .reconcile.databases import DatabaseReconciler
 from .reconcile.environment import EnvironmentReconciler
 from .reconcile.service import Outcome, ServiceReconciler
 from .settings import OperatorSettings
-from .watches import OwnedWatch, Since, follow
+from .watches import OWNED, Since, Watch, follow
 from .workqueue import AwaitingServer, WorkQueue, run_workers
 from .world import Known, World
 
@@ -147,8 +147,8 @@ class Controller:
 
     async def start(self) -> None:
         """Load every custom resource first, so no reconcile sees a half-known world."""
-        custom = self._custom_resource_watches()
-        custom_versions, environments, services = await self._initial_lists(custom)
+        watches = self._watches()
+        versions, environments, services = await self._initial_lists(watches)
         await self._ensure_operator_namespace()
         await self._follow_monitoring()
         self.services.hash_key = await self.store.config_hash_key(create=True)
@@ -158,9 +158,6 @@ class Controller:
             self.world.observe_environment(body)
         for body in services:
             self.world.observe_service(body)
-        owned = self._owned_watches()
-        # Taken before the pass reads: a change after it is news, however late the watch starts.
-        owned_versions = [await watch.starting_version(self.api) for watch in owned]
         await self._list_for_pass()
         # What start-up loaded lives on (the world) or dies by reference count (the listing):
         # the collector need not walk it at each full collection (SPEC §9: 1000 services).
@@ -171,29 +168,23 @@ class Controller:
             asyncio.create_task(self._resync()),
             *(
                 asyncio.create_task(follow(self.api, watch, version))
-                for watch, version in zip(
-                    [*custom, *owned], [*custom_versions, *owned_versions], strict=True
-                )
+                for watch, version in zip(watches, versions, strict=True)
             ),
         ]
 
-    def _custom_resource_watches(self) -> list[OwnedWatch]:
-        # Start-up lists them all into the world first; they carry no label.
+    def _watches(self) -> list[Watch]:
         return [
-            OwnedWatch(API_VERSION, ENVIRONMENT_KIND, Since.NOW, self.environment_event, {}),
-            OwnedWatch(API_VERSION, SERVICE_KIND, Since.NOW, self.service_event, {}),
-        ]
-
-    def _owned_watches(self) -> list[OwnedWatch]:
-        return [
+            # Start-up lists every custom resource into the world (they carry no label).
+            Watch(API_VERSION, ENVIRONMENT_KIND, {}, Since.NOW, self.environment_event),
+            Watch(API_VERSION, SERVICE_KIND, {}, Since.NOW, self.service_event),
             # Start-up's reconciles read every Deployment (the pass lists them).
-            OwnedWatch("apps/v1", "Deployment", Since.NOW, self.workload_event),
+            Watch("apps/v1", "Deployment", OWNED, Since.NOW, self.workload_event),
             # Pods only tell when one fails or recovers (SPEC §12): the world keeps the failing
             # ones, from every pod at first.
-            OwnedWatch("v1", "Pod", Since.EVERYTHING, self.pod_event),
+            Watch("v1", "Pod", OWNED, Since.EVERYTHING, self.pod_event),
             # A migration Job that finished lets its rollout go on, a backup Job that ended
             # goes into the status (SPEC §11): one that ended while no operator ran is news too.
-            OwnedWatch("batch/v1", "Job", Since.EVERYTHING, self.job_event),
+            Watch("batch/v1", "Job", OWNED, Since.EVERYTHING, self.job_event),
         ]
 
     async def stop(self) -> None:
@@ -264,14 +255,15 @@ class Controller:
             self._rediscovery = asyncio.create_task(self._follow_monitoring())
 
     async def _initial_lists(
-        self, watches: list[OwnedWatch]
+        self, watches: list[Watch]
     ) -> tuple[list[str | None], list[dict[str, Any]], list[dict[str, Any]]]:
         """The starting versions of ``watches``, then every environment and service. Retries
         while the API server or our CRDs are not there yet (fresh cluster, restart)."""
         delay = 0.5
         while True:
             try:
-                # First: a change after the lists is news, one they already hold is not newer.
+                # First: a change after start-up's reads (these lists, then the pass's) is news;
+                # one they already hold is not newer.
                 versions = [await watch.starting_version(self.api) for watch in watches]
                 return (
                     versions,

@@ -18,6 +18,7 @@ from lightkube.config.client_adapter import verify_cluster
 from lightkube.core.exceptions import ApiError, ConfigError
 from lightkube.core.resource import NamespacedResource, NamespacedResourceG
 from lightkube.core.resource_registry import resource_registry
+from lightkube.core.selector import build_selector
 from lightkube.generic_resource import create_global_resource, create_namespaced_resource
 from lightkube.models import meta_v1
 from lightkube.resources.authentication_v1 import SelfSubjectReview
@@ -154,6 +155,14 @@ def _resource(api_version: str, kind: str) -> Any:
     return resource_registry.load(api_version, kind)
 
 
+def _scope(res: Any, namespace: str | None) -> dict[str, Any]:
+    """lightkube's namespace argument: one namespace or (``None``) every one, for a namespaced
+    kind only."""
+    if issubclass(res, NamespacedResource | NamespacedResourceG):
+        return {"namespace": namespace or "*"}
+    return {}
+
+
 def _as_dict(obj: Any) -> Manifest:
     data: Manifest = obj.to_dict()
     return data
@@ -259,10 +268,9 @@ class KubeApi:
         labels: dict[str, str] | None,
     ) -> AsyncIterator[Manifest]:
         res = _resource(api_version, kind)
-        scope: dict[str, Any] = {}
-        if issubclass(res, NamespacedResource | NamespacedResourceG):
-            scope["namespace"] = namespace or "*"
-        pages = self.client.list(res, labels=dict(labels or {}), chunk_size=LIST_PAGE_SIZE, **scope)
+        pages = self.client.list(
+            res, labels=dict(labels or {}), chunk_size=LIST_PAGE_SIZE, **_scope(res, namespace)
+        )
         async for obj in pages:
             yield _as_dict(obj)
 
@@ -285,8 +293,7 @@ class KubeApi:
         """The version of the collection now: a watch from it tells every later change. One
         object is listed (at most) for it, not all of them."""
         res = _resource(api_version, kind)
-        scope: dict[str, Any] = {"namespace": "*"} if issubclass(res, NamespacedResourceG) else {}
-        pages = self.client.list(res, labels=dict(labels) or None, chunk_size=1, **scope)
+        pages = self.client.list(res, labels=dict(labels), chunk_size=1, **_scope(res, None))
         async for _ in pages:  # an empty collection's one page has the version too
             break
         return str(pages.resourceVersion)
@@ -309,10 +316,10 @@ class KubeApi:
         request = generic.prepare_request(
             "list",
             res=res,
-            namespace="*" if issubclass(res, NamespacedResourceG) else None,
+            **_scope(res, None),
             watch=True,
             params={
-                "labelSelector": ",".join(f"{k}={v}" for k, v in sorted(labels.items())) or None,
+                "labelSelector": build_selector(dict(labels)) or None,
                 "resourceVersion": resource_version,
                 "allowWatchBookmarks": "true",
                 "timeoutSeconds": server_timeout,

@@ -15,7 +15,7 @@ import asyncio
 import enum
 import logging
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import msgspec
 from lightkube.core.exceptions import ApiError
@@ -49,13 +49,14 @@ EventHandler = Callable[[str, Manifest], None]
 
 
 @dataclass(frozen=True)
-class OwnedWatch:
+class Watch:
+    """One kind's watch everywhere, of the objects with ``labels`` (empty: every object)."""
+
     api_version: str
     kind: str
+    labels: Mapping[str, str]
     since: Since
     handle: EventHandler
-    # Our custom resources are all ours, unlabelled.
-    labels: Mapping[str, str] = field(default_factory=lambda: OWNED)
 
     async def starting_version(self, api: KubeApi) -> str | None:
         if self.since is Since.EVERYTHING:
@@ -63,7 +64,7 @@ class OwnedWatch:
         return await api.collection_version(self.api_version, self.kind, dict(self.labels))
 
 
-async def follow(api: KubeApi, watch: OwnedWatch, version: str | None) -> None:
+async def follow(api: KubeApi, watch: Watch, version: str | None) -> None:
     """Hand each event of ``watch`` to its handler, from ``version`` (None: every object first),
     until cancelled. A reconnect goes on from the last version seen, bookmarks included. A
     version the server no longer has (410 Gone: cut off for longer than its history) starts
@@ -87,7 +88,7 @@ async def follow(api: KubeApi, watch: OwnedWatch, version: str | None) -> None:
             await _retry_later(watch, error)
 
 
-def _deliver(watch: OwnedWatch, event_type: str, body: Manifest) -> None:
+def _deliver(watch: Watch, event_type: str, body: Manifest) -> None:
     try:
         watch.handle(event_type, body)
     except Exception:  # a handler's bug must not end the watch of every other object
@@ -101,6 +102,6 @@ def _deliver(watch: OwnedWatch, event_type: str, body: Manifest) -> None:
         )
 
 
-async def _retry_later(watch: OwnedWatch, error: Exception) -> None:
+async def _retry_later(watch: Watch, error: Exception) -> None:
     log.warning("watch of %ss: %s; again in %.0f s", watch.kind, error, RETRY_SECONDS)
     await asyncio.sleep(RETRY_SECONDS)

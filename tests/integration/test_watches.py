@@ -14,8 +14,8 @@ import pytest
 
 from bandsy_operator import watches
 from bandsy_operator.kube import KubeApi, Manifest, ObjectRef
-from bandsy_operator.watches import OWNED, OwnedWatch, Since, follow
-from waiting import eventually, running
+from bandsy_operator.watches import OWNED, Since, Watch, follow
+from waiting import running, until
 
 pytestmark = [pytest.mark.integration, pytest.mark.asyncio(loop_scope="session")]
 
@@ -67,12 +67,12 @@ async def test_a_watch_from_now_tells_only_what_changes_after_it_starts(kube: Ku
     async with namespace(kube) as ns:
         await owned_config_map(kube, ns, "before")
         seen = Seen(ns)
-        watch = OwnedWatch("v1", "ConfigMap", Since.NOW, seen.handle)
+        watch = Watch("v1", "ConfigMap", OWNED, Since.NOW, seen.handle)
         async with running(follow(kube, watch, await watch.starting_version(kube))):
             await owned_config_map(kube, ns, "after")
-            await eventually(lambda: _async(seen.names() == ["after"]), timeout=10)
+            await until(lambda: seen.names() == ["after"], timeout=10)
             await owned_config_map(kube, ns, "before")  # changed now: news
-            await eventually(lambda: _async(seen.names() == ["after", "before"]), timeout=10)
+            await until(lambda: seen.names() == ["after", "before"], timeout=10)
         assert seen.events == [("ADDED", "after"), ("MODIFIED", "before")]
 
 
@@ -82,12 +82,12 @@ async def test_a_watch_of_everything_tells_every_object_then_each_change(kube: K
     async with namespace(kube) as ns:
         await owned_config_map(kube, ns, "before")
         seen = Seen(ns)
-        watch = OwnedWatch("v1", "ConfigMap", Since.EVERYTHING, seen.handle)
+        watch = Watch("v1", "ConfigMap", OWNED, Since.EVERYTHING, seen.handle)
         async with running(follow(kube, watch, await watch.starting_version(kube))):
-            await eventually(lambda: _async(seen.events == [("ADDED", "before")]), timeout=10)
+            await until(lambda: seen.events == [("ADDED", "before")], timeout=10)
             await owned_config_map(kube, ns, "after")
             await owned_config_map(kube, ns, "before")
-            await eventually(lambda: _async(len(seen.events) == 3), timeout=10)
+            await until(lambda: len(seen.events) == 3, timeout=10)
         assert seen.events == [("ADDED", "before"), ("ADDED", "after"), ("MODIFIED", "before")]
 
 
@@ -99,15 +99,11 @@ async def test_a_watch_the_server_ends_goes_on_from_the_last_version(
     monkeypatch.setattr(watches, "SERVER_TIMEOUT_SECONDS", 1)
     async with namespace(kube) as ns:
         seen = Seen(ns)
-        watch = OwnedWatch("v1", "ConfigMap", Since.NOW, seen.handle)
+        watch = Watch("v1", "ConfigMap", OWNED, Since.NOW, seen.handle)
         async with running(follow(kube, watch, await watch.starting_version(kube))):
             for index in range(3):
                 await owned_config_map(kube, ns, f"cm-{index}")
                 await asyncio.sleep(1.5)  # the server ends the watch meanwhile
-            await eventually(lambda: _async(len(seen.events) >= 3), timeout=10)
+            await until(lambda: len(seen.events) >= 3, timeout=10)
             await asyncio.sleep(1.5)
         assert seen.events == [("ADDED", f"cm-{index}") for index in range(3)]
-
-
-async def _async(value: bool) -> bool:
-    return value

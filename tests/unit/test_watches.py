@@ -12,7 +12,7 @@ from lightkube.core.exceptions import ApiError
 from lightkube.models.meta_v1 import Status
 
 from bandsy_operator.kube import Manifest
-from bandsy_operator.watches import OwnedWatch, Since, follow
+from bandsy_operator.watches import OWNED, Since, Watch, follow
 
 
 def config_map(name: str, version: str) -> Manifest:
@@ -38,7 +38,7 @@ class ForgetfulServer:
         await asyncio.Event().wait()  # the rest of the watch: nothing happens
 
 
-async def followed(server: Any, watch: OwnedWatch, version: str | None) -> None:
+async def followed(server: Any, watch: Watch, version: str | None) -> None:
     task = asyncio.create_task(follow(server, watch, version))
     await asyncio.sleep(0.1)
     task.cancel()
@@ -47,7 +47,7 @@ async def followed(server: Any, watch: OwnedWatch, version: str | None) -> None:
 
 async def test_a_forgotten_version_starts_again_with_every_object() -> None:
     server, seen = ForgetfulServer(), []
-    watch = OwnedWatch("v1", "ConfigMap", Since.NOW, lambda t, b: seen.append(b["metadata"]))
+    watch = Watch("v1", "ConfigMap", OWNED, Since.NOW, lambda t, b: seen.append(b["metadata"]))
     await followed(server, watch, "7")
     assert server.asked == ["7", None]
     assert [m["name"] for m in seen] == ["a", "b"]
@@ -61,7 +61,7 @@ async def test_a_failing_handler_does_not_end_the_watch() -> None:
             raise KeyError("a bug")
         seen.append(body["metadata"]["name"])
 
-    await followed(server, OwnedWatch("v1", "ConfigMap", Since.EVERYTHING, handle), None)
+    await followed(server, Watch("v1", "ConfigMap", OWNED, Since.EVERYTHING, handle), None)
     assert seen == ["b"]
 
 
@@ -71,7 +71,7 @@ def test_only_a_watch_from_now_asks_for_the_collections_version() -> None:
             return "42"
 
     api: Any = NoServer()
-    now = OwnedWatch("v1", "ConfigMap", Since.NOW, lambda t, b: None)
-    everything = OwnedWatch("v1", "ConfigMap", Since.EVERYTHING, lambda t, b: None)
+    now = Watch("v1", "ConfigMap", OWNED, Since.NOW, lambda t, b: None)
+    everything = Watch("v1", "ConfigMap", OWNED, Since.EVERYTHING, lambda t, b: None)
     assert asyncio.run(now.starting_version(api)) == "42"
     assert asyncio.run(everything.starting_version(api)) is None
