@@ -94,8 +94,8 @@ CLUSTER_ISSUER_ANNOTATION: Final = "cert-manager.io/cluster-issuer"
 # On a BandsyEnvironment: "true" accepts a change of its database server or database template
 # as a move to empty databases (the old ones are kept, their users locked).
 MOVE_DATABASES_ANNOTATION: Final = f"{GROUP}/move-databases"
-# The annotations of our custom resources the operator acts on. Others changing (kopf's own
-# bookkeeping, kubectl's last-applied-configuration) need no reconcile.
+# The annotations of our custom resources the operator acts on. Others changing (kubectl's
+# last-applied-configuration, another tool's bookkeeping) need no reconcile.
 ACTIONABLE_ANNOTATIONS: Final = (
     ROTATE_CREDENTIALS_ANNOTATION,
     SKIP_GATES_ANNOTATION,

@@ -86,7 +86,7 @@ def service_key(name: str) -> Key:
 
 def _trigger(known: Known[Any] | None) -> tuple[Any, ...] | None:
     """What, when it changes, needs a reconcile: spec, the annotations we act on, deletion (not
-    status, nor kopf's annotations: it writes its own on every new object)."""
+    status, nor annotations other tools write)."""
     if known is None:
         return None
     meta = known.body.get("metadata", {})
@@ -148,16 +148,12 @@ class Controller:
     async def start(self) -> None:
         """Load every custom resource first, so no reconcile sees a half-known world."""
         watches = self._watches()
-        versions, environments, services = await self._initial_lists(watches)
+        versions = await self._load_world(watches)
         await self._ensure_operator_namespace()
         await self._follow_monitoring()
         self.services.hash_key = await self.store.config_hash_key(create=True)
         self.services.job_image = self.environments.job_image = await self._job_image()
         self.environments.operator_subject = await self._operator_subject()
-        for body in environments:
-            self.world.observe_environment(body)
-        for body in services:
-            self.world.observe_service(body)
         await self._list_for_pass()
         # What start-up loaded lives on (the world) or dies by reference count (the listing):
         # the collector need not walk it at each full collection (SPEC §9: 1000 services).
@@ -254,23 +250,24 @@ class Controller:
         if self._rediscovery is None or self._rediscovery.done():
             self._rediscovery = asyncio.create_task(self._follow_monitoring())
 
-    async def _initial_lists(
-        self, watches: list[Watch]
-    ) -> tuple[list[str | None], list[dict[str, Any]], list[dict[str, Any]]]:
-        """The starting versions of ``watches``, then every environment and service. Retries
-        while the API server or our CRDs are not there yet (fresh cluster, restart)."""
+    async def _load_world(self, watches: list[Watch]) -> list[str | None]:
+        """The starting versions of ``watches``, then every environment and service into the
+        world, one at a time (at 1000 services, each body as listed is several times what the
+        world keeps of it). Retries while the API server or our CRDs are not there yet (fresh
+        cluster, restart)."""
         delay = 0.5
         while True:
             try:
                 # First: a change after start-up's reads (these lists, then the pass's) is news;
                 # one they already hold is not newer.
                 versions = [await watch.starting_version(self.api) for watch in watches]
-                return (
-                    versions,
-                    await self.api.list(API_VERSION, ENVIRONMENT_KIND),
-                    await self.api.list(API_VERSION, SERVICE_KIND),
-                )
+                async for body in self.api.each(API_VERSION, ENVIRONMENT_KIND):
+                    self.world.observe_environment(body)
+                async for body in self.api.each(API_VERSION, SERVICE_KIND):
+                    self.world.observe_service(body)
+                return versions
             except CLIENT_ERRORS as error:
+                self.world.forget_custom_resources()
                 log.warning(
                     "cannot list custom resources yet (%s); retrying in %.1f s", error, delay
                 )
@@ -516,9 +513,9 @@ class Controller:
                 async with AsyncExitStack() as holding:
                     for name in self.world.services_in(key.name):  # sorted: no deadlock
                         await holding.enter_async_context(self._locks[service_key(name)])
-                    await self.environments.finalize(known.body)  # ReclaimPendingError: retried
+                    await self.environments.finalize(known.whole)  # ReclaimPendingError: retried
             else:
-                await self.services.finalize(known.body)
+                await self.services.finalize(known.whole)
             # Not observed: the deletion event may already have made the world forget it.
             await self.api.set_finalizers(key.kind, meta, [f for f in finalizers if f != FINALIZER])
         return True

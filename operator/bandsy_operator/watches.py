@@ -28,7 +28,7 @@ log = logging.getLogger(__name__)
 OWNED = {MANAGED_BY_LABEL: FIELD_MANAGER}
 # The API server ends a watch after this long; the next one goes on from the last version seen.
 SERVER_TIMEOUT_SECONDS = 300
-# Between attempts while the API server does not answer (as kopf's retries of the others).
+# Between attempts while the API server does not answer.
 RETRY_SECONDS = 2.0
 GONE = 410
 # A connection cut in the middle of an event leaves a line that is not JSON.

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any, Generic, TypeVar
 
+import msgspec
 from pydantic import ValidationError
 
 from .constants import SERVICE_LABEL
@@ -19,9 +20,14 @@ Model = TypeVar("Model", Environment, Service)
 
 @dataclass(frozen=True)
 class Known(Generic[Model]):
-    body: dict[str, Any]
+    """A custom resource as last seen. Its status is kept packed: a service's status (above all
+    its conditions' messages) is most of its body, and it is read only by its own reconciles,
+    its environments' and the metrics, while the spec is read by every neighbour's build."""
+
+    body: dict[str, Any]  # without status (``status``, ``whole``) and managedFields
     model: Model | None  # None when the spec failed to parse
     error: str | None
+    packed_status: Packed = b"{}"
 
     @property
     def generation(self) -> int:
@@ -33,17 +39,24 @@ class Known(Generic[Model]):
 
     @property
     def status(self) -> dict[str, Any]:
-        return dict(self.body.get("status") or {})
+        """A copy of the status, the caller's to change."""
+        return unpacked(self.packed_status)
+
+    @property
+    def whole(self) -> dict[str, Any]:
+        return {**self.body, "status": self.status}
 
 
 def _known(body: dict[str, Any], parse: Callable[[dict[str, Any]], Model]) -> Known[Model]:
+    kept = {k: v for k, v in without_managed_fields(body).items() if k != "status"}
+    status = msgspec.json.encode(body.get("status") or {})
     try:
-        return Known(body, parse(body), None)
+        return Known(kept, parse(body), None, status)
     except ValidationError as error:
         problems = "; ".join(
             f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in error.errors()
         )
-        return Known(body, None, f"invalid spec: {problems}")
+        return Known(kept, None, f"invalid spec: {problems}", status)
 
 
 def version_not_newer(new: str, old: str) -> bool:
@@ -60,16 +73,16 @@ def _resource_version(body: Mapping[str, Any]) -> str:
 
 
 def _not_newer(body: dict[str, Any], current: Known[Any] | None) -> bool:
-    """A watch event can arrive after we stored the response of our own newer write, and every
-    object arrives twice at start-up (our listing, then kopf's): neither is parsed again."""
+    """A watch event can arrive after we stored the response of our own newer write, and a watch
+    starts from a version taken before start-up listed what it tells: neither is parsed again."""
     if current is None:
         return False
     return version_not_newer(_resource_version(body), _resource_version(current.body))
 
 
 def _other_object(deleted: Mapping[str, Any], current: Known[Any] | None) -> bool:
-    """kopf handles each object (by uid) in its own worker, so the deletion of an object can
-    arrive after the creation of its successor of the same name: that one is kept."""
+    """The deletion of an object can arrive after its successor of the same name was stored
+    (our own write's response, read before the watch told of the deletion): that one is kept."""
     if current is None:
         return False
     uid = deleted.get("metadata", {}).get("uid")
@@ -136,7 +149,7 @@ class World:
         name = body["metadata"]["name"]
         if _not_newer(body, self.environments.get(name)):
             return self.environments[name]
-        known = _known(without_managed_fields(body), parse_environment)
+        known = _known(body, parse_environment)
         self.revision += 1
         self.environments[name] = known
         if known.model is not None and not known.deleting:
@@ -159,7 +172,7 @@ class World:
         name = body["metadata"]["name"]
         if _not_newer(body, self.services.get(name)):
             return self.services[name]
-        known = _known(without_managed_fields(body), parse_service)
+        known = _known(body, parse_service)
         self.revision += 1
         if _links(known) != _links(self.services.get(name)):
             self._dependents = None
@@ -180,6 +193,15 @@ class World:
         self.services.pop(name, None)
         self._valid_services.pop(name, None)
         return None
+
+    def forget_custom_resources(self) -> None:
+        """Start-up's reading failed half way: what it read may be gone when it reads again."""
+        self.environments.clear()
+        self.services.clear()
+        self._valid_environments.clear()
+        self._valid_services.clear()
+        self._dependents = None
+        self.revision += 1
 
     def valid_environments(self) -> Mapping[str, Environment]:
         """Parsed environments that are not being deleted (a read-only view)."""

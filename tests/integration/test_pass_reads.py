@@ -45,18 +45,19 @@ def count_server_reads(api: KubeApi) -> tuple[list[Named], Counter[str]]:
     gets: list[Named] = []
     lists: Counter[str] = Counter()
     client = api.client
-    get, list_ = client.get, client.list
+    get, list_page = client.get, api._list_page
 
     async def noted_get(res: Any, name: str, *, namespace: str | None = None, **kw: Any) -> Any:
         gets.append((res._api_info.resource.kind, namespace or "", name))
         return await get(res, name, namespace=namespace, **kw)
 
-    def noted_list(res: Any, **kw: Any) -> Any:
-        lists[res._api_info.resource.kind] += 1
-        return list_(res, **kw)
+    async def noted_list_page(api_version: str, kind: str, *args: Any) -> Any:
+        if args[-1] is None:  # no continue token: a LIST's first page
+            lists[kind] += 1
+        return await list_page(api_version, kind, *args)
 
     client.get = noted_get  # type: ignore[method-assign]
-    client.list = noted_list  # type: ignore[method-assign]
+    api._list_page = noted_list_page  # type: ignore[method-assign]
     return gets, lists
 
 
@@ -148,14 +149,14 @@ async def test_a_list_that_fails_leaves_only_its_own_kind_to_be_read_one_by_one(
             controller.world.observe_environment(body)
         for body in await api.list(API_VERSION, SERVICE_KIND):
             controller.world.observe_service(body)
-        list_ = api.client.list
+        list_page = api._list_page
 
-        def config_maps_unreachable(res: Any, **kw: Any) -> Any:
-            if res._api_info.resource.kind == "ConfigMap":
+        async def config_maps_unreachable(api_version: str, kind: str, *args: Any) -> Any:
+            if kind == "ConfigMap":
                 raise httpx.ConnectError("the API server went away")
-            return list_(res, **kw)
+            return await list_page(api_version, kind, *args)
 
-        api.client.list = config_maps_unreachable  # type: ignore[method-assign]
+        api._list_page = config_maps_unreachable  # type: ignore[method-assign]
         await controller._list_for_pass()
         deployment = next(r for r in recorded if r.kind == "Deployment")
         config = next(r for r in recorded if r.kind == "ConfigMap")

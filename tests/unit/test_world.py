@@ -105,6 +105,29 @@ def test_custom_resources_are_kept_without_their_managed_fields() -> None:
     assert "managedFields" not in env.body["metadata"]
 
 
+def test_a_status_is_kept_packed_and_each_reader_gets_its_own_copy() -> None:
+    world = World()
+    status = {"environments": {"develop": {"conditions": [{"type": "Ready", "status": "True"}]}}}
+    known = world.observe_service({**stored("a", "3"), "status": status})
+    assert "status" not in known.body
+    assert isinstance(known.packed_status, bytes)
+    assert known.status == status
+    known.status["environments"]["develop"]["conditions"].clear()
+    assert known.status == status
+    assert known.whole == {**stored("a", "3"), "status": status}
+    assert world.observe_service(stored("b", "4")).status == {}
+
+
+def test_forgetting_the_custom_resources_forgets_every_view_of_them() -> None:
+    world = World()
+    world.observe_environment(environment_body("develop"))
+    world.observe_service(stored("a", "3"))
+    world.forget_custom_resources()
+    assert (world.environments, world.services) == ({}, {})
+    assert (dict(world.valid_environments()), dict(world.valid_services())) == ({}, {})
+    assert world.services_in("develop") == []
+
+
 def test_deployments_outside_the_services_environments_are_not_its_business() -> None:
     world = world_with_web()
     assert world.workload_news("ADDED", deployment("floor-develop", "5")) is None
