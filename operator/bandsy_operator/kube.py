@@ -7,6 +7,7 @@ print exactly what is applied.
 
 from __future__ import annotations
 
+import zlib
 from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, cast
@@ -55,6 +56,8 @@ NEVER_STORED_VERSION = "1"
 # Objects per LIST response: a large listing comes in pages, so neither the API server nor we
 # hold it all in one response.
 LIST_PAGE_SIZE = 500
+# zlib's fastest level: a listed body is compressed and read back once, within a pass.
+LISTING_COMPRESSION = 1
 # Seconds to connect, or to wait for an answer (a watch waits for its events longer).
 REQUEST_TIMEOUT_SECONDS = 10.0
 # Connections to the API server, every one kept alive between requests. httpx keeps 20 of its
@@ -201,17 +204,19 @@ class Listing:
     label, so its read goes to the server."""
 
     def __init__(self) -> None:
-        self._bodies: dict[ObjectRef, Packed] = {}
+        # Packed and compressed: a pass lists every object of every service at once (15018 at
+        # 1000 services x 3 environments, 20 MiB packed), and reads each once.
+        self._bodies: dict[ObjectRef, bytes] = {}
 
     def __len__(self) -> int:
         return len(self._bodies)
 
     def add(self, body: Mapping[str, Any]) -> None:
-        self._bodies[ObjectRef.of(dict(body))] = packed(body)
+        self._bodies[ObjectRef.of(dict(body))] = zlib.compress(packed(body), LISTING_COMPRESSION)
 
     def take(self, ref: ObjectRef) -> Manifest | None:
         found = self._bodies.pop(ref, None)
-        return None if found is None else unpacked(found)
+        return None if found is None else unpacked(zlib.decompress(found))
 
     def drop(self, ref: ObjectRef) -> None:
         self._bodies.pop(ref, None)
