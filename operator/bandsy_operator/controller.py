@@ -398,7 +398,7 @@ class Controller:
         self._propagate_readiness(before, after)
 
     def _propagate_readiness(self, before: Known[Any] | None, after: Known[Any] | None) -> None:
-        if _ready_states(before) != _ready_states(after):
+        if _ready_in(before) != _ready_in(after):
             for env in _environments(before) | _environments(after):
                 self.queue.add(env_key(env))  # its "services: n/m ready" column
 
@@ -539,11 +539,5 @@ def _environments(known: Known[Any] | None) -> set[str]:
     return set(known.model.spec.environments)
 
 
-def _ready_states(known: Known[Any] | None) -> dict[str, bool]:
-    if known is None:
-        return {}
-    envs = known.status.get("environments") or {}
-    return {
-        env: any(c["type"] == "Ready" and c["status"] == "True" for c in s.get("conditions") or [])
-        for env, s in envs.items()
-    }
+def _ready_in(known: Known[Any] | None) -> frozenset[str]:
+    return frozenset() if known is None else known.ready_in

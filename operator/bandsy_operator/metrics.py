@@ -7,7 +7,8 @@ from __future__ import annotations
 
 import contextlib
 from collections import Counter as Tally
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
+from typing import Any
 
 from prometheus_client import Counter, Gauge, Histogram, start_http_server
 from prometheus_client.core import GaugeMetricFamily
@@ -68,11 +69,12 @@ class WorldCollector(Collector):
         )
         held = 0
         kinds: Tally[str] = Tally()
-        # Scrapes run on the HTTP server's thread: list() copies the views in one step under
-        # the GIL, so the event loop cannot resize them mid-iteration.
-        statuses = [k.status for k in list(world.services.values())]
-        statuses += [k.status for k in list(world.environments.values())]
-        for status in statuses:
+        # Scrapes run on the HTTP server's thread: sorted() copies the views in one step under
+        # the GIL, so the event loop cannot resize them mid-iteration. Each status is decoded
+        # once per scrape (the world keeps them packed).
+        services = {name: k.status for name, k in sorted(world.services.items())}
+        environments = {name: k.status for name, k in sorted(world.environments.items())}
+        for status in [*services.values(), *environments.values()]:
             for env in (status.get("environments") or {}).values():
                 held += any(
                     c["type"] == "PromotionBlocked" and c["status"] == "True"
@@ -85,11 +87,13 @@ class WorldCollector(Collector):
             objects.add_metric([kind], count)
         yield blocked
         yield objects
-        yield self._costs(world)
-        yield from self._service_environments(world)
+        yield self._costs(environments)
+        yield from self._service_environments(world, services)
         yield self._database_servers(world)
 
-    def _service_environments(self, world: World) -> Iterator[GaugeMetricFamily]:
+    def _service_environments(
+        self, world: World, statuses: Mapping[str, Mapping[str, Any]]
+    ) -> Iterator[GaugeMetricFamily]:
         """Timestamps from each service's status per environment: since when a gate holds its
         promotion (the PromotionBlocked condition's transition), and its newest verified backup."""
         blocked = GaugeMetricFamily(
@@ -108,8 +112,8 @@ class WorldCollector(Collector):
             labels=["service", "environment"],
         )
         environments = world.valid_environments()
-        for service, known in sorted(world.services.items()):
-            for env, status in sorted((known.status.get("environments") or {}).items()):
+        for service, service_status in statuses.items():
+            for env, status in sorted((service_status.get("environments") or {}).items()):
                 if status.get("backup") and env in environments:
                     with contextlib.suppress(CronError):
                         if (age := allowed_backup_age(environments[env])) is not None:
@@ -138,14 +142,14 @@ class WorldCollector(Collector):
             servers.add_metric([backend, server], 1.0 if up else 0.0)
         return servers
 
-    def _costs(self, world: World) -> GaugeMetricFamily:
+    def _costs(self, statuses: Mapping[str, Mapping[str, Any]]) -> GaugeMetricFamily:
         costs = GaugeMetricFamily(
             "bandsy_environment_cost_monthly",
             "An environment's projected monthly cost (status.cost.monthly, SPEC §12)",
             labels=["environment"],
         )
-        for name, known in sorted(world.environments.items()):
-            monthly = (known.status.get("cost") or {}).get("monthly")
+        for name, status in statuses.items():
+            monthly = (status.get("cost") or {}).get("monthly")
             if monthly is not None:
                 costs.add_metric([name], float(monthly))
         return costs

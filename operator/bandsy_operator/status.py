@@ -13,6 +13,8 @@ from .constants import REVISION_ANNOTATION
 Condition = dict[str, Any]
 
 TRUE, FALSE, UNKNOWN = "True", "False", "Unknown"
+# The condition every custom resource has, and the one readiness is read from.
+READY = "Ready"
 NOT_DEPLOYED = "-"
 SUSPENDED = "(suspended)"
 

@@ -13,7 +13,7 @@ from pydantic import ValidationError
 from .constants import SERVICE_LABEL
 from .kube import Packed, packed, unpacked, without_managed_fields
 from .models import Environment, Service, parse_environment, parse_service
-from .status import pod_failure
+from .status import READY, TRUE, pod_failure
 
 Model = TypeVar("Model", Environment, Service)
 
@@ -28,6 +28,9 @@ class Known(Generic[Model]):
     model: Model | None  # None when the spec failed to parse
     error: str | None
     packed_status: Packed = b"{}"
+    # The environments whose Ready condition is True: asked of every service at each of its
+    # watch events and of every service of an environment at each of its reconciles.
+    ready_in: frozenset[str] = frozenset()
 
     @property
     def generation(self) -> int:
@@ -49,14 +52,27 @@ class Known(Generic[Model]):
 
 def _known(body: dict[str, Any], parse: Callable[[dict[str, Any]], Model]) -> Known[Model]:
     kept = {k: v for k, v in without_managed_fields(body).items() if k != "status"}
-    status = msgspec.json.encode(body.get("status") or {})
+    status = body.get("status") or {}
+    facts: dict[str, Any] = {"packed_status": msgspec.json.encode(status)}
+    facts["ready_in"] = _ready_in(status)
     try:
-        return Known(kept, parse(body), None, status)
+        return Known(kept, parse(body), None, **facts)
     except ValidationError as error:
         problems = "; ".join(
             f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in error.errors()
         )
-        return Known(kept, None, f"invalid spec: {problems}", status)
+        return Known(kept, None, f"invalid spec: {problems}", **facts)
+
+
+def _ready_in(status: Mapping[str, Any]) -> frozenset[str]:
+    return frozenset(
+        env
+        for env, env_status in (status.get("environments") or {}).items()
+        if any(
+            c.get("type") == READY and c.get("status") == TRUE
+            for c in (env_status or {}).get("conditions") or []
+        )
+    )
 
 
 def version_not_newer(new: str, old: str) -> bool:

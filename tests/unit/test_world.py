@@ -118,6 +118,23 @@ def test_a_status_is_kept_packed_and_each_reader_gets_its_own_copy() -> None:
     assert world.observe_service(stored("b", "4")).status == {}
 
 
+def test_the_environments_a_service_is_ready_in_are_read_once_from_its_status() -> None:
+    def ready(status: str) -> dict[str, Any]:
+        return {
+            "conditions": [
+                {"type": "Stalled", "status": "True"},
+                {"type": "Ready", "status": status},
+            ]
+        }
+
+    status = {
+        "environments": {"develop": ready("True"), "preprod": ready("False"), "production": {}}
+    }
+    known = World().observe_service({**stored("a", "3"), "status": status})
+    assert known.ready_in == frozenset({"develop"})
+    assert World().observe_service(stored("a", "3")).ready_in == frozenset()
+
+
 def test_forgetting_the_custom_resources_forgets_every_view_of_them() -> None:
     world = World()
     world.observe_environment(environment_body("develop"))

@@ -17,11 +17,19 @@ from ..kube import KubeApi, ObjectRef
 from ..models import BACKENDS, Environment, SecretRef, Service, parse_environment, parse_identity
 from ..naming import BACKUP_STORAGE_SECRET
 from ..observation import ReadMode
-from ..status import FALSE, TRUE, ConditionUpdate, merge_conditions, now_rfc3339, transitions
+from ..status import (
+    FALSE,
+    READY,
+    TRUE,
+    ConditionUpdate,
+    merge_conditions,
+    now_rfc3339,
+    transitions,
+)
 from ..validation import quota_without_defaults, shared_credentials
 from ..world import Known, World
 from .databases import SHARED_CREDENTIALS_REFUSED, AccountRef, DatabaseReconciler
-from .service import DATABASE_READY, READY, ReclaimPendingError, unmanaged_problem
+from .service import DATABASE_READY, ReclaimPendingError, unmanaged_problem
 
 log = logging.getLogger(__name__)
 SHARED_CREDENTIALS = "SharedCredentials"
@@ -221,13 +229,7 @@ class EnvironmentReconciler:
 
     def _services_summary(self, env_name: str) -> str:
         names = self.world.services_in(env_name)
-        ready = 0
-        for name in names:
-            env_status = (self.world.services[name].status.get("environments") or {}).get(
-                env_name
-            ) or {}
-            conditions = env_status.get("conditions") or []
-            ready += any(c["type"] == READY and c["status"] == TRUE for c in conditions)
+        ready = sum(env_name in self.world.services[name].ready_in for name in names)
         return f"{ready}/{len(names)} ready"
 
     async def finalize(self, body: Mapping[str, Any]) -> None:

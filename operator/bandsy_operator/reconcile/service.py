@@ -53,6 +53,7 @@ from ..resolver import HostResolver
 from ..secrets_gen import random_secret
 from ..status import (
     FALSE,
+    READY,
     SUSPENDED,
     TRUE,
     UNKNOWN,
@@ -74,7 +75,6 @@ from .restores import RestoreRunner, RestoreStep
 
 log = logging.getLogger(__name__)
 
-READY = "Ready"
 STALLED = "Stalled"
 PROMOTION_BLOCKED = "PromotionBlocked"
 EXPOSED = "Exposed"
@@ -481,7 +481,7 @@ class ServiceReconciler:
         ]
         planned_accounts = {a for plan in plans for a in plan.accounts}
         await self._observe_workloads(service, plans, applied_before, mode)
-        readiness = self._readiness_now(service, plans, known.status, now)
+        readiness = self._readiness_now(service, plans, status, now)
         # Environments are independent until the status is written: build them together.
         await all_of(
             *(
@@ -491,7 +491,7 @@ class ServiceReconciler:
                     previous_accounts,
                     applied_before,
                     readiness,
-                    known.status,
+                    status,
                     now,
                     mode,
                 )
