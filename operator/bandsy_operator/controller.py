@@ -22,6 +22,7 @@ from .apply import Applier
 from .backends import Backend, Backends
 from .backends.postgres import PostgresBackend
 from .builders.environment import rbac_subject
+from .concurrently import all_of
 from .constants import (
     ACTIONABLE_ANNOTATIONS,
     API_VERSION,
@@ -318,7 +319,7 @@ class Controller:
 
         started = time.perf_counter()
         self.api.listing.clear()
-        counts = await asyncio.gather(*(list_scope(kind, ns) for kind, ns in scopes))
+        counts = await all_of(*(list_scope(kind, ns) for kind, ns in scopes))
         unlisted = sum(count is None for count in counts)
         log.info(
             "listed %d objects by %d LISTs in %.1f s%s",

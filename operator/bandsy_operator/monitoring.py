@@ -4,12 +4,12 @@ PrometheusRules are served, the operator's own alerts are applied to its namespa
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from dataclasses import dataclass
 
 from .apply import Applier
 from .builders.monitoring import PROMETHEUS_RULE_NAME, build_prometheus_rule
+from .concurrently import all_of
 from .constants import MONITORING_API_VERSION, PROMETHEUS_RULE_PLURAL, SERVICE_MONITOR_PLURAL
 from .kube import KubeApi
 from .observation import Basis
@@ -27,7 +27,7 @@ class MonitoringKinds:
 
 
 async def discover(api: KubeApi) -> MonitoringKinds:
-    monitors, rules = await asyncio.gather(
+    monitors, rules = await all_of(
         serves(api, SERVICE_MONITOR_PLURAL, MONITORING_API_VERSION),
         serves(api, PROMETHEUS_RULE_PLURAL, MONITORING_API_VERSION),
     )

@@ -4,9 +4,8 @@ installed or removed later is followed without a restart."""
 
 from __future__ import annotations
 
-import asyncio
-
 from .builders.inputs import ServedKinds
+from .concurrently import all_of
 from .constants import (
     CERT_MANAGER_API_VERSION,
     CERTIFICATE_PLURAL,
@@ -40,7 +39,7 @@ async def serves(api: KubeApi, plural: str, api_version: str) -> bool:
 
 async def discover(api: KubeApi) -> ServedKinds:
     """The kinds a service's objects may include (raises the client's errors)."""
-    monitors, routes, certificates = await asyncio.gather(
+    monitors, routes, certificates = await all_of(
         serves(api, SERVICE_MONITOR_PLURAL, MONITORING_API_VERSION),
         serves(api, HTTP_ROUTE_PLURAL, GATEWAY_API_VERSION),
         serves(api, CERTIFICATE_PLURAL, CERT_MANAGER_API_VERSION),

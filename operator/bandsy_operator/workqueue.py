@@ -13,6 +13,8 @@ import time
 from collections.abc import Awaitable, Callable, Hashable
 from typing import Generic, TypeVar
 
+from .concurrently import all_of
+
 Key = TypeVar("Key", bound=Hashable)
 
 
@@ -150,4 +152,6 @@ async def run_workers(
             finally:
                 queue.done(key)
 
-    await asyncio.gather(*(worker() for _ in range(count)))
+    # Not gather: a worker cancelled on its own (kopf cancels, as it exits, every task it did
+    # not start) would end gather and leave the other workers reconciling.
+    await all_of(*(worker() for _ in range(count)))

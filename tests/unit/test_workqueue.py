@@ -10,7 +10,7 @@ from lightkube.core.exceptions import ApiError
 from lightkube.models.meta_v1 import Status
 
 from bandsy_operator.kube import is_unreachable
-from bandsy_operator.workqueue import AwaitingServer, WorkQueue
+from bandsy_operator.workqueue import AwaitingServer, WorkQueue, run_workers
 
 
 async def drain(queue: WorkQueue[str]) -> list[str]:
@@ -123,3 +123,34 @@ async def test_jitter_takes_up_to_its_fraction_off_each_delay() -> None:
     delays = [queue.retry("a") for _ in range(200)]
     assert all(4.0 <= d <= 8.0 for d in delays[3:]), delays
     assert len({round(d, 3) for d in delays[3:]}) > 100  # spread, not one value
+
+
+async def test_a_worker_cancelled_on_its_own_ends_every_worker() -> None:
+    """kopf cancels the tasks it did not start when it exits. With a plain ``gather`` one
+    cancelled worker ended ``run_workers`` and left the others reconciling, past the
+    controller's stop and the closing of its API client."""
+    queue: WorkQueue[str] = WorkQueue(base_delay=0.05, max_delay=1.0)
+    started: list[str] = []
+    ended: list[str] = []
+    all_started = asyncio.Event()
+
+    async def handle(key: str) -> None:
+        started.append(key)
+        if len(started) == 3:
+            all_started.set()
+        try:
+            await asyncio.sleep(10)
+        finally:
+            ended.append(key)
+
+    for key in ("a", "b", "c"):
+        queue.add(key)
+    others = asyncio.all_tasks()
+    workers = asyncio.create_task(run_workers(queue, handle, 3))
+    await asyncio.wait_for(all_started.wait(), timeout=5)
+    one = next(t for t in asyncio.all_tasks() - others if t is not workers)
+    one.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await workers
+    assert sorted(ended) == ["a", "b", "c"]
+    assert asyncio.all_tasks() - others == set()
