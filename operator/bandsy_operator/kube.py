@@ -311,21 +311,34 @@ class KubeApi:
         at most one of them is a Python object at a time (lightkube's list makes a typed model
         of each object of the page, and a dict of each model: 58 MiB at once in the restart
         with 1000 services x 3 environments)."""
-        generic = self.client._client  # lightkube's own: the URL, its auth and its transport
-        res = _resource(api_version, kind)
-        request = generic.prepare_request(
-            "list",
-            res=res,
-            **_scope(res, namespace),
-            params={
-                "labelSelector": build_selector(dict(labels or {})) or None,
-                "limit": limit,
-                "continue": token,
-            },
+        generic = self.client._client
+        request = self._collection_request(
+            api_version, kind, namespace, labels, {"limit": limit, "continue": token}
         )
         response = await generic.send(generic.build_adapter_request(request))  # type: ignore[no-untyped-call]
         generic.raise_for_status(response)  # type: ignore[no-untyped-call]
         return _LIST_PAGE.decode(response.content)
+
+    def _collection_request(
+        self,
+        api_version: str,
+        kind: str,
+        namespace: str | None,
+        labels: Mapping[str, str] | None,
+        params: Mapping[str, Any],
+        watch: bool = False,
+    ) -> Any:
+        """A LIST or WATCH of one kind, built by lightkube's own client (the URL, its auth and
+        its transport) but sent by us: lightkube would decode the answer into typed models."""
+        res = _resource(api_version, kind)
+        selector = build_selector(dict(labels or {})) or None
+        return self.client._client.prepare_request(
+            "list",
+            res=res,
+            **_scope(res, namespace),
+            watch=watch,
+            params={"labelSelector": selector, **params},
+        )
 
     async def list_into_listing(
         self,
@@ -361,19 +374,18 @@ class KubeApi:
         Without ``resource_version`` every object comes first, as ADDED. BOOKMARK events carry
         only a version: the server sends them so that a reconnect need not start from an old
         one. An ERROR event, a 410 Gone included, raises ``ApiError``."""
-        generic = self.client._client  # lightkube's own: the URL, its auth and its transport
-        res = _resource(api_version, kind)
-        request = generic.prepare_request(
-            "list",
-            res=res,
-            **_scope(res, None),
-            watch=True,
-            params={
-                "labelSelector": build_selector(dict(labels)) or None,
+        generic = self.client._client
+        request = self._collection_request(
+            api_version,
+            kind,
+            None,
+            labels,
+            {
                 "resourceVersion": resource_version,
                 "allowWatchBookmarks": "true",
                 "timeoutSeconds": server_timeout,
             },
+            watch=True,
         )
         # Uncompressed: the API server's gzip writer holds a watch's later events back (after a
         # start with every object, none came at all).

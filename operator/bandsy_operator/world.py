@@ -53,15 +53,14 @@ class Known(Generic[Model]):
 def _known(body: dict[str, Any], parse: Callable[[dict[str, Any]], Model]) -> Known[Model]:
     kept = {k: v for k, v in without_managed_fields(body).items() if k != "status"}
     status = body.get("status") or {}
-    facts: dict[str, Any] = {"packed_status": msgspec.json.encode(status)}
-    facts["ready_in"] = _ready_in(status)
+    packed_status, ready_in = msgspec.json.encode(status), _ready_in(status)
     try:
-        return Known(kept, parse(body), None, **facts)
+        return Known(kept, parse(body), None, packed_status, ready_in)
     except ValidationError as error:
         problems = "; ".join(
             f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in error.errors()
         )
-        return Known(kept, None, f"invalid spec: {problems}", **facts)
+        return Known(kept, None, f"invalid spec: {problems}", packed_status, ready_in)
 
 
 def _ready_in(status: Mapping[str, Any]) -> frozenset[str]:
