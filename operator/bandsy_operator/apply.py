@@ -266,6 +266,11 @@ class Applier:
             results.update(zip(batch, applied, strict=True))
         return [results[i] for i in range(len(objects))]
 
+    def forget(self, refs: Iterable[ObjectRef]) -> None:
+        """Objects deleted by others (the garbage collector): not confirmed any more."""
+        for ref in refs:
+            self._confirmed.pop(ref, None)
+
     async def prune(self, stale: Iterable[ObjectRef]) -> list[ObjectRef]:
         """Delete inventory entries we no longer want; objects without our label are left alone."""
 

@@ -51,7 +51,7 @@ from .monitoring import Monitoring
 from .observation import ReadMode
 from .reconcile.databases import DatabaseReconciler
 from .reconcile.environment import EnvironmentReconciler
-from .reconcile.service import Outcome, ServiceReconciler
+from .reconcile.service import Outcome, ServiceReconciler, needs_finalizer
 from .settings import OperatorSettings
 from .watches import OWNED, Since, Watch, follow
 from .workqueue import AwaitingServer, WorkQueue, run_workers
@@ -383,6 +383,8 @@ class Controller:
         before = self.world.services.get(name)
         if event_type == "DELETED":
             after = self.world.forget_service(body)
+            if before is not None and after is None:
+                self.services.deleted(before)
         else:
             after = self.world.observe_service(dict(body))
         if _trigger(before) != _trigger(after):
@@ -489,9 +491,11 @@ class Controller:
             self.api.listing.clear()
 
     async def _finalizer(self, key: Key) -> bool:
-        """Our finalizer goes on before anything is made for a custom resource; once it is being
-        deleted, the clean-up runs and then the finalizer comes off. True while it is being
-        deleted: there is nothing else to do for it."""
+        """Our finalizer goes on before anything the garbage collector cannot reclaim is made
+        for a custom resource (an environment's accounts and retained objects, a service's
+        accounts and listeners: ``needs_finalizer``); once it is being deleted, the clean-up
+        runs and then the finalizer comes off. True while it is being deleted: there is
+        nothing else to do for it."""
         known: Known[Any] | None = (
             self.world.environments if key.kind == ENVIRONMENT_KIND else self.world.services
         ).get(key.name)
@@ -500,7 +504,9 @@ class Controller:
         meta = known.body["metadata"]
         finalizers = list(meta.get("finalizers") or [])
         if not known.deleting:
-            if FINALIZER not in finalizers:
+            if FINALIZER not in finalizers and (
+                key.kind == ENVIRONMENT_KIND or needs_finalizer(known)
+            ):
                 updated = await self.api.set_finalizers(key.kind, meta, [*finalizers, FINALIZER])
                 if key.kind == ENVIRONMENT_KIND:
                     self.world.observe_environment(updated)

@@ -8,6 +8,7 @@ mid-way never leaves an object it does not know about.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
+from typing import Any
 
 from .kube import ObjectRef
 
@@ -20,6 +21,11 @@ def parse(entries: Iterable[str]) -> Inventory:
         env, _, ref = entry.partition("|")
         grouped.setdefault(env, set()).add(ObjectRef.parse(ref))
     return {env: frozenset(refs) for env, refs in grouped.items()}
+
+
+def recorded(status: Mapping[str, Any]) -> Inventory:
+    """The inventory a custom resource's status records."""
+    return parse(status.get("inventory") or [])
 
 
 def type_of(entry: str) -> tuple[str, str]:

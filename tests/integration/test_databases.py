@@ -6,10 +6,8 @@ The PostgreSQL tests run twice: with a superuser admin, and with a least-privile
 
 from __future__ import annotations
 
-import contextlib
 import secrets
 import uuid
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -23,14 +21,15 @@ from redis.exceptions import NoPermissionError
 
 from bandsy_dev.local_env import LocalEnvironment, postgres_admin_args
 from bandsy_operator.backends.scram import scram_sha256_verifier
-from bandsy_operator.constants import CONFIG_HASH_ANNOTATION
-from bandsy_operator.kube import BandsyServiceResource, KubeApi, ObjectRef
+from bandsy_operator.constants import CONFIG_HASH_ANNOTATION, FINALIZER
+from bandsy_operator.kube import KubeApi, ObjectRef
 from bandsy_operator.reconcile.databases import DATABASE_READY
 from conftest import KubectlRunner, OperatorProcess
 from factories import environment_body, service_body, tags
 from recorded_events import events_about
 from secrecy import assert_not_leaked, decode, generated_passwords, haystacks
-from waiting import eventually, running
+from status_watch import condition_of, statuses_written
+from waiting import eventually
 
 pytestmark = [pytest.mark.integration, pytest.mark.asyncio(loop_scope="session")]
 
@@ -447,6 +446,32 @@ async def test_delete_drops_database_role_and_credential(
     assert redis_creds["REDIS_USERNAME"] not in users
 
 
+async def test_a_service_that_gains_a_database_gets_the_finalizer_that_reclaims_it(
+    kube: KubeApi, kubectl: KubectlRunner, servers: dict[str, str], pg_env: str
+) -> None:
+    """Without a database a service carries no finalizer (the garbage collector reclaims its
+    objects); the edit that asks for one puts it on before the account exists, so deleting
+    the service drops what it made."""
+    name = f"gain-{uid()}"
+    kubectl.apply(service_body(name, tags(**{pg_env: "v1"})))
+    await eventually(lambda: kube.get(ObjectRef("apps/v1", "Deployment", pg_env, name)))
+    assert FINALIZER not in ((await bsvc(kube, name))["metadata"].get("finalizers") or [])
+
+    kubectl.apply(
+        service_body(
+            name, tags(**{pg_env: "v1"}), postgres={"enabled": True, "reclaimPolicy": "Delete"}
+        )
+    )
+    creds = await projected(kube, pg_env, name, "postgres")
+    assert FINALIZER in (await bsvc(kube, name))["metadata"]["finalizers"]
+
+    kubectl("delete", "bsvc", name, "--wait=true", "--timeout=60s")
+    assert not await admin_sql(servers, "SELECT 1 FROM pg_roles WHERE rolname=$1", creds["PGUSER"])
+    assert not await admin_sql(
+        servers, "SELECT 1 FROM pg_database WHERE datname=$1", creds["PGDATABASE"]
+    )
+
+
 async def test_drift_is_repaired(
     kube: KubeApi, kubectl: KubectlRunner, servers: dict[str, str], pg_env: str
 ) -> None:
@@ -476,36 +501,6 @@ async def test_drift_is_repaired(
     await eventually(lambda: drift_reported(kube, name, "created role"))
 
 
-@contextlib.asynccontextmanager
-async def statuses_written(kube: KubeApi, name: str) -> AsyncIterator[list[dict[str, Any]]]:
-    """Every status the service ``name`` has while the block runs, from a watch that starts
-    before the block (at the version of an object written just now)."""
-    marker = await kube.create(
-        {
-            "apiVersion": "v1",
-            "kind": "ConfigMap",
-            "metadata": {"name": f"watch-{uid()}", "namespace": "default"},
-        }
-    )
-    seen: list[dict[str, Any]] = []
-
-    async def watch() -> None:
-        async for _, obj in kube.client.watch(
-            BandsyServiceResource,
-            fields={"metadata.name": name},
-            resource_version=marker["metadata"]["resourceVersion"],
-        ):
-            status = obj.to_dict().get("status") or {}  # type: ignore[no-untyped-call]
-            if not seen or seen[-1] != status:
-                seen.append(status)
-
-    try:
-        async with running(watch()):
-            yield seen
-    finally:
-        await kube.delete(ObjectRef.of(marker))
-
-
 async def test_new_accounts_and_objects_are_recorded_in_one_write_before_they_exist(
     kube: KubeApi, kubectl: KubectlRunner, pg_env: str
 ) -> None:
@@ -524,8 +519,10 @@ async def test_new_accounts_and_objects_are_recorded_in_one_write_before_they_ex
     recording = [s for s in seen if s.get("databases")]
     assert recording, seen
     first = recording[0]
-    # Before any server or object learned of them: no condition, no environment status yet.
-    assert "environments" not in first, first
+    # Before any server learned of them: the objects' status is presumed, a database's never.
+    conditions = first["environments"][pg_env]["conditions"]
+    assert DATABASE_READY not in {c["type"] for c in conditions}, first
+    assert condition_of(first, "Ready")["status"] == "False", first
     assert [a.split("|")[:2] for a in first["databases"]] == [[pg_env, "postgres"]]
     assert f"{pg_env}|apps/v1|Deployment|{pg_env}|{name}" in first["inventory"], first
     assert f"{pg_env}|v1|Secret|{pg_env}|{name}-postgres" in first["inventory"], first

@@ -16,6 +16,7 @@ from bandsy_operator.constants import (
     APPLIED_HASH_ANNOTATION,
     CONFIG_HASH_ANNOTATION,
     EXTERNAL_LABEL,
+    FINALIZER,
     MANAGED_BY_LABEL,
     SERVICE_LABEL,
 )
@@ -23,6 +24,7 @@ from bandsy_operator.kube import KubeApi, ObjectRef
 from conftest import RESYNC_SECONDS, KubectlRunner, OperatorProcess, install_local_samples
 from factories import environment_body, service_body, tags
 from recorded_events import events_about
+from status_watch import condition_of, statuses_written
 from waiting import eventually
 
 pytestmark = [pytest.mark.integration, pytest.mark.asyncio(loop_scope="session")]
@@ -225,7 +227,8 @@ async def test_three_environments_and_three_services_converge(
         "True",
         "Ready",
     ]
-    # Status lists are applied whole: managedFields record each list, not each of its items.
+    # Status lists and the environments are applied whole: managedFields record each, not
+    # each of its items.
     (status_fields,) = [
         entry["fieldsV1"]["f:status"]
         for entry in (await bsvc(kube, api))["metadata"]["managedFields"]
@@ -233,7 +236,7 @@ async def test_three_environments_and_three_services_converge(
     ]
     assert status_fields["f:conditions"] == {}
     assert status_fields["f:inventory"] == {}
-    assert status_fields["f:environments"]["f:develop"]["f:conditions"] == {}
+    assert status_fields["f:environments"] == {}
 
 
 async def test_external_service_gets_https_ingress(
@@ -391,6 +394,31 @@ async def test_an_object_of_ours_outside_the_inventory_is_read_not_overwritten(
     kubectl("delete", "bsvc", name, "--wait=true", "--timeout=60s")
 
 
+async def test_a_new_service_is_ready_after_two_status_writes(
+    kube: KubeApi, kubectl: KubectlRunner, sample_environments: list[str]
+) -> None:
+    """Its first status, which records the inventory before any object exists, already says
+    what the objects will say once created (rolling out); the next says Ready. The write
+    between them, the same status again after the apply, costs nothing."""
+    name = f"two-{uid()}"
+    async with statuses_written(kube, name) as seen:
+        kubectl.apply(service_body(name, tags(develop="develop-1a2b3c4"), port=8000))
+        await eventually(lambda: make_deployment_ready(kube, "develop", name))
+
+        async def ready() -> bool:
+            return condition(await bsvc(kube, name), "Ready").get("status") == "True"
+
+        await eventually(ready)
+    created, *written = seen
+    assert not created, seen  # as kubectl created it
+    first = written[0]
+    assert f"develop|apps/v1|Deployment|develop|{name}" in first["inventory"], seen
+    assert condition_of(first, "Ready")["reason"] == "Progressing", first
+    assert first["environments"]["develop"]["appliedTag"] == "develop-1a2b3c4", first
+    assert len(written) == 2, written
+    kubectl("delete", "bsvc", name, "--wait=true", "--timeout=60s")
+
+
 async def test_converged_objects_cost_no_writes(
     kube: KubeApi, kubectl: KubectlRunner, sample_environments: list[str]
 ) -> None:
@@ -481,7 +509,22 @@ async def test_operator_side_validation_reports_and_keeps_objects(
 
     obj = await eventually(secret_missing)
     assert "STRIPE_API_KEY" in condition(obj, "Ready")["message"]
-    objects_before = await managed_objects(kube, "develop", name)
+
+    async def applied() -> set[str]:
+        # A new service's first status is written before its objects: wait for all of them.
+        listed = {kind for _, kind in KINDS}
+        recorded = {
+            f"{kind}/{obj_name}"
+            for _, _, kind, namespace, obj_name in (
+                entry.split("|") for entry in (await bsvc(kube, name))["status"]["inventory"]
+            )
+            if namespace == "develop" and kind in listed
+        }
+        found = await managed_objects(kube, "develop", name)
+        assert found == recorded, (found, recorded)
+        return found
+
+    objects_before = await eventually(applied)
 
     # A dependency that does not exist: reported, nothing pruned.
     kubectl.apply(
@@ -642,9 +685,16 @@ async def test_deletion(kube: KubeApi, kubectl: KubectlRunner, operator: Operato
     assert "deletionTimestamp" not in namespace["metadata"]
     assert await managed_objects(kube, kept, name)
 
-    # Deleting the service removes its objects.
+    # Deleting the service removes its objects: it has no database and no listener, so no
+    # finalizer of ours either; the garbage collector follows their ownerReferences.
+    service = await bsvc(kube, name)
+    assert FINALIZER not in (service["metadata"].get("finalizers") or [])
     kubectl("delete", "bsvc", name, "--wait=true", "--timeout=60s")
-    assert not await managed_objects(kube, kept, name)
+
+    async def collected() -> bool:
+        return not await managed_objects(kube, kept, name)
+
+    await eventually(collected, timeout=60)
     assert await get(kube, "networking.k8s.io/v1", "NetworkPolicy", kept, "bandsy-default-deny")
 
 

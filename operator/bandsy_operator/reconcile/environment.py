@@ -112,7 +112,7 @@ class EnvironmentReconciler:
             )
             return
         env = known.model
-        previous = inventory.parse(known.status.get("inventory") or [])
+        previous = inventory.recorded(known.status)
         storage, storage_condition = await self._backup_storage(env)
         objects = build_environment_objects(env, storage, self.operator_subject)
         wanted = {env.name: frozenset(ObjectRef.of(obj) for obj in objects)}
@@ -241,9 +241,9 @@ class EnvironmentReconciler:
         await self._lock_accounts(env)
         # A copy of the bucket's keys never outlives the environment, whatever the policy.
         await self.api.delete(ObjectRef("v1", "Secret", env.namespace, BACKUP_STORAGE_SECRET))
-        entries = (body.get("status") or {}).get("inventory") or []
         if env.spec.deletion_policy == "Delete":
-            pruned = await self.applier.prune(inventory.stale(inventory.parse(entries), {}))
+            recorded = inventory.recorded(body.get("status") or {})
+            pruned = await self.applier.prune(inventory.stale(recorded, {}))
             log.info("environment %s deleted: removed %d objects", env.name, len(pruned))
             return
         released = 0

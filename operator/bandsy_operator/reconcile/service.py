@@ -2,7 +2,8 @@
 
 Order of effects, chosen for crash safety: (1) the build, which asks the credential store but
 no database server about new accounts, (2) one status write: the inventory grows to include
-everything about to be applied, the accounts list to include every new account, (3) new accounts
+everything about to be applied, the accounts list to include every new account (a new service's
+write is its whole status, as its objects will give it once created), (3) new accounts
 made on their servers, (4) apply, (5) prune what is no longer wanted, (6) status with the final
 inventory. Nothing is pruned when any input failed to load or validate.
 """
@@ -10,6 +11,7 @@ inventory. Nothing is pruned when any input failed to load or validate.
 from __future__ import annotations
 
 import base64
+import dataclasses
 import datetime
 import logging
 from collections.abc import Iterable, Mapping, Sequence, Set
@@ -170,6 +172,14 @@ class EnvironmentPlan:
         if self.listener is not None:
             refs.add(listener_ref(self.listener))
         return frozenset(refs)
+
+
+def _presumed(plan: EnvironmentPlan) -> EnvironmentPlan:
+    """The plan as if its objects had just been created as built: what the API server answers
+    to a create (a Deployment at generation 1, no status yet). Never a database's readiness:
+    its accounts are not asked for before they are recorded."""
+    created = [{**obj, "metadata": {**obj["metadata"], "generation": 1}} for obj in plan.objects]
+    return dataclasses.replace(plan, applied=[Applied(obj, changed=True) for obj in created])
 
 
 def _without_gateway(plan: EnvironmentPlan) -> None:
@@ -419,6 +429,23 @@ def guard_secret(objects: list[Manifest], secret: Observed) -> None:
             obj["metadata"]["resourceVersion"] = version
 
 
+def needs_finalizer(known: Known[Service]) -> bool:
+    """Whether deleting the service leaves anything the garbage collector cannot reclaim:
+    database accounts (its spec asks for some, or its status records some) or a listener on a
+    shared Gateway (it is exposed, or its inventory records one). Every object of its own
+    carries its ownerReference, so a service with neither needs no finalizer: its deletion
+    then costs no patch and no reconcile of ours. An invalid spec creates nothing: only what
+    the status records counts."""
+    if (service := known.model) is not None:
+        spec = service.spec
+        if spec.external or any(use.enabled for use in (spec.postgres, spec.redis, spec.mongo)):
+            return True
+    status = known.status
+    return bool(status.get("databases")) or any(
+        is_listener(ref) for ref in inventory.refs(inventory.recorded(status))
+    )
+
+
 class ServiceReconciler:
     def __init__(
         self,
@@ -472,7 +499,7 @@ class ServiceReconciler:
         now = datetime.datetime.now(datetime.UTC).replace(microsecond=0)
 
         status = known.status
-        previous = inventory.parse(status.get("inventory") or [])
+        previous = inventory.recorded(status)
         previous_accounts = {AccountRef.parse(a) for a in status.get("databases") or []}
         applied_before = inventory.refs(previous)
         plans = [
@@ -508,7 +535,13 @@ class ServiceReconciler:
         recorded = previous_accounts | planned_accounts
         # Every object and account is recorded before it is created, in one write: a crash
         # leaves no orphan that no inventory names.
-        if grown != previous or recorded != previous_accounts:
+        if not previous:
+            # A new service: its first write is its status as it will be once the objects are
+            # created, so that the write after the apply finds nothing to change.
+            presumed = self._status(service, [_presumed(p) for p in plans], status, grown, now)
+            presumed["databases"] = _accounts(recorded)
+            status = await self._publish(known, service, status, presumed)
+        elif grown != previous or recorded != previous_accounts:
             status = await self._write_status(
                 known,
                 {
@@ -630,7 +663,7 @@ class ServiceReconciler:
         database accounts. Raises ReclaimPendingError while a server is unreachable."""
         name = body["metadata"]["name"]
         status = body.get("status") or {}
-        stale = inventory.stale(inventory.parse(status.get("inventory") or []), {})
+        stale = inventory.stale(inventory.recorded(status), {})
         pruned = await self._prune(stale)
         self._forget(stale)
         log.info("%s deleted: removed %d objects", name, len(pruned))
@@ -867,6 +900,14 @@ class ServiceReconciler:
     def _forget(self, refs: Iterable[ObjectRef]) -> None:
         for ref in refs:
             self._secrets.pop(ref, None)
+
+    def deleted(self, known: Known[Service]) -> None:
+        """The service is gone without a finalizer of ours: the garbage collector removes its
+        objects, and what this reconciler remembered of them goes too (a service created again
+        under its name starts from the server's state, and memory does not grow)."""
+        refs = inventory.refs(inventory.recorded(known.status))
+        self._forget(refs)
+        self.applier.forget(refs)
 
     # -- status ---------------------------------------------------------------------------------
 
@@ -1198,10 +1239,12 @@ class ServiceReconciler:
         service: Service | None,
         before: Mapping[str, Any],
         after: dict[str, Any],
-    ) -> None:
+    ) -> dict[str, Any]:
+        """Write ``after`` unless it is ``before``, post the Events of its transitions; returns
+        the status now stored."""
         if after == dict(before):
-            return
-        await self._write_status(known, after)
+            return dict(before)
+        stored = await self._write_status(known, after)
         identity = service.meta if service is not None else parse_identity(known.body)
         posted: set[str] = set()
         existed = {c["type"] for c in before.get("conditions") or []}
@@ -1213,6 +1256,7 @@ class ServiceReconciler:
             await self.recorder.post(
                 SERVICE_KIND, identity, type_, cond["reason"], cond["message"] or cond["reason"]
             )
+        return stored
 
     async def _write_status(self, known: Known[Service], status: dict[str, Any]) -> dict[str, Any]:
         name = known.body["metadata"]["name"]
