@@ -11,6 +11,7 @@ import json
 import time
 from typing import Any
 
+from bandsy_operator.constants import FINALIZER
 from bandsy_operator.manifest_yaml import dump_all
 
 from .kube import REPO_ROOT
@@ -18,6 +19,7 @@ from .operator_process import KubectlRunner
 from .users import DEVELOPER
 
 POLICIES = REPO_ROOT / "deploy" / "policies"
+FINALIZER_POLICY = POLICIES / "finalizer.yaml"
 RIGHTS_SAMPLE = REPO_ROOT / "deploy" / "samples" / "rights.yaml"
 PROBE = "rights-probe"  # a protected environment and a service in it, for the probes only
 ENFORCED_TIMEOUT = 30.0
@@ -30,8 +32,21 @@ def install(kubectl: KubectlRunner) -> None:
     wait_until_enforced(kubectl)
 
 
+def install_finalizer_policy(kubectl: KubectlRunner) -> None:
+    """The finalizer policy alone (what a bench of the operator's writes needs of
+    ``deploy/policies``), then wait until it acts."""
+    kubectl("apply", "--server-side", "--force-conflicts", "-f", str(FINALIZER_POLICY))
+    deadline = time.monotonic() + ENFORCED_TIMEOUT
+    while not _finalizing(kubectl):
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"{FINALIZER_POLICY} did not act within {ENFORCED_TIMEOUT} s")
+        time.sleep(0.2)
+
+
 def _probe_service(
-    annotations: dict[str, str] | None = None, environments: tuple[str, ...] = (PROBE,)
+    annotations: dict[str, str] | None = None,
+    environments: tuple[str, ...] = (PROBE,),
+    **spec: Any,
 ) -> str:
     body: dict[str, Any] = {
         "apiVersion": "bandsy.app/v1alpha1",
@@ -40,14 +55,27 @@ def _probe_service(
         "spec": {
             "image": {"repository": "example.org/probe"},
             "environments": {env: {"image": {"tag": "v1"}} for env in environments},
+            **spec,
         },
     }
     return dump_all([body])
 
 
+def _finalizing(kubectl: KubectlRunner) -> bool:
+    """A service with a database is created with the operator's finalizer (a dry run)."""
+    probe = _probe_service(environments=(), postgres={"enabled": True})
+    created = kubectl(
+        "create", "--dry-run=server", "-o", "json", "-f", "-", input=probe, check=False
+    )
+    if created.returncode != 0:
+        return False
+    return FINALIZER in (json.loads(created.stdout)["metadata"].get("finalizers") or [])
+
+
 def _enforced(kubectl: KubectlRunner) -> bool:
     """Each policy acts on a server-side dry run: the stamp is written, a forged one refused,
-    a developer's promote into the protected probe environment refused."""
+    a developer's promote into the protected probe environment refused, the finalizer put on
+    a service with a database."""
     create = ("create", "--dry-run=server", "-f", "-")
     stamped = kubectl(*create, "-o", "json", input=_probe_service(), check=False)
     if stamped.returncode != 0:
@@ -60,7 +88,7 @@ def _enforced(kubectl: KubectlRunner) -> bool:
         return False
     as_developer = [f"--as={DEVELOPER.name}", *(f"--as-group={g}" for g in DEVELOPER.groups)]
     refused = kubectl(*as_developer, *create, input=_probe_service(), check=False)
-    return "bandsy-promote" in refused.stderr
+    return "bandsy-promote" in refused.stderr and _finalizing(kubectl)
 
 
 def wait_until_served(kubectl: KubectlRunner, timeout: float = ENFORCED_TIMEOUT) -> None:

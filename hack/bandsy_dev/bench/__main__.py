@@ -35,6 +35,7 @@ from lightkube.types import PatchType
 from bandsy_operator.backends.postgres import ssl_argument
 from bandsy_operator.kube import BandsyServiceResource, KubeApi, ObjectRef
 
+from .. import rights
 from ..kube import REPO_ROOT
 from ..kubelet import SimulatedKubelet
 from ..local_env import LocalEnvironment, postgres_admin_args
@@ -43,6 +44,8 @@ from . import compare, floor, node_latency, probes, workload
 
 MiB = 1024 * 1024
 CONVERGE_TIMEOUT = 1800.0
+# A converge with no service newly Ready for this long is reported (who it waits for).
+STALL_SECONDS = 30.0
 CONVERGE_BAR = 1.2  # operator over floor, medians (issue 18)
 MEMORY_BAR_MIB = 150  # peak RSS at the large count (issue 18)
 RESTART_BAR_SECONDS = 10.0  # work queue empty after a restart at the large count (issue 18)
@@ -68,6 +71,9 @@ class Bench:
     def install(self) -> str:
         self.kubectl("apply", "--server-side", "-f", str(REPO_ROOT / "crds"))
         self.kubectl("wait", "--for=condition=Established", "crd", "--all", "--timeout=60s")
+        # As deployed: a new service that needs the finalizer is created with it.
+        rights.wait_until_served(self.kubectl)
+        rights.install_finalizer_policy(self.kubectl)
         return least_privilege_kubeconfig(
             self.kubectl, self.variables["KUBECONFIG"], self.workdir / "operator-kubeconfig"
         )
@@ -107,19 +113,51 @@ class Bench:
         server, which the floor's run does not have to share."""
         started = time.perf_counter()
         ready: dict[str, int] = {}
+        readiness: dict[str, dict[str, str]] = {}  # service: environment: its Ready's reason
+        environments = service_environments // max(len(names), 1)
 
         async def watch() -> None:
             async for _, obj in self.api.client.watch(BandsyServiceResource):
                 body: dict[str, Any] = obj.to_dict()  # type: ignore[no-untyped-call]
                 if (name := body["metadata"]["name"]) in names:
                     ready[name] = probes.ready_environments(body)
+                    readiness[name] = probes.ready_reasons(body)
                 if sum(ready.values()) >= service_environments:
                     return
 
+        async def report_stalls() -> None:
+            """A converge that stops short of the end says who it waits for (once per stall),
+            so that a slow run can be told from a lost event."""
+            progress, reported = -1, -1
+            while True:
+                await asyncio.sleep(STALL_SECONDS)
+                now = sum(ready.values())
+                if now == progress and now != reported:
+                    waiting = sorted(n for n in names if ready.get(n, 0) < environments)
+                    operator = self.operator
+                    queued = (
+                        operator.metrics().get("bandsy_work_queue_depth")
+                        if operator is not None and operator.running()
+                        else None
+                    )
+                    print(
+                        f"bench: no progress for {STALL_SECONDS:.0f} s at {now}/"
+                        f"{service_environments} Ready (operator's queue: {queued}); "
+                        f"waiting for {len(waiting)} services: "
+                        + "; ".join(f"{n} {readiness.get(n, {})}" for n in waiting[:10]),
+                        file=sys.stderr,
+                        flush=True,
+                    )
+                    reported = now
+                progress = now
+
+        reporter = asyncio.create_task(report_stalls())
         try:
             await asyncio.wait_for(watch(), within)
         except TimeoutError:
             raise TimeoutError(f"not {service_environments} Ready after {within:.0f} s") from None
+        finally:
+            reporter.cancel()
         return time.perf_counter() - started
 
     async def until_garbage_collector_watches(self) -> None:
@@ -150,6 +188,7 @@ class Bench:
         """Run ``work`` from a settled PostgreSQL: its seconds, where the machine's CPU went
         (with 2 cores every component competes for them) and the API requests served
         meanwhile, by verb."""
+        await probes.settle_garbage_collector(self.kubectl)
         await probes.settle_postgres(self.pg)
         pid = self.operator.pid if self.operator is not None and self.operator.running() else 0
         cpu, requests = probes.cpu_ticks(pid), probes.api_requests(self.kubectl)

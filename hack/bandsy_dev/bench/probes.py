@@ -127,12 +127,56 @@ async def sql_time(connect: Callable[[], Awaitable[asyncpg.Connection]]) -> dict
     return spent
 
 
+COLLECTOR_VERBS = frozenset({"GET", "DELETE"})
+
+
+async def settle_garbage_collector(
+    kubectl: KubectlRunner, quiet: float = 3.0, within: float = 600.0
+) -> None:
+    """Wait until nobody has read or deleted an object for ``quiet`` seconds: after a run is
+    deleted, the garbage collector goes on deleting what the deleted custom resources owned
+    (thousands of objects of services without a finalizer) long after they are gone, and a
+    measured run meanwhile would share the API server with it."""
+
+    def collecting() -> Counter[str]:
+        # Objects only: not the bench's own scrapes of /metrics (no resource).
+        requests = api_requests(kubectl, COLLECTOR_VERBS)
+        return Counter(
+            {r: n for r, n in requests.items() if r.split(" ", 1)[1][:1] not in ("", "/")}
+        )
+
+    started = changed = time.monotonic()
+    seen = collecting()
+    while time.monotonic() - changed < quiet:
+        if time.monotonic() - started > within:
+            raise TimeoutError(f"objects still read or deleted after {within:.0f} s")
+        await asyncio.sleep(1.0)
+        if (now := collecting()) != seen:
+            seen, changed = now, time.monotonic()
+
+
 def ready_environments(service: dict[str, Any]) -> int:
     environments = (service.get("status") or {}).get("environments") or {}
     return sum(
         any(c["type"] == "Ready" and c["status"] == "True" for c in env.get("conditions") or [])
         for env in environments.values()
     )
+
+
+def ready_reasons(service: dict[str, Any]) -> dict[str, str]:
+    """Each environment's Ready condition, as ``status/reason``."""
+    environments = (service.get("status") or {}).get("environments") or {}
+    return {
+        env: next(
+            (
+                f"{c['status']}/{c['reason']}"
+                for c in s.get("conditions") or []
+                if c["type"] == "Ready"
+            ),
+            "none",
+        )
+        for env, s in environments.items()
+    }
 
 
 async def wait_until(
