@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import re
+import sys
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Iterator
@@ -153,6 +154,8 @@ async def settle_garbage_collector(
         await asyncio.sleep(1.0)
         if (now := collecting()) != seen:
             seen, changed = now, time.monotonic()
+    if (waited := time.monotonic() - started) > 2 * quiet:
+        print(f"bench: the garbage collector settled in {waited:.0f} s", file=sys.stderr)
 
 
 def ready_environments(service: dict[str, Any]) -> int:
