@@ -1055,13 +1055,27 @@ def laptop(cluster: Cluster, *args: str) -> subprocess.Popen[str]:
             "KUBECONFIG": str(cluster.env.kube.kubeconfig),
             "BANDSY_KUBECTL": cluster.kubectl.binary,
         },
+        preexec_fn=as_in_a_terminal,
     )
+
+
+def as_in_a_terminal() -> None:
+    """Ctrl-C's signal at its default, as a terminal's foreground job has it. A suite started
+    in the background by a shell without job control (`make test &` in a script) inherits
+    SIGINT ignored, and Python keeps an ignored SIGINT ignored: the session would never see
+    the test's Ctrl-C."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def ended(process: subprocess.Popen[str]) -> tuple[int, str, str]:
     """Ends a session as Ctrl-C does; its exit code and what it printed."""
     process.send_signal(signal.SIGINT)
-    out, err = process.communicate(timeout=60)
+    try:
+        out, err = process.communicate(timeout=60)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        out, err = process.communicate()
+        pytest.fail(f"bandsyctl still ran 60 s after Ctrl-C; its stderr:\n{err}")
     return process.returncode, out, err
 
 
