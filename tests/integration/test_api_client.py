@@ -1,14 +1,16 @@
 """The operator's API client against the real API server: its connections outlive a burst, its
-LISTs read every page."""
+LISTs read every page, its applies spare the server a check nobody reads."""
 
 from __future__ import annotations
 
 import asyncio
 import uuid
 
+import httpx2 as httpx
 import pytest
 
 from bandsy_operator import kube as kube_module
+from bandsy_operator.constants import GROUP, SERVICE_KIND, VERSION
 from bandsy_operator.kube import API_CONNECTIONS, KubeApi, ObjectRef
 
 pytestmark = [pytest.mark.integration, pytest.mark.asyncio(loop_scope="session")]
@@ -73,3 +75,43 @@ async def test_a_list_in_pages_returns_every_object_once_and_says_what_each_is(
         kube.listing.clear()
         for namespace in namespaces:
             await kube.delete(ObjectRef("v1", "Namespace", "", namespace))
+
+
+async def test_an_apply_spares_the_api_server_a_parse_and_answers_a_dict(
+    kube: KubeApi, crds: None
+) -> None:
+    """The API server's default field validation parses an apply's body once more, to warn of
+    duplicate keys the operator's JSON never has: its applies ask for none, and are accepted.
+    The answer is the stored object as a plain dict."""
+    validations: list[str | None] = []
+
+    async def record(request: httpx.Request) -> None:
+        if request.method == "PATCH":
+            validations.append(request.url.params.get("fieldValidation"))
+
+    http = kube.client._client._client
+    hooks = http.event_hooks
+    http.event_hooks = {**hooks, "request": [*hooks["request"], record]}
+    name = f"apply-{uuid.uuid4().hex[:8]}"
+    service = {
+        "apiVersion": f"{GROUP}/{VERSION}",
+        "kind": SERVICE_KIND,
+        "metadata": {"name": name},
+        "spec": {
+            "owner": "team-apply",
+            "image": {"repository": "example.org/apply"},
+            "suspend": True,
+            "environments": {"develop": {"image": {"tag": "v1"}}},
+        },
+    }
+    try:
+        applied = await kube.apply(service)
+        assert type(applied) is dict
+        assert applied["spec"]["owner"] == "team-apply"
+        assert applied == await kube.get(ObjectRef.of(service))
+        status = await kube.apply_status(SERVICE_KIND, name, {"observedGeneration": 1})
+        assert status["status"]["observedGeneration"] == 1
+        assert validations == ["Ignore", "Ignore"]
+    finally:
+        http.event_hooks = hooks
+        await kube.delete(ObjectRef.of(service))
