@@ -313,13 +313,18 @@ class KubeApi:
         at most one of them is a Python object at a time (lightkube's list makes a typed model
         of each object of the page, and a dict of each model: 58 MiB at once in the restart
         with 1000 services x 3 environments)."""
-        generic = self.client._client
         request = self._collection_request(
             api_version, kind, namespace, labels, {"limit": limit, "continue": token}
         )
-        response = await generic.send(generic.build_adapter_request(request))  # type: ignore[no-untyped-call]
-        generic.raise_for_status(response)  # type: ignore[no-untyped-call]
+        response = await self._send(request)
         return _LIST_PAGE.decode(response.content)
+
+    async def _send(self, request: Any) -> httpx.Response:
+        """A request lightkube built, sent by us; an error status raises as lightkube's do."""
+        generic = self.client._client
+        response: httpx.Response = await generic.send(generic.build_adapter_request(request))  # type: ignore[no-untyped-call]
+        generic.raise_for_status(response)  # type: ignore[no-untyped-call]
+        return response
 
     def _collection_request(
         self,
@@ -466,8 +471,7 @@ class KubeApi:
         """A forced server-side apply, built by lightkube's own client but sent by us: its
         ``patch`` takes no field validation, and would decode the answer into a typed model
         only for us to turn it into a dict again."""
-        generic = self.client._client
-        request = generic.prepare_request(
+        request = self.client._client.prepare_request(
             "patch",
             res=res,
             obj=body,
@@ -480,8 +484,7 @@ class KubeApi:
                 "fieldValidation": APPLY_FIELD_VALIDATION,
             },
         )
-        response = await generic.send(generic.build_adapter_request(request))  # type: ignore[no-untyped-call]
-        generic.raise_for_status(response)  # type: ignore[no-untyped-call]
+        response = await self._send(request)
         applied: Manifest = msgspec.json.decode(response.content)
         return applied
 
